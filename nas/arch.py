@@ -1,0 +1,142 @@
+"""`Arch`: the one value that describes a depth network.
+
+Everything downstream (built models, exported files, latency measurements, trial records) is keyed by
+an `Arch` or by the `.tflite` it produced, so it must be frozen, JSON-serialisable and carry a stable
+content hash. Trial params map to an `Arch` (`Arch.from_params`) and back (`Arch.to_params`), which
+is how seed presets are enqueued as ordinary trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+SKIP_TYPES = ("none", "add", "concat")
+BLOCK_TYPES = ("conv", "dws5", "srb", "rfdb")
+UPSAMPLE_TYPES = ("nearest", "bilinear", "pixelshuffle", "transpose")
+HEAD_TYPES = ("relu", "softplus", "sigmoid")
+# "1", "0.5", "0.25" scale the deployment input; "HxW" resizes to a fixed internal size (LiteDepth).
+INPUT_SCALES = ("1", "0.5", "0.25", "128x160", "192x256", "240x320")
+
+
+class ArchError(ValueError):
+    """An architecture that cannot be built; the message says why."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A depth network: timm encoder, U-Net-style decoder, depth head.
+
+    The decoder has one stage per encoder level used (`depth`); stage i (0 = deepest) upsamples to the
+    next shallower level and merges that level's skip. `decoder_channels`, `skips` and `blocks` are
+    per stage. The last stage has no encoder skip (it reaches the network's internal resolution).
+    """
+
+    backbone: str = "mobilenetv3_large_100"
+    depth: int = 5
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    skips: tuple[str, ...] = ("concat", "concat", "concat", "concat", "none")
+    blocks: tuple[str, ...] = ("conv", "conv", "conv", "conv", "conv")
+    ffm: bool = False
+    upsample: str = "nearest"
+    input_scale: str = "1"
+    head: str = "relu"
+    max_depth: float = 40.0
+    rfdb_esa: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
+        object.__setattr__(self, "skips", tuple(self.skips))
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ArchError` with the reason when the arch cannot be built."""
+        if self.depth not in (3, 4, 5):
+            raise ArchError(f"depth must be 3, 4 or 5, got {self.depth}")
+        for name in ("decoder_channels", "skips", "blocks"):
+            if len(getattr(self, name)) != self.depth:
+                raise ArchError(f"{name} needs {self.depth} entries (one per decoder stage), "
+                                f"got {len(getattr(self, name))}")
+        if bad := [s for s in self.skips if s not in SKIP_TYPES]:
+            raise ArchError(f"unknown skip type {bad[0]!r}; choose from {SKIP_TYPES}")
+        if self.skips[-1] != "none":
+            raise ArchError("the last decoder stage has no encoder skip; its skip must be 'none'")
+        if bad := [b for b in self.blocks if b not in BLOCK_TYPES]:
+            raise ArchError(f"unknown block type {bad[0]!r}; choose from {BLOCK_TYPES}")
+        if self.upsample not in UPSAMPLE_TYPES:
+            raise ArchError(f"unknown upsampling {self.upsample!r}; choose from {UPSAMPLE_TYPES}")
+        if self.head not in HEAD_TYPES:
+            raise ArchError(f"unknown head {self.head!r}; choose from {HEAD_TYPES}")
+        if self.input_scale not in INPUT_SCALES:
+            raise ArchError(f"unknown input scale {self.input_scale!r}; choose from {INPUT_SCALES}")
+        for i, (ch, block) in enumerate(zip(self.decoder_channels, self.blocks)):
+            if ch < 4:
+                raise ArchError(f"decoder stage {i} has {ch} channels; at least 4 are needed")
+            if block == "rfdb" and ch % 2:
+                raise ArchError(f"decoder stage {i}: RFDB splits its {ch} channels in halves;"
+                                " the width must be even")
+
+    # -- serialisation ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["decoder_channels"] = list(self.decoder_channels)
+        d["skips"] = list(self.skips)
+        d["blocks"] = list(self.blocks)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Arch:
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := set(d) - known:
+            raise ArchError(f"unknown arch field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> Arch:
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def arch_id(self) -> str:
+        """Stable content hash: equal architectures share it across processes and machines."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    # -- trial params ----------------------------------------------------------------------------
+
+    def to_params(self) -> dict[str, Any]:
+        """Flat Optuna params (per-stage lists become `name_i`), the inverse of `from_params`."""
+        params: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, list):
+                for i, v in enumerate(value):
+                    params[f"{key}_{i}"] = v
+            else:
+                params[key] = value
+        del params[f"skips_{self.depth - 1}"]  # always "none": not a free choice
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Arch:
+        """Build an Arch from flat trial params; params that are not arch fields are ignored."""
+        depth = int(params.get("depth", cls.depth))
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in ("decoder_channels", "skips", "blocks"):
+                n = depth - 1 if f.name == "skips" else depth
+                keys = [f"{f.name}_{i}" for i in range(n)]
+                if all(k in params for k in keys):
+                    values = tuple(params[k] for k in keys)
+                    kwargs[f.name] = (*values, "none") if f.name == "skips" else values
+                elif any(k in params for k in keys):
+                    missing = [k for k in keys if k not in params]
+                    raise ArchError(f"params lack {', '.join(missing)}")
+            elif f.name in params:
+                kwargs[f.name] = params[f.name]
+        return cls(**kwargs)

@@ -1,0 +1,182 @@
+"""Hardware profiles: the YAML files that say where and how latency is measured.
+
+A profile file holds one device or a pool (`devices: [...]`). Every problem is reported as a
+`ConfigError` naming the file, so a bad profile stops `nas run` before any trial starts instead of
+failing every trial later.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nas.errors import ConfigError
+
+# Fields that only make sense when the device is reached over SSH.
+SSH_ONLY_FIELDS = ("host", "port", "user", "key_file", "known_hosts", "workdir")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+class DeviceProfile(BaseModel):
+    """One device: where it is, how to reach it and how to time a model on it.
+
+    Timeouts and retry counts live here (not in code) because a Pi on Wi-Fi and this machine need
+    very different values.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="unique device name, used in records, leases and the cache")
+    kind: Literal["ssh", "local"]
+    host: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    python: str | None = None
+    workdir: str = "/tmp/nas-bench"
+    threads: int = Field(4, ge=1, le=256)
+    warmup: int = Field(5, ge=0, le=10_000)
+    runs: int = Field(30, ge=1, le=100_000)
+    max_temp_c: float = Field(75.0, gt=0, le=120)
+    cooldown_s: float = Field(30.0, ge=0)
+    cooldown_checks: int = Field(10, ge=0)
+    retries: int = Field(2, ge=0, le=20)
+    retry_backoff_s: float = Field(2.0, ge=0)
+    connect_timeout_s: float = Field(15.0, gt=0)
+    step_timeout_s: float = Field(60.0, gt=0)
+    measure_timeout_s: float = Field(600.0, gt=0)
+    lease_s: float = Field(900.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '_', '.', '@' or '-' "
+                "(it names the device in records and leases)"
+            )
+        return value
+
+    @field_validator("key_file", "known_hosts")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(value).expanduser()
+
+    @field_validator("python", "workdir", "host", "user")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> DeviceProfile:
+        if self.kind == "ssh":
+            if self.host is None:
+                raise ValueError("kind: ssh needs a host")
+        else:
+            wrong = [f for f in SSH_ONLY_FIELDS if f in self.model_fields_set]
+            if wrong:
+                raise ValueError(f"{', '.join(wrong)} only apply to kind: ssh")
+        # The lease is renewed before every step, so it must outlive the longest single step.
+        longest = max(self.measure_timeout_s, self.step_timeout_s, self.cooldown_s)
+        if self.lease_s <= longest + self.connect_timeout_s:
+            raise ValueError(
+                f"lease_s ({self.lease_s:g}) must exceed the longest step "
+                f"({longest:g} s) plus connect_timeout_s ({self.connect_timeout_s:g} s), "
+                "or another worker could take the device mid-measurement"
+            )
+        return self
+
+    @property
+    def interpreter(self) -> str:
+        """The Python that runs runner.py: local default is this interpreter, SSH default python3."""
+        if self.python:
+            return self.python
+        return sys.executable if self.kind == "local" else "python3"
+
+    @property
+    def key(self) -> str:
+        """Lease and cache key.
+
+        A local device is another machine's CPU when a study spans machines, so it is keyed per host
+        (`local@hostname`); an SSH device is one physical box whatever machine reaches it.
+        """
+        if self.kind == "local":
+            return f"{self.name}@{socket.gethostname()}"
+        return self.name
+
+    @property
+    def address(self) -> str:
+        """`user@host:port` for messages (never carries secrets)."""
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{self.host}:{self.port}"
+
+
+def _describe(err: ValidationError, index: int | None) -> str:
+    """One readable line per pydantic error, with the device it belongs to."""
+    where = "" if index is None else f"devices[{index}]"
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        field = ".".join(p for p in (where, loc) if p)
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"{field}: {msg}" if field else msg)
+    return "; ".join(lines)
+
+
+def load_hardware(path: str | Path) -> list[DeviceProfile]:
+    """Read a profile file: one device, or a pool under `devices:`. Raises ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "hardware profile not found") from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read hardware profile: {exc.strerror or exc}") from None
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "expected a mapping (one device) or `devices: [...]` (a pool)")
+
+    if "devices" in data:
+        extra = sorted(set(data) - {"devices"})
+        if extra:
+            raise ConfigError(path, f"a pool file holds only `devices:`; unexpected: {', '.join(extra)}")
+        entries = data["devices"]
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(path, "`devices` must be a non-empty list of device mappings")
+        indexed: list[tuple[int | None, Any]] = list(enumerate(entries))
+    else:
+        indexed = [(None, data)]
+
+    devices: list[DeviceProfile] = []
+    for index, entry in indexed:
+        if not isinstance(entry, dict):
+            raise ConfigError(path, f"devices[{index}] must be a mapping")
+        try:
+            devices.append(DeviceProfile.model_validate(entry))
+        except ValidationError as exc:
+            raise ConfigError(path, _describe(exc, index)) from None
+
+    seen: set[str] = set()
+    for dev in devices:
+        if dev.key_file is not None and not dev.key_file.is_file():
+            raise ConfigError(path, f"{dev.name}: key_file {dev.key_file} does not exist")
+        if dev.name in seen:
+            raise ConfigError(path, f"device name {dev.name!r} is used twice; names must be unique")
+        seen.add(dev.name)
+    return devices

@@ -1,0 +1,68 @@
+"""MAI 2021 depth metrics and the Final Score (contract: DESIGN.md, definitions: FACTS.md).
+
+All per-image functions take prediction and ground truth in millimetres (any numeric numpy arrays of
+one shape). Following the official evaluation, both are clamped below 1 up to 1 and only pixels with
+ground truth > 1 count. Data-set-level figures are the mean of the per-image values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+METRIC_NAMES = ("si_rmse", "rmse", "log10", "rel")
+
+
+def _valid_pairs(pred_mm: np.ndarray, gt_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred_mm, dtype=np.float64)
+    gt = np.asarray(gt_mm, dtype=np.float64)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    pred = np.maximum(pred, 1.0)
+    gt = np.maximum(gt, 1.0)
+    valid = gt > 1.0
+    if not valid.any():
+        raise ValueError("ground truth has no valid pixel (all <= 1 mm)")
+    return pred[valid], gt[valid]
+
+
+def rmse(pred_mm: np.ndarray, gt_mm: np.ndarray) -> float:
+    """Root mean squared error in metres."""
+    pred, gt = _valid_pairs(pred_mm, gt_mm)
+    return float(np.sqrt(np.mean(((gt - pred) / 1000.0) ** 2)))
+
+
+def si_rmse(pred_mm: np.ndarray, gt_mm: np.ndarray) -> float:
+    """Scale-invariant RMSE of natural logs: sqrt(mean(d^2) - mean(d)^2), d = ln(pred) - ln(gt)."""
+    pred, gt = _valid_pairs(pred_mm, gt_mm)
+    d = np.log(pred) - np.log(gt)
+    n = d.size
+    return float(np.sqrt(max(np.sum(d**2) / n - np.sum(d) ** 2 / n**2, 0.0)))
+
+
+def avg_log10(pred_mm: np.ndarray, gt_mm: np.ndarray) -> float:
+    """Mean absolute difference of base-10 logs."""
+    pred, gt = _valid_pairs(pred_mm, gt_mm)
+    return float(np.mean(np.abs(np.log10(pred) - np.log10(gt))))
+
+
+def rel(pred_mm: np.ndarray, gt_mm: np.ndarray) -> float:
+    """Mean absolute relative error |pred - gt| / gt."""
+    pred, gt = _valid_pairs(pred_mm, gt_mm)
+    return float(np.mean(np.abs(pred - gt) / gt))
+
+
+def all_metrics(pred_mm: np.ndarray, gt_mm: np.ndarray) -> dict[str, float]:
+    """The four MAI metrics of one image pair, keyed as in the trial record."""
+    return {"si_rmse": si_rmse(pred_mm, gt_mm), "rmse": rmse(pred_mm, gt_mm),
+            "log10": avg_log10(pred_mm, gt_mm), "rel": rel(pred_mm, gt_mm)}
+
+
+def final_score(si_rmse: float, runtime_s: float, alpha: float = 10.0, c: float = 1.0) -> float:
+    """MAI Final Score 2^(-alpha * si_rmse) / (c * runtime); runtime in seconds."""
+    if runtime_s <= 0 or not math.isfinite(runtime_s):
+        raise ValueError(f"runtime must be a positive number of seconds, got {runtime_s}")
+    if not math.isfinite(si_rmse):
+        raise ValueError(f"si_rmse must be finite, got {si_rmse}")
+    return float(2.0 ** (-alpha * si_rmse) / (c * runtime_s))

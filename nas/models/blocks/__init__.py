@@ -1,0 +1,22 @@
+"""Decoder fusion blocks, one concept per file, and the registry that maps `Arch.blocks` names to them."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .conv import ConvBlock
+from .dws5 import DepthwiseSeparable5
+from .rfdb import RFDB
+from .srb import SRBBlock
+
+BLOCKS: dict[str, type[nn.Module]] = {
+    "conv": ConvBlock,
+    "dws5": DepthwiseSeparable5,
+    "srb": SRBBlock,
+    "rfdb": RFDB,
+}
+
+
+def create_block(name: str, in_channels: int, out_channels: int, **kwargs) -> nn.Module:
+    """Build the fusion block `name` mapping `in_channels` to `out_channels`."""
+    return BLOCKS[name](in_channels, out_channels, **kwargs)

@@ -1,0 +1,29 @@
+"""Enhanced Spatial Attention, the optional tail of an RFDB (RFDN, Liu et al. 2020).
+
+Kept to ops every TFLite converter maps directly: strided conv, max-pool, bilinear resize, sigmoid.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ESA(nn.Module):
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        f = max(channels // reduction, 4)
+        self.reduce = nn.Conv2d(channels, f, 1)
+        self.down = nn.Conv2d(f, f, 3, stride=2, padding=1)
+        self.body = nn.Conv2d(f, f, 3, padding=1)
+        self.skip = nn.Conv2d(f, f, 1)
+        self.expand = nn.Conv2d(f, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.reduce(x)
+        y = F.max_pool2d(self.down(r), kernel_size=3, stride=2, padding=1)
+        y = self.body(y)
+        size = (int(x.shape[2]), int(x.shape[3]))  # static under export: becomes a constant
+        y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        return x * torch.sigmoid(self.expand(y + self.skip(r)))

@@ -1,0 +1,52 @@
+"""`DepthNet(arch)`: encoder, decoder and head composed (the segmentation_models_pytorch pattern).
+
+The network takes what the device gets, an RGB image as float 0..255 in NCHW at deployment resolution,
+normalises it itself, optionally resizes to its internal size (the largest latency lever on a weak
+CPU), and returns depth in metres at the input's size. Preprocessing inside the graph means the
+exported `.tflite` needs no code around it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..arch import Arch
+from .decoder import UNetDecoder
+from .encoder import Encoder
+from .head import DepthHead
+from .upsample import resize_to
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def internal_size(input_scale: str, height: int, width: int) -> tuple[int, int]:
+    """Internal (H, W) of the network for an input of (height, width)."""
+    if "x" in input_scale:
+        h, w = input_scale.split("x")
+        return int(h), int(w)
+    scale = float(input_scale)
+    return max(round(height * scale), 8), max(round(width * scale), 8)
+
+
+class DepthNet(nn.Module):
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.arch = arch
+        self.encoder = Encoder(arch.backbone, arch.depth)
+        self.decoder = UNetDecoder(self.encoder.channels, arch.decoder_channels, arch.skips, arch.blocks,
+                                   arch.upsample, arch.ffm, arch.rfdb_esa)
+        self.head = DepthHead(self.decoder.out_channels, arch.head, arch.max_depth)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("inv_std", 1.0 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0),
+                             persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image: (N, 3, H, W) float RGB 0..255 -> depth (N, 1, H, W) in metres."""
+        out_size = (int(image.shape[2]), int(image.shape[3]))
+        x = (image - self.mean) * self.inv_std
+        size = internal_size(self.arch.input_scale, *out_size)
+        x = resize_to(x, size, "bilinear")
+        depth = self.head(self.decoder(self.encoder(x), size))
+        return resize_to(depth, out_size, "bilinear")

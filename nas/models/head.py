@@ -1,0 +1,31 @@
+"""Depth head: features to one channel of depth in metres, with a positive output activation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MIN_DEPTH_M = 0.1
+
+
+class DepthHead(nn.Module):
+    """`relu`: ReLU + offset; `softplus`: softplus + offset; `sigmoid`: sigmoid × max depth + offset."""
+
+    def __init__(self, in_channels: int, activation: str, max_depth: float):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 1, 3, padding=1)
+        self.activation = activation
+        self.max_depth = max_depth
+        # Start near a plausible mean depth so early training steps are not spent climbing from 0.
+        nn.init.zeros_(self.conv.weight)
+        start = {"relu": 3.0, "softplus": 3.0, "sigmoid": -2.5}[activation]
+        nn.init.constant_(self.conv.bias, start)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.activation == "relu":
+            return F.relu(y) + MIN_DEPTH_M
+        if self.activation == "softplus":
+            return F.softplus(y) + MIN_DEPTH_M
+        return torch.sigmoid(y) * self.max_depth + MIN_DEPTH_M
