@@ -1,0 +1,125 @@
+"""Typed configuration of a run: defaults <- config file (YAML) <- CLI flags.
+
+Every field is checked before any work starts; a bad value names the file it came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Budget(BaseModel):
+    """How much training a trial (or a final model) gets, and at which resolution."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    train_height: int
+    train_width: int
+    steps: int
+    batch_size: int
+    lr: float = 2e-3
+    train_limit: int | None = None  # at most this many training images (None: all)
+    val_limit: int | None = None  # validation images for the TFLite score (None: all)
+    eval_points: int = 3  # validation reports during training, for the pruner
+
+
+BUDGETS: dict[str, Budget] = {
+    # Tests and a first look: seconds of training on tiny images.
+    "smoke": Budget(name="smoke", train_height=96, train_width=128, steps=12, batch_size=4, train_limit=16,
+                    val_limit=2, eval_points=2),
+    # The embedded default on a CPU: a few minutes per trial, enough to rank architectures roughly.
+    "quick": Budget(name="quick", train_height=120, train_width=160, steps=150, batch_size=8, val_limit=8,
+                    eval_points=3),
+    # A GPU search, and `nas finalize`: longer, at half deployment resolution.
+    "full": Budget(name="full", train_height=240, train_width=320, steps=4000, batch_size=16, lr=1e-3,
+                   eval_points=5),
+}
+
+
+class RunConfig(BaseModel):
+    """Everything `nas run` needs; field names are the config-file keys and the CLI flags."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: Path | None = Field(None, description="data set root; none: synthetic data under results/data")
+    space: Path = REPO_ROOT / "search_spaces" / "mai2021.yaml"
+    hardware: Path = REPO_ROOT / "hardware" / "local.yaml"
+    study: str = "depth-nas"
+    storage: str | None = Field(None, description="Optuna storage URL; none: sqlite:///RESULTS/nas.db")
+    trials: int = Field(6, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    budget: Literal["smoke", "quick", "full"] = "quick"
+    teacher: Path | None = None
+    distill: bool = True
+    distill_lambda: float = Field(0.5, ge=0)
+    objective: Literal["score", "pareto"] = "score"
+    pruner: Literal["none", "median", "hyperband"] = "median"
+    seed: int = 0
+    results: Path = Path("results")
+    enqueue_baselines: bool = False
+    deploy_height: int = Field(480, ge=32)
+    deploy_width: int = Field(640, ge=32)
+    score_alpha: float = 10.0
+    score_c: float = Field(1.0, gt=0)
+    parity_tolerance: float = Field(1e-3, gt=0)
+    synth_train: int = Field(160, ge=1)
+    synth_val: int = Field(16, ge=1)
+    synth_test: int = Field(16, ge=0)
+    trust_new_host_keys: bool = False
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.results / 'nas.db').as_posix()}"
+
+    @property
+    def data_root(self) -> Path:
+        return self.data or self.results / "data"
+
+    @property
+    def train_budget(self) -> Budget:
+        return BUDGETS[self.budget]
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.results / "artifacts"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "file"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parsed YAML of `path`, or ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "file does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from exc
+
+
+def load_config(config_file: Path | None = None, **overrides: Any) -> RunConfig:
+    """Defaults, then the config file's keys, then the non-None `overrides` (CLI flags)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        data = read_yaml(config_file) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(config_file, "expected a mapping of settings at the top level")
+        values.update(data)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(config_file, _describe(exc)) from None

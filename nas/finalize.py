@@ -1,0 +1,103 @@
+"""`nas finalize`: train the best (or a named) trial's architecture fully and ship its `.tflite`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+
+from .arch import Arch
+from .config import BUDGETS, RunConfig
+from .errors import ConfigError
+from .models import DepthNet, count_macs, count_params
+from .objective import console, deploy_and_score, train_model
+from .search import build_context, check_inputs, ensure_synthetic_data
+from .study import open_storage
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """The named trial, or the complete trial with the best Final Score."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if "arch" in t.user_attrs]
+    if number is not None:
+        for t in study.get_trials(deepcopy=False):
+            if t.number == number:
+                if "arch" not in t.user_attrs:
+                    raise ConfigError(None, f"trial {number} has no architecture recorded")
+                return t
+        raise ConfigError(None, f"study {study.study_name!r} has no trial {number}")
+    if not complete:
+        raise ConfigError(None, f"study {study.study_name!r} has no complete trial to finalize")
+    return max(complete, key=lambda t: t.user_attrs.get("final_score", float("-inf")))
+
+
+def write_report(out: Path, record: dict) -> Path:
+    m = record["metrics"]
+    lines = [
+        f"# Final model: trial {record['trial']} of study {record['study']}",
+        "",
+        f"- Final Score: **{record['final_score']:.4f}** (2^(-10·si-RMSE) / (C·runtime s), C = {record['score_c']})",
+        f"- si-RMSE {m['si_rmse']:.4f}, RMSE {m['rmse']:.3f} m, log10 {m['log10']:.4f}, REL {m['rel']:.4f} "
+        f"(TFLite model, {record['val_images']} validation images at {record['resolution']})",
+        f"- Latency on {record['device']}: median {record['latency_ms']:.1f} ms, "
+        f"p90 {record['latency_p90_ms']:.1f} ms ({record['threads']} threads)",
+        f"- Parameters {record['params']:,}, MACs {record['macs'] / 1e6:,.0f} M, "
+        f"`.tflite` {record['tflite_bytes'] / 1e6:.2f} MB",
+        f"- Training: budget {record['budget']}, {record['train_steps']} steps in {record['train_seconds']:.0f} s",
+        f"- Search trial's figures: score {record['search_score']}, si-RMSE {record['search_si_rmse']}",
+        "",
+        "## Architecture",
+        "",
+        "```json",
+        json.dumps(record["arch"], indent=2),
+        "```",
+        "",
+        "Files: `model.tflite` (float32, ship this), `model.onnx`, `metrics.json`, `preview.png` "
+        "(input | ground truth | prediction).",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> Path:
+    """Retrain the chosen arch with `config.budget`, export, score, time; write the release folder."""
+    storage = open_storage(config.storage_url, heartbeat=False)
+    try:
+        study = optuna.load_study(study_name=config.study, storage=storage)
+    except KeyError:
+        raise ConfigError(None, f"no study {config.study!r} in {config.storage_url}") from None
+    trial = pick_trial(study, trial_number)
+    arch = Arch.from_dict(trial.user_attrs["arch"])
+    space, devices = check_inputs(config)
+    if config.data is None:
+        ensure_synthetic_data(config)
+    ctx = build_context(config, space, devices)
+    out = out or config.results / "final" / f"{config.study}-trial{trial.number}"
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(f"finalizing trial {trial.number} ({arch.arch_id}) with budget {config.budget}")
+    model = DepthNet(arch)
+    distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
+    result = train_model(ctx, model, BUDGETS[config.budget], "final training", config.seed, distill_lambda)
+    deployed = deploy_and_score(ctx, model, out, "final model")
+    lat = deployed.latency
+    record = {
+        "study": config.study, "trial": trial.number, "arch": arch.to_dict(), "arch_id": arch.arch_id,
+        "metrics": deployed.metrics, **deployed.metrics, "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms,
+        "latency_std_ms": lat.std_ms, "device": lat.device, "threads": lat.threads, "final_score": deployed.score,
+        "score_c": config.score_c, "params": count_params(model),
+        "macs": count_macs(model, config.deploy_height, config.deploy_width),
+        "tflite_bytes": deployed.tflite_path.stat().st_size, "parity": deployed.parity, "budget": config.budget,
+        "train_steps": result.steps, "train_seconds": result.seconds, "val_images": len(ctx.val_deploy),
+        "resolution": f"{config.deploy_width}×{config.deploy_height}",
+        "search_score": trial.user_attrs.get("final_score"), "search_si_rmse": trial.user_attrs.get("si_rmse"),
+        "distill_lambda": distill_lambda, "created": datetime.now(timezone.utc).isoformat(),
+    }
+    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    write_report(out, record)
+    (out / "onnx2tf.log").unlink(missing_ok=True)
+    console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
+                  f"{lat.median_ms:.1f} ms -> {out}")
+    return out

@@ -1,0 +1,173 @@
+"""`nas devices check FILE`: is each device usable for latency measurement, and what is it?
+
+Runs every step a trial's measurement would (host key, runtime probe, temperature, throttling, one
+timed reference model) and prints one table per device, so a broken Pi is found before a study
+spends an hour training models it cannot time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from nas.hardware.local import Backend, MeasurementError
+from nas.hardware.meter import make_backend, sha256_file
+from nas.hardware.pool import LeasePool, make_engine
+from nas.hardware.profile import DeviceProfile, load_hardware
+
+OK, WARN, FAIL = "[green]ok[/]", "[yellow]warn[/]", "[red]FAIL[/]"
+
+# vcgencmd get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).
+_THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled", 3: "soft temperature limit"}
+
+
+def describe_throttled(value: str | None) -> tuple[bool, str]:
+    """(healthy now, readable text) for a `get_throttled` hex string; None means not a Pi."""
+    if value is None:
+        return True, "not reported (no vcgencmd)"
+    try:
+        bits = int(value, 16)
+    except ValueError:
+        return False, f"unreadable: {value!r}"
+    now = [name for bit, name in _THROTTLE_BITS.items() if bits & (1 << bit)]
+    past = [name for bit, name in _THROTTLE_BITS.items() if bits & (1 << (bit + 16))]
+    if not now and not past:
+        return True, f"{value} (none)"
+    parts = []
+    if now:
+        parts.append("now: " + ", ".join(now))
+    if past:
+        parts.append("since boot: " + ", ".join(past))
+    return not now, f"{value} ({'; '.join(parts)})"
+
+
+def build_reference_model(path: Path, height: int = 96, width: int = 128, channels: int = 16) -> Path:
+    """Write a small float32 conv net as `.tflite` (TensorFlow converter; seeded weights).
+
+    It is the same kind of graph a trial exports (convs, ReLU, a depthwise conv, a resize), small
+    enough to time in milliseconds on a Pi 4; tests use a 16x16 one that runs in microseconds.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    def weights(*shape: int) -> tf.Tensor:
+        return tf.constant((rng.standard_normal(shape) * 0.1).astype(np.float32))
+
+    w_in, w_dw, w_pw, w_out = (weights(3, 3, 3, channels), weights(3, 3, channels, 1),
+                               weights(1, 1, channels, channels), weights(1, 1, channels, 1))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
+    def net(x: tf.Tensor) -> tf.Tensor:
+        y = tf.nn.relu(tf.nn.conv2d(x, w_in, 2, "SAME"))
+        y = tf.nn.relu(tf.nn.depthwise_conv2d(y, w_dw, [1, 1, 1, 1], "SAME"))
+        y = tf.nn.relu(tf.nn.conv2d(y, w_pw, 1, "SAME"))
+        y = tf.image.resize(y, [height, width], method="nearest")
+        return tf.nn.conv2d(y, w_out, 1, "SAME")
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
+    data = converter.convert()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return path
+
+
+def reference_model(results_dir: Path | None) -> Path:
+    """The reference model, built once and kept under results/hardware/ when there is one."""
+    folder = Path(results_dir) / "hardware" if results_dir else Path(tempfile.mkdtemp(prefix="nas-"))
+    path = folder / "reference-96x128.tflite"
+    if not path.is_file():
+        build_reference_model(path)
+    return path
+
+
+def _check_one(dev: DeviceProfile, backend: Backend, model: Path, pool: LeasePool | None,
+               table: Table) -> bool:
+    """Fill one device's table; True when the device can be used."""
+    healthy = True
+    leased = False
+    try:
+        if pool is not None:
+            if not pool.try_acquire(dev.key, dev.lease_s):
+                table.add_row("lease", FAIL, "device is leased by a running worker; try later")
+                return False
+            leased = True
+        backend.connect()
+        table.add_row("connection", OK, backend.identity)
+        env = backend.probe()
+        table.add_row("runtime", OK, f"{env.get('runtime')} {env.get('runtime_version')} "
+                                     f"(Python {env.get('python')}, {dev.interpreter})")
+        table.add_row("CPU", OK, f"{env.get('cpu')} ({env.get('cpu_count')} cores, "
+                                 f"{env.get('machine')})")
+        temp = env.get("temperature_c")
+        if temp is None:
+            table.add_row("temperature", WARN, "unreadable (no vcgencmd or thermal zone)")
+        else:
+            hot = temp > dev.max_temp_c
+            healthy &= not hot
+            table.add_row("temperature", FAIL if hot else OK,
+                          f"{temp:.1f} °C (max_temp_c {dev.max_temp_c:g})")
+        throttle_ok, text = describe_throttled(env.get("throttled"))
+        table.add_row("throttling", OK if throttle_ok else WARN, text)
+        ref = backend.stage_model(model, sha256_file(model))
+        out = backend.run(ref)
+        backend.discard_model(ref)
+        table.add_row("reference model", OK,
+                      f"median {out['median_ms']:.2f} ms, p90 {out['p90_ms']:.2f} ms "
+                      f"({out['runs']} runs, {out['threads']} threads, {model.name})")
+    except MeasurementError as exc:
+        table.add_row("error", FAIL, str(exc))
+        healthy = False
+    finally:
+        backend.close()
+        if leased and pool is not None:
+            pool.release(dev.key)
+    return healthy
+
+
+def check_devices(path: str | Path, *, storage_url: str | None = None,
+                  results_dir: Path | None = Path("results"), trust_new_host_keys: bool = False,
+                  console: Console | None = None) -> int:
+    """Check every device of a profile file; 0 when all are usable, 1 otherwise.
+
+    A bad profile raises ConfigError (the CLI reports it as one line). With `storage_url` the
+    check leases each device, so it never disturbs a worker that is timing on it.
+    """
+    console = console or Console()
+    devices = load_hardware(path)
+    model = reference_model(results_dir)
+    pool = LeasePool(make_engine(storage_url), "nas-devices-check") if storage_url else None
+    failed = 0
+    for dev in devices:
+        table = Table(title=f"{dev.name} ({dev.kind}{', ' + dev.address if dev.kind == 'ssh' else ''})",
+                      title_justify="left", show_header=True)
+        table.add_column("check")
+        table.add_column("status")
+        table.add_column("detail", overflow="fold")
+        notes: list[str] = []
+        try:
+            backend = make_backend(dev, trust_new_host_keys, notes.append)
+        except MeasurementError as exc:
+            table.add_row("setup", FAIL, str(exc))
+            ok = False
+        else:
+            ok = _check_one(dev, backend, model, pool, table)
+        for text in notes:
+            table.add_row("note", WARN, text)
+        console.print(table)
+        failed += not ok
+    summary = f"{len(devices) - failed} of {len(devices)} device(s) ready"
+    console.print(f"[green]{summary}[/]" if not failed else f"[red]{summary}[/]")
+    return 0 if not failed else 1
+
+
+__all__ = ["build_reference_model", "check_devices", "describe_throttled"]

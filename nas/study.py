@@ -1,0 +1,61 @@
+"""Optuna storage, sampler, pruner and artifact store of a search, set up from the run config.
+
+Optuna is used as it is: one `optuna.Study` in an RDB storage (SQLite file by default, PostgreSQL
+for many workers), heartbeats so a killed worker's trial is failed and re-queued, the artifact
+store beside it for `.tflite` files, previews and arch JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+
+from .config import RunConfig
+
+SCORE_METRICS = ["final_score"]
+PARETO_METRICS = ["si_rmse", "latency_ms"]
+
+
+def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """RDB storage; with heartbeats, a trial whose worker died is failed and enqueued once more."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": 60, "grace_period": 180,
+                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def open_study(config: RunConfig) -> optuna.Study:
+    """Create the study or load it (resume) from the configured storage."""
+    pareto = config.objective == "pareto"
+    study = optuna.create_study(
+        storage=open_storage(config.storage_url), study_name=config.study, load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        pruner=make_pruner(config.pruner),
+        directions=["minimize", "minimize"] if pareto else ["maximize"],
+    )
+    study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
+    return study
+
+
+def artifact_store(config: RunConfig) -> FileSystemArtifactStore:
+    config.artifact_dir.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(config.artifact_dir))
+
+
+def finished_count(study: optuna.Study) -> int:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return len(study.get_trials(deepcopy=False, states=states))
