@@ -1,0 +1,30 @@
+# The two commands of the README. Each sets up .venv (idempotent) and then does its job.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-fast test-all clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## run: the main job on the embedded default (synthetic data, local device, SQLite results/nas.db)
+run: $(STAMP)
+	$(VENV)/bin/nas run
+
+## test: the whole suite (slow conversion and end-to-end tests included); CI runs this
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## test-fast: skip the tests marked slow
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf results/* .pytest_cache

@@ -1,0 +1,77 @@
+"""Arch serialisation, trial-param round trip, search-space files."""
+
+import json
+
+import optuna
+import pytest
+
+from nas.arch import Arch, ArchError
+from nas.errors import ConfigError
+from nas.presets import PRESETS
+from nas.space import load_space
+
+SPACES = ["search_spaces/mai2021.yaml", "search_spaces/smoke.yaml"]
+
+
+def test_json_and_params_round_trip():
+    arch = PRESETS["airia_rfdb"]
+    assert Arch.from_json(arch.to_json()) == arch
+    assert Arch.from_params(arch.to_params()) == arch
+    assert json.loads(arch.to_json())["blocks"] == list(arch.blocks)
+
+
+def test_arch_id_is_stable_and_content_based():
+    a = Arch(decoder_channels=(256, 128, 64, 32, 16))
+    b = Arch.from_json(a.to_json())
+    assert a.arch_id == b.arch_id
+    assert a.arch_id != Arch(decoder_channels=(256, 128, 64, 32, 24)).arch_id
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"blocks": ("rfdb", "conv", "conv", "conv", "conv"), "decoder_channels": (25, 16, 16, 16, 16)}, "even"),
+    ({"skips": ("add",) * 5}, "last decoder stage"),
+    ({"depth": 4}, "needs 4 entries"),
+    ({"upsample": "cubic"}, "unknown upsampling"),
+])
+def test_invalid_arch_says_why(kwargs, reason):
+    with pytest.raises(ArchError, match=reason):
+        Arch(**kwargs)
+
+
+@pytest.mark.parametrize("space_file", SPACES)
+def test_sampled_params_map_back_to_the_arch(space_file):
+    space = load_space(space_file)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(10):
+        trial = study.ask()
+        try:
+            arch, _ = space.sample(trial)
+        except ArchError:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        assert Arch.from_params(trial.params) == arch
+        assert space.violations(arch) == []
+        study.tell(trial, 0.0)
+
+
+def test_presets_are_points_of_the_mission_space():
+    space = load_space("search_spaces/mai2021.yaml")
+    for name, arch in PRESETS.items():
+        assert space.violations(arch) == [], name
+    assert space.violations(Arch(backbone="resnet50")) != []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("params: {backbone: {choices: [no_such_net]}}", "unknown timm backbone"),
+    ("params: {colour: {choices: [red]}}", "unknown parameter"),
+    ("params: {upsample: {choices: [cubic]}}", "invalid"),
+    ("params: {head: {choices: [relu]}, max_depth: {choices: [10.0], when: {nothing: 1}}}", "not an earlier"),
+    ("params: [1, 2]", "non-empty 'params'"),
+    ("params: {backbone: {choices: [a}", "not valid YAML"),
+])
+def test_bad_space_file_names_file_and_problem(tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_space(path)
+    assert str(path) in str(info.value)

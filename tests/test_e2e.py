@@ -1,0 +1,92 @@
+"""End to end through the real CLI: `nas run` (smoke budget, 2 trials) then `nas finalize`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.artifacts import get_all_artifact_meta
+
+NAS = str(Path(sys.executable).parent / "nas")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def nas(*args, cwd, check=True):
+    proc = subprocess.run([NAS, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=1500)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nas {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    config = work / "config.yaml"
+    config.write_text(
+        f"space: {REPO / 'search_spaces' / 'smoke.yaml'}\n"
+        "budget: smoke\ntrials: 2\nstudy: e2e\nsynth_train: 10\nsynth_val: 2\nsynth_test: 1\n"
+    )
+    proc = nas("run", "--config", config, "--results", work / "results", cwd=work)
+    return work, config, proc
+
+
+@pytest.mark.slow
+def test_run_records_every_contract_field(search):
+    work, _, proc = search
+    assert "best trials" in proc.stdout and "optuna-dashboard" in proc.stdout
+    storage = f"sqlite:///{work / 'results' / 'nas.db'}"
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    assert study.metric_names == ["final_score"]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(study.trials) == 2 and complete
+    for t in complete:
+        a = t.user_attrs
+        for key in ("arch", "arch_id", "si_rmse", "rmse", "log10", "rel", "latency_ms", "latency_p90_ms",
+                    "latency_std_ms", "device", "threads", "params", "macs", "tflite_sha256", "tflite_bytes",
+                    "stage_seconds"):
+            assert key in a, key
+        assert set(a["stage_seconds"]) == {"train", "export", "evaluate", "measure"}
+        assert a["latency_p90_ms"] >= a["latency_ms"] > 0
+        assert t.value == pytest.approx(2 ** (-10 * a["si_rmse"]) / (a["latency_ms"] / 1000))
+        names = {m.filename for m in get_all_artifact_meta(t, storage=study._storage)}
+        assert "model.tflite" in names and "preview.png" in names and f"arch-{a['arch_id']}.json" in names
+
+
+@pytest.mark.slow
+def test_rerun_resumes_without_new_trials(search):
+    work, config, _ = search
+    proc = nas("run", "--config", config, "--results", work / "results", cwd=work)
+    assert "already has 2 finished trials" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_finalize_ships_the_best_trial(search):
+    work, _, _ = search
+    out = work / "final"
+    nas("finalize", "--study", "e2e", "--results", work / "results", "--budget", "smoke",
+        "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, cwd=work)
+    for name in ("model.tflite", "model.onnx", "metrics.json", "report.md", "preview.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("si_rmse", "rmse", "log10", "rel", "latency_ms", "final_score", "arch"):
+        assert key in metrics
+    assert metrics["final_score"] == pytest.approx(2 ** (-10 * metrics["si_rmse"]) / (metrics["latency_ms"] / 1000))
+    assert "Final Score" in (out / "report.md").read_text()
+
+
+def test_bad_inputs_fail_before_work(tmp_path):
+    missing = nas("run", "--data", tmp_path / "nope", "--results", tmp_path / "r", cwd=tmp_path, check=False)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    assert not (tmp_path / "r" / "nas.db").exists()
+    bad_space = tmp_path / "space.yaml"
+    bad_space.write_text("params: {backbone: {choices: [resnet_imaginary]}}\n")
+    proc = nas("run", "--space", bad_space, "--results", tmp_path / "r", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and str(bad_space) in proc.stderr and "resnet_imaginary" in proc.stderr
+    bad_config = tmp_path / "c.yaml"
+    bad_config.write_text("trials: many\n")
+    proc = nas("run", "--config", bad_config, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and str(bad_config) in proc.stderr and "trials" in proc.stderr
+    proc = nas("data", "check", tmp_path / "nope", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "does not exist" in proc.stdout

@@ -1,0 +1,56 @@
+"""ONNX and TFLite parity on a tiny model, and the offline conversion contract."""
+
+import numpy as np
+import pytest
+
+from nas.arch import Arch
+from nas.export import ExportError
+from nas.export.onnx_export import export_onnx, run_onnx
+from nas.export.pipeline import export_arch
+from nas.export.tflite_convert import TFLiteModel, convert_to_tflite
+
+TINY = Arch(backbone="tf_mobilenetv3_small_minimal_100", depth=4, decoder_channels=(16, 16, 8, 8),
+            skips=("concat", "add", "concat", "none"), blocks=("dws5", "conv", "srb", "conv"), upsample="bilinear",
+            input_scale="0.5")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    # 100×140 does not halve evenly: 50×70 internal -> 25×35 -> 13×18 -> 7×9
+    return export_arch(TINY, out, height=100, width=140, tolerance=1e-3)
+
+
+def test_tiny_model_converts_and_matches(exported):
+    assert exported["max_abs_err_onnx_vs_torch_m"] < 1e-3
+    assert exported["max_abs_err_tflite_vs_onnx_m"] < 1e-3
+    assert exported["tflite_bytes"] > 10_000
+    model = TFLiteModel(exported["tflite"])
+    assert model.input_hw == (100, 140)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (100, 140, 3)).astype(np.uint8)
+    depth = model.predict(image)
+    assert depth.shape == (100, 140) and np.isfinite(depth).all() and (depth > 0).all()
+    # the parity check is not trivial: the output varies over the image
+    assert depth.std() > 1e-4
+    onnx_depth = run_onnx(exported["onnx"], image.transpose(2, 0, 1)[None].astype(np.float32))[0]
+    assert np.max(np.abs(onnx_depth - depth)) < 1e-3
+
+
+def test_conversion_failure_is_an_export_error(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not an onnx model")
+    with pytest.raises(ExportError, match="onnx2tf failed"):
+        convert_to_tflite(broken, tmp_path / "out.tflite", np.zeros((20, 128, 128, 3), np.float32))
+
+
+def test_export_writes_single_self_contained_onnx(tmp_path):
+    import torch
+
+    from nas.models import DepthNet
+
+    path = export_onnx(DepthNet(TINY), tmp_path / "m.onnx", 64, 96)
+    assert path.exists() and not list(tmp_path.glob("*.data"))
+    out = run_onnx(path, np.zeros((1, 3, 64, 96), np.float32))
+    assert out.shape == (1, 64, 96)
+    del torch

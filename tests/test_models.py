@@ -1,0 +1,46 @@
+"""DepthNet output shapes, including sizes that do not halve evenly, and model figures."""
+
+import pytest
+import torch
+
+from nas.arch import Arch
+from nas.models import DepthNet, count_macs, count_params
+from nas.presets import PRESETS
+
+SMALL = dict(backbone="tf_mobilenetv3_small_minimal_100", decoder_channels=(32, 24, 16, 16, 8))
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear", "pixelshuffle", "transpose"])
+@pytest.mark.parametrize("hw", [(480, 640), (240, 320), (100, 130)])
+def test_output_matches_input_size(upsample, hw):
+    arch = Arch(**SMALL, upsample=upsample, skips=("add", "concat", "add", "concat", "none"),
+                blocks=("conv", "dws5", "srb", "rfdb", "conv"), ffm=True, input_scale="0.5")
+    with torch.no_grad():
+        y = DepthNet(arch).eval()(torch.rand(1, 3, *hw) * 255)
+    assert y.shape == (1, 1, *hw)
+    assert torch.isfinite(y).all() and (y > 0).all()
+
+
+@pytest.mark.parametrize("head", ["relu", "softplus", "sigmoid"])
+def test_heads_give_positive_metres(head):
+    model = DepthNet(Arch(**SMALL, head=head, input_scale="128x160", max_depth=20.0))
+    torch.nn.init.normal_(model.head.conv.weight, std=1.0)
+    with torch.no_grad():
+        y = model.eval()(torch.rand(2, 3, 96, 128) * 255)
+    assert (y > 0).all()
+    if head == "sigmoid":
+        assert y.max() <= 20.0 + 0.1 + 1e-5
+
+
+def test_internal_scale_cuts_macs():
+    full = DepthNet(Arch(**SMALL, input_scale="1"))
+    quarter = DepthNet(Arch(**SMALL, input_scale="0.25"))
+    assert count_params(full) == count_params(quarter)
+    assert count_macs(quarter, 480, 640) < count_macs(full, 480, 640) / 8
+
+
+def test_presets_build_at_deployment_resolution():
+    for name, arch in PRESETS.items():
+        with torch.no_grad():
+            y = DepthNet(arch).eval()(torch.zeros(1, 3, 480, 640))
+        assert y.shape == (1, 1, 480, 640), name
