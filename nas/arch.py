@@ -80,6 +80,12 @@ class Arch:
                 raise ArchError(f"decoder stage {i}: RFDB splits its {ch} channels in halves;"
                                 " the width must be even")
 
+    @staticmethod
+    def stage_defaults(depth: int) -> dict[str, tuple]:
+        """Per-stage fields for `depth` stages when a space or params leave them out."""
+        return {"decoder_channels": Arch.decoder_channels[-depth:], "skips": ("concat",) * (depth - 1) + ("none",),
+                "blocks": ("conv",) * depth}
+
     # -- serialisation ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +132,7 @@ class Arch:
     def from_params(cls, params: dict[str, Any]) -> Arch:
         """Build an Arch from flat trial params; params that are not arch fields are ignored."""
         depth = int(params.get("depth", cls.depth))
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"depth": depth, **cls.stage_defaults(depth)}
         for f in dataclasses.fields(cls):
             if f.name in ("decoder_channels", "skips", "blocks"):
                 n = depth - 1 if f.name == "skips" else depth

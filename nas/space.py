@@ -82,7 +82,8 @@ class SearchSpace:
                 values[p.name] = staged + (["none"] if p.name == "skips" else [])
             else:
                 values[p.name] = p.suggest(trial, p.name)
-        arch_values = {k: v for k, v in values.items() if k in ARCH_FIELDS}
+        depth = int(values.get("depth", Arch.depth))
+        arch_values = {**Arch.stage_defaults(depth), **{k: v for k, v in values.items() if k in ARCH_FIELDS}}
         training = {k: v for k, v in values.items() if k not in ARCH_FIELDS}
         return Arch(**arch_values), training
 
@@ -99,7 +100,8 @@ class SearchSpace:
                              if not p.allows(v, i)]
             elif not p.allows(values[p.name]):
                 problems.append(f"{p.name} = {values[p.name]!r} is not allowed")
-        fixed = {f: getattr(Arch(), f) for f in ARCH_FIELDS if f not in {p.name for p in self.params}}
+        defaults = {**Arch().to_dict(), **Arch.stage_defaults(arch.depth)}
+        fixed = {f: defaults[f] for f in ARCH_FIELDS if f not in {p.name for p in self.params}}
         problems += [f"{k} = {values[k]!r} but the space fixes it to {v!r}" for k, v in fixed.items()
                      if values[k] != (list(v) if isinstance(v, tuple) else v)]
         return problems
