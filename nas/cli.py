@@ -195,12 +195,14 @@ def arch_export(name_or_json: str, out_dir: Annotated[Path, typer.Option("--out"
 
 @devices_app.command("check")
 def devices_check(file: Annotated[Path, typer.Argument(help="hardware profile or pool YAML")],
+                  storage: Annotated[Optional[str], typer.Option(
+                      help="study database: lease each device so a running search is not disturbed")] = None,
                   trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys")] = False) -> None:
     """Connect to each device, verify it, time one small model; exit 1 if any fails."""
     from .hardware.check import check_devices
 
     try:
-        code = check_devices(file, trust_new_host_keys=trust_new_host_keys)
+        code = check_devices(file, storage_url=storage, trust_new_host_keys=trust_new_host_keys)
     except ConfigError as exc:
         fail(str(exc))
     raise typer.Exit(code)

@@ -17,6 +17,8 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, an
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from nas.hardware.pool import create_tables
+
 _metadata = MetaData()
 CACHE = Table(
     "nas_latency_cache",
@@ -41,7 +43,7 @@ class LatencyCache:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        _metadata.create_all(engine, tables=[CACHE], checkfirst=True)
+        create_tables(engine, _metadata, [CACHE])
 
     def get(self, sha256: str, device: str, threads: int, runtime_version: str | None
             ) -> dict[str, Any] | None:

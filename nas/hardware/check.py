@@ -7,6 +7,7 @@ spends an hour training models it cannot time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -15,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nas.hardware.local import Backend, MeasurementError
-from nas.hardware.meter import make_backend, sha256_file
-from nas.hardware.pool import LeasePool, make_engine
+from nas.hardware.meter import default_holder, make_backend, sha256_file
+from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
 from nas.hardware.profile import DeviceProfile, load_hardware
 
 OK, WARN, FAIL = "[green]ok[/]", "[yellow]warn[/]", "[red]FAIL[/]"
@@ -93,14 +94,22 @@ def reference_model(results_dir: Path | None) -> Path:
 def _check_one(dev: DeviceProfile, backend: Backend, model: Path, pool: LeasePool | None,
                table: Table) -> bool:
     """Fill one device's table; True when the device can be used."""
-    healthy = True
-    leased = False
+    if pool is not None and not pool.try_acquire(dev.key, dev.lease_s):
+        table.add_row("lease", FAIL, "device is leased by a running worker; try later")
+        return False
     try:
+        with LeaseHeartbeat(pool, dev.key, dev.lease_s) if pool else contextlib.nullcontext():
+            return _probe_and_time(dev, backend, model, table)
+    finally:
+        backend.close()
         if pool is not None:
-            if not pool.try_acquire(dev.key, dev.lease_s):
-                table.add_row("lease", FAIL, "device is leased by a running worker; try later")
-                return False
-            leased = True
+            pool.release(dev.key)
+
+
+def _probe_and_time(dev: DeviceProfile, backend: Backend, model: Path, table: Table) -> bool:
+    """The checks themselves; a failure becomes the table's last row."""
+    healthy = True
+    try:
         backend.connect()
         table.add_row("connection", OK, backend.identity)
         env = backend.probe()
@@ -127,10 +136,6 @@ def _check_one(dev: DeviceProfile, backend: Backend, model: Path, pool: LeasePoo
     except MeasurementError as exc:
         table.add_row("error", FAIL, str(exc))
         healthy = False
-    finally:
-        backend.close()
-        if leased and pool is not None:
-            pool.release(dev.key)
     return healthy
 
 
@@ -145,7 +150,7 @@ def check_devices(path: str | Path, *, storage_url: str | None = None,
     console = console or Console()
     devices = load_hardware(path)
     model = reference_model(results_dir)
-    pool = LeasePool(make_engine(storage_url), "nas-devices-check") if storage_url else None
+    pool = LeasePool(make_engine(storage_url), f"devices-check:{default_holder()}") if storage_url else None
     failed = 0
     for dev in devices:
         table = Table(title=f"{dev.name} ({dev.kind}{', ' + dev.address if dev.kind == 'ssh' else ''})",

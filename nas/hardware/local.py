@@ -45,18 +45,24 @@ class DeviceError(MeasurementError):
     lost), "model" fails the measurement without blaming the device (bad model, too slow).
     """
 
-    def __init__(self, message: str, *, retry: bool = False, blame: Blame = "device"):
+    def __init__(self, message: str, *, retry: bool = False, blame: Blame = "device",
+                 temperature_c: float | None = None):
         super().__init__(message)
         self.retry = retry
         self.blame = blame
+        self.temperature_c = temperature_c  # set when the device refused to time: too hot
 
 
 def runner_args(profile: DeviceProfile, model: str | None) -> list[str]:
-    """Runner arguments for a probe (model None) or a timed run, from the profile."""
+    """Runner arguments for a probe (model None) or a timed run, from the profile.
+
+    A timed run carries the temperature limit, so the runner itself refuses to time a hot device
+    and the meter does not need a probe before every run.
+    """
     if model is None:
         return ["--probe"]
-    return ["--model", model, "--threads", str(profile.threads),
-            "--warmup", str(profile.warmup), "--runs", str(profile.runs)]
+    return ["--model", model, "--threads", str(profile.threads), "--warmup", str(profile.warmup),
+            "--runs", str(profile.runs), "--max-temp-c", f"{profile.max_temp_c:g}"]
 
 
 def _tail(text: str, limit: int = 600) -> str:
@@ -85,7 +91,9 @@ def parse_runner_output(device: str, what: str, rc: int, stdout: str, stderr: st
     if rc == EXIT_NO_RUNTIME:
         raise DeviceError(f"{device}: no TFLite runtime on the device: {reason}")
     if rc == EXIT_TOO_HOT:
-        raise DeviceError(f"{device}: {reason}", blame="transient")
+        temp = (payload or {}).get("temperature_c")
+        raise DeviceError(f"{device}: {reason}", blame="transient",
+                          temperature_c=float(temp) if temp is not None else float("nan"))
     if rc in (EXIT_BAD_INPUT, EXIT_INVOKE_FAILED):
         raise DeviceError(f"{device}: {what} failed: {reason}", blame="model")
     if rc == 127:

@@ -21,9 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from nas.hardware.cache import LatencyCache
 from nas.hardware.local import Backend, DeviceError, LocalBackend, MeasurementError
-from nas.hardware.pool import LeasePool, make_engine
+from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
 from nas.hardware.profile import DeviceProfile
 from nas.hardware.ssh import SshBackend
 
@@ -120,6 +122,7 @@ class LatencyMeter:
         self._versions: dict[str, str | None] = {}  # runtime version seen per device key
         self._unhealthy: dict[str, str] = {}  # device key -> reason, for this process
         self._lock = threading.Lock()
+        self._beat: LeaseHeartbeat | None = None  # keeps the current lease alive
 
     # ---- public -----------------------------------------------------------------------------
 
@@ -141,7 +144,12 @@ class LatencyMeter:
             for backend in self._backends.values():
                 backend.step_seconds = {}
             try:
-                return self._measure(path, sha256_file(path), note)
+                try:
+                    return self._measure(path, sha256_file(path), note)
+                except SQLAlchemyError as exc:
+                    # The study database holds leases and the cache; never echo its URL (password).
+                    raise MeasurementError(f"lease/cache database error: {type(exc).__name__}: "
+                                           f"{getattr(exc, 'orig', None) or exc}") from exc
             except MeasurementError as exc:
                 self._log({"event": "failed", "model": str(path), "reason": str(exc),
                            "time": now_iso()})
@@ -190,7 +198,9 @@ class LatencyMeter:
             self.step_seconds["lease_wait"] = (self.step_seconds.get("lease_wait", 0.0)
                                                + time.perf_counter() - lease_started)
             try:
-                return self._with_retries(dev, path, sha, note)
+                with LeaseHeartbeat(self.pool, dev.key, dev.lease_s) as beat:
+                    self._beat = beat
+                    return self._with_retries(dev, path, sha, note)
             except DeviceError as exc:
                 if exc.blame == "model":
                     raise
@@ -201,6 +211,7 @@ class LatencyMeter:
                     note(f"{dev.name} skipped for this model: {exc}")
                 skipped[dev.key] = str(exc)
             finally:
+                self._beat = None
                 try:
                     self.pool.release(dev.key)
                 except Exception as exc:  # the lease expires anyway; never mask the real outcome
@@ -225,7 +236,8 @@ class LatencyMeter:
         return backend
 
     def _renew(self, dev: DeviceProfile) -> None:
-        if not self.pool.renew(dev.key, dev.lease_s):
+        """Before each step: make sure the lease is still ours (the heartbeat keeps it alive)."""
+        if (self._beat is not None and self._beat.lost) or not self.pool.renew(dev.key, dev.lease_s):
             raise DeviceError(f"{dev.name}: lease lost (it expired and another worker took the "
                               "device); not timing", blame="transient")
 
@@ -248,14 +260,17 @@ class LatencyMeter:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _probe_cool(self, dev: DeviceProfile, backend: Backend, note: Progress) -> dict[str, Any]:
-        """Probe until the device is at or below max_temp_c, waiting cooldown_s between checks."""
+    def _when_cool(self, dev: DeviceProfile, note: Progress, call: Callable[[], dict[str, Any]]
+                   ) -> dict[str, Any]:
+        """Run a device step; while the device reports too hot, wait cooldown_s and try again."""
         for check in range(dev.cooldown_checks + 1):
             self._renew(dev)
-            env = backend.probe()
-            temp = env.get("temperature_c")
-            if temp is None or temp <= dev.max_temp_c:
-                return env
+            try:
+                return call()
+            except DeviceError as exc:
+                if exc.temperature_c is None:
+                    raise
+                temp = exc.temperature_c
             if check == dev.cooldown_checks:
                 raise DeviceError(
                     f"{dev.name}: too hot: {temp:.1f} °C > max_temp_c {dev.max_temp_c:g} °C after "
@@ -266,17 +281,29 @@ class LatencyMeter:
             time.sleep(dev.cooldown_s)
         raise AssertionError("unreachable")
 
+    def _probe(self, dev: DeviceProfile, backend: Backend) -> dict[str, Any]:
+        """Probe, turning a temperature over the limit into the same error a run gives."""
+        env = backend.probe()
+        temp = env.get("temperature_c")
+        if temp is not None and temp > dev.max_temp_c:
+            raise DeviceError(f"{dev.name}: too hot", blame="transient", temperature_c=float(temp))
+        return env
+
     def _session(self, dev: DeviceProfile, backend: Backend, path: Path, sha: str,
                  note: Progress) -> LatencyResult:
         self._renew(dev)
         if dev.kind == "ssh":
             note(f"{dev.name}: connecting to {dev.address}")
         backend.connect()
-        env = self._probe_cool(dev, backend, note)
-        version = env.get("runtime_version")
-        self._versions[dev.key] = version
+        env: dict[str, Any] = {}
+        if dev.key not in self._versions:
+            # First contact in this process: the probe checks the runtime is there and gives the
+            # runtime version, the last part of the cache key. Later runs check both themselves.
+            env = self._when_cool(dev, note, lambda: self._probe(dev, backend))
+            self._versions[dev.key] = env.get("runtime_version")
         if self.use_cache:
-            record = self.cache.get(sha, dev.key, dev.threads, version)
+            # Also after a lookup before leasing: another worker may have timed it meanwhile.
+            record = self.cache.get(sha, dev.key, dev.threads, self._versions[dev.key])
             if record is not None:
                 note(f"{dev.name}: cached latency {record['median_ms']:.2f} ms")
                 return LatencyResult.from_record(record, cached=True)
@@ -284,26 +311,40 @@ class LatencyMeter:
         if dev.kind == "ssh":
             note(f"{dev.name}: uploading model ({path.stat().st_size / 1e6:.1f} MB)")
         ref = backend.stage_model(path, sha)
-        self._renew(dev)
         note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, {dev.threads} threads")
-        start = now_iso()
-        out = backend.run(ref)
-        end = now_iso()
-        result = LatencyResult(
-            device=dev.name, threads=int(out.get("threads", dev.threads)),
-            runtime=str(out.get("runtime")), runtime_version=out.get("runtime_version"),
-            median_ms=float(out["median_ms"]), p90_ms=float(out["p90_ms"]),
-            min_ms=float(out["min_ms"]), std_ms=float(out["std_ms"]), runs=int(out["runs"]),
-            cpu=out.get("cpu"), temperature_c=out.get("temperature_c"),
-            # Throttle bits seen before or after timing both matter to whoever reads the figure.
-            throttled=out.get("throttled") or env.get("throttled"),
-            measure_start=start, measure_end=end, tflite_sha256=sha, cached=False)
+        times: list[str] = []
+
+        def timed_run() -> dict[str, Any]:
+            times[:] = [now_iso()]
+            result = backend.run(ref)
+            times.append(now_iso())
+            return result
+
+        out = self._when_cool(dev, note, timed_run)
+        try:
+            result = self._result(dev, out, env, times, sha)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DeviceError(f"{dev.name}: runner output incomplete ({exc!r}): {out}") from None
         self._versions[dev.key] = result.runtime_version
         self.cache.put(sha, dev.key, dev.threads, result.runtime_version, result.as_record())
         backend.discard_model(ref)
         self._log({"event": "measured", "model": str(path), **result.as_record()})
         note(f"{dev.name}: median {result.median_ms:.2f} ms, p90 {result.p90_ms:.2f} ms")
         return result
+
+    @staticmethod
+    def _result(dev: DeviceProfile, out: dict[str, Any], env: dict[str, Any], times: list[str],
+                sha: str) -> LatencyResult:
+        """The runner's JSON as a LatencyResult."""
+        return LatencyResult(
+            device=dev.name, threads=int(out.get("threads", dev.threads)),
+            runtime=str(out.get("runtime")), runtime_version=out.get("runtime_version"),
+            median_ms=float(out["median_ms"]), p90_ms=float(out["p90_ms"]),
+            min_ms=float(out["min_ms"]), std_ms=float(out["std_ms"]), runs=int(out["runs"]),
+            cpu=out.get("cpu"), temperature_c=out.get("temperature_c"),
+            # Read after timing: sticky "since boot" bits include anything during the runs.
+            throttled=out.get("throttled") or env.get("throttled"),
+            measure_start=times[0], measure_end=times[1], tflite_sha256=sha, cached=False)
 
     def _log(self, entry: dict[str, Any]) -> None:
         """Append to results/hardware/measurements.jsonl: an audit trail (never secrets)."""

@@ -2,8 +2,8 @@
 
 A lease is one row per device in `nas_device_leases`. Taking it is a single conditional UPDATE
 (`... WHERE holder IS NULL OR expires_at < now`), which every database serialises: rowcount 1 means
-this worker holds the device. Leases expire, so a killed worker's device frees itself; the holder
-renews before every step, so a live one keeps it.
+this worker holds the device. Leases are short and expire, so a killed worker's device frees itself
+within `lease_s`; a live holder keeps its lease with a heartbeat thread while it uses the device.
 
 Time comes from the database server where there is one (PostgreSQL), so workers on machines with
 skewed clocks still agree on expiry; SQLite is one machine, so its clock is this machine's.
@@ -11,15 +11,17 @@ skewed clocks still agree on expiry; SQLite is one machine, so its clock is this
 
 from __future__ import annotations
 
+import importlib.util
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (Column, Float, MetaData, String, Table, and_, cast, create_engine, func,
-                        insert, literal, or_, select, update)
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+                        insert, inspect, literal, or_, select, update)
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 
 from nas.hardware.local import MeasurementError
@@ -36,16 +38,38 @@ LEASES = Table(
 )
 
 
+def _driver_url(url: str) -> URL:
+    """Parse the URL; plain `postgresql://` uses psycopg2 when psycopg 3 is not installed.
+
+    SQLAlchemy 2.1 maps `postgresql://` to psycopg 3, while the pinned dependency is psycopg2.
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def create_tables(engine: Engine, metadata: MetaData, tables: Sequence[Table]) -> None:
+    """`create_all` that tolerates another worker creating the same table at the same moment."""
+    try:
+        metadata.create_all(engine, tables=list(tables), checkfirst=True)
+    except DBAPIError:
+        inspector = inspect(engine)
+        if not all(inspector.has_table(t.name) for t in tables):
+            raise
+
+
 def make_engine(url: str) -> Engine:
     """An engine for the study's storage URL (SQLite waits up to 30 s on a locked file)."""
-    parsed = make_url(url)
+    parsed = _driver_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # NullPool: no connection lingers holding the file between the short lease statements.
-        return create_engine(url, connect_args={"timeout": 30}, poolclass=NullPool)
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+        return create_engine(parsed, connect_args={"timeout": 30}, poolclass=NullPool)
+    return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
 
 
 def db_now(engine: Engine) -> Any:
@@ -61,7 +85,7 @@ class LeasePool:
     def __init__(self, engine: Engine, holder: str):
         self.engine = engine
         self.holder = holder
-        _metadata.create_all(engine, tables=[LEASES], checkfirst=True)
+        create_tables(engine, _metadata, [LEASES])
         self._known: set[str] = set()
 
     def _ensure_row(self, key: str) -> None:
@@ -139,3 +163,35 @@ class LeasePool:
                 progress(note)
                 last_note, last_time = note.split(", lease")[0], time.monotonic()
             time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
+
+
+class LeaseHeartbeat:
+    """Renews one lease every lease_s/4 in a background thread while the device is in use.
+
+    Short leases then suffice however long a measurement takes, so a crashed worker blocks its
+    device for at most `lease_s`. `lost` turns true when a renewal finds the lease taken (it had
+    expired, e.g. the database was unreachable for longer than `lease_s`).
+    """
+
+    def __init__(self, pool: LeasePool, key: str, lease_s: float):
+        self.pool, self.key, self.lease_s = pool, key, lease_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{key}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                if not self.pool.renew(self.key, self.lease_s):
+                    self.lost = True
+                    return
+            except Exception:  # a transient database error: try again at the next beat
+                continue
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -342,11 +342,14 @@ class SshBackend(Backend):
             return
         p = pid.decode()
         try:
-            self._client.exec_command(f"kill -KILL -- -{p} 2>/dev/null || kill -KILL {p}",
-                                      timeout=self.profile.step_timeout_s)
-            time.sleep(0.1)  # let the kill go out before the connection is closed
+            # sshd starts each command in its own session, so -PID is the whole process group.
+            _, stdout, _ = self._client.exec_command(
+                f"kill -KILL -- -{p} 2>/dev/null || kill -KILL {p}", timeout=self.profile.step_timeout_s)
+            deadline = time.monotonic() + min(5.0, self.profile.step_timeout_s)
+            while not stdout.channel.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.02)
         except _LINK_ERRORS:
-            pass
+            pass  # the link is gone too; the caller reports the timeout either way
 
     def _runner(self, model: str | None, timeout: float, what: str) -> dict[str, Any]:
         self.connect()

@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Time one float32 .tflite model with LiteRT and print ONE JSON object on stdout.
+
+This single file is what runs on every device (this machine through a subprocess, a Raspberry Pi
+through SSH), so a latency figure means the same thing wherever it was taken. It must stay
+self-contained (standard library, numpy, ai_edge_litert or tflite_runtime) and run on Python 3.9+.
+
+    python3 runner.py --model M.tflite --threads 4 --warmup 5 --runs 30 [--max-temp-c 75]
+    python3 runner.py --probe
+
+Exit codes: 0 ok, 2 bad arguments or model, 3 no TFLite runtime, 4 too hot (--max-temp-c),
+5 the interpreter failed. On error the message goes to stderr; stdout still carries a JSON object
+with the environment fields when they could be read, so the caller can say what it saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+EXIT_BAD_INPUT = 2
+EXIT_NO_RUNTIME = 3
+EXIT_TOO_HOT = 4
+EXIT_INVOKE_FAILED = 5
+
+# ARM "CPU part" ids seen on boards people use for this (for a readable `cpu` on a Pi).
+_ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55",
+              "0xd07": "Cortex-A57", "0xd08": "Cortex-A72", "0xd09": "Cortex-A73",
+              "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76", "0xd0d": "Cortex-A77"}
+
+
+def load_runtime() -> Tuple[Optional[Callable[..., Any]], Optional[str], Optional[str]]:
+    """Return (Interpreter class, runtime name, version); LiteRT first, then tflite_runtime."""
+    try:
+        import ai_edge_litert  # type: ignore
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore
+        return Interpreter, "ai_edge_litert", _version(ai_edge_litert, "ai-edge-litert")
+    except ImportError:
+        pass
+    try:
+        import tflite_runtime  # type: ignore
+        from tflite_runtime.interpreter import Interpreter  # type: ignore
+        return Interpreter, "tflite_runtime", _version(tflite_runtime, "tflite-runtime")
+    except ImportError:
+        return None, None, None
+
+
+def _version(module: Any, dist: str) -> Optional[str]:
+    """The package version: the module attribute, else the installed distribution's metadata."""
+    found = getattr(module, "__version__", None)
+    if found:
+        return str(found)
+    try:
+        from importlib.metadata import version
+        return version(dist)
+    except Exception:
+        return None
+
+
+def _vcgencmd(*args: str) -> Optional[str]:
+    """Output of `vcgencmd ARGS` (Raspberry Pi firmware tool), None where it is missing."""
+    try:
+        done = subprocess.run(["vcgencmd"] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.decode("utf-8", "replace").strip()
+
+
+def read_temperature() -> Optional[float]:
+    """SoC temperature in °C, from vcgencmd or the first thermal zone; None if unreadable."""
+    out = _vcgencmd("measure_temp")
+    if out:
+        match = re.search(r"(-?\d+(?:\.\d+)?)", out)
+        if match:
+            return float(match.group(1))
+    try:
+        with open("/sys/class/thermal/thermal_zone0/temp") as handle:
+            raw = handle.read().strip()
+        return round(int(raw) / 1000.0, 1)
+    except (OSError, ValueError):
+        return None
+
+
+def read_throttled() -> Optional[str]:
+    """`vcgencmd get_throttled` as a hex string (e.g. "0x50000"), None where unavailable."""
+    out = _vcgencmd("get_throttled")
+    if not out:
+        return None
+    match = re.search(r"0x[0-9a-fA-F]+", out)
+    return match.group(0).lower() if match else None
+
+
+def read_cpu() -> str:
+    """A readable CPU name: x86 "model name", or the Pi's board model plus its ARM core."""
+    fields = {}  # type: Dict[str, str]
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                key = key.strip()
+                if sep and key and key not in fields:
+                    fields[key] = value.strip()
+    except OSError:
+        pass
+    if fields.get("model name"):
+        return fields["model name"]
+    core = _ARM_PARTS.get(fields.get("CPU part", "").lower(), "")
+    board = fields.get("Model", "")
+    if board or core:
+        return " ".join(p for p in (board, "(" + core + ")" if core else "") if p)
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment(runtime: Optional[str], version: Optional[str]) -> Dict[str, Any]:
+    """The fields every output carries, model or not."""
+    return {
+        "runtime": runtime,
+        "runtime_version": version,
+        "cpu": read_cpu(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "temperature_c": read_temperature(),
+        "throttled": read_throttled(),
+    }
+
+
+def fill_inputs(interpreter: Any, np: Any) -> None:
+    """Resize dynamic dimensions to 1 and fill every input with seeded random data of its dtype."""
+    details = interpreter.get_input_details()
+    resized = False
+    for det in details:
+        signature = det.get("shape_signature")
+        if signature is not None and any(int(d) < 0 for d in signature):
+            shape = [1 if int(d) < 0 else int(d) for d in signature]
+            interpreter.resize_tensor_input(det["index"], shape)
+            resized = True
+    if resized:
+        interpreter.allocate_tensors()
+        details = interpreter.get_input_details()
+    rng = np.random.default_rng(0)
+    for det in details:
+        shape = tuple(int(d) for d in det["shape"])
+        dtype = np.dtype(det["dtype"])
+        if dtype.kind == "f":
+            data = rng.random(shape, dtype=np.float64).astype(dtype)
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            data = rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            data = rng.random(shape) < 0.5
+        else:
+            raise ValueError("input %r has unsupported dtype %s" % (det.get("name"), dtype))
+        interpreter.set_tensor(det["index"], data)
+
+
+def summarize(times_ms: List[float], np: Any) -> Dict[str, float]:
+    """Median, p90 (linear interpolation), min and population std of the timed invokes."""
+    arr = np.asarray(times_ms, dtype=np.float64)
+    return {
+        "median_ms": float(np.median(arr)),
+        "p90_ms": float(np.percentile(arr, 90)),
+        "min_ms": float(arr.min()),
+        "std_ms": float(arr.std()),
+    }
+
+
+def emit(payload: Dict[str, Any]) -> None:
+    """Write the one JSON object the caller parses (the last `{` line of stdout)."""
+    sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def fail(code: int, message: str, payload: Optional[Dict[str, Any]] = None) -> int:
+    """Report an error: message on stderr, what is known on stdout, non-zero exit."""
+    if payload is not None:
+        payload = dict(payload)
+        payload["error"] = message
+        emit(payload)
+    sys.stderr.write("runner: " + message + "\n")
+    sys.stderr.flush()
+    return code
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Time a .tflite model with LiteRT.")
+    parser.add_argument("--model", help="path of the .tflite file")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--max-temp-c", type=float, default=None,
+                        help="refuse to time (exit 4) when the SoC is hotter than this")
+    parser.add_argument("--probe", action="store_true",
+                        help="print the environment (runtime, CPU, temperature) and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    interpreter_cls, runtime, version = load_runtime()
+    env = environment(runtime, version)
+    if interpreter_cls is None:
+        return fail(EXIT_NO_RUNTIME, "no TFLite runtime: install ai-edge-litert (pip install "
+                    "ai-edge-litert numpy) or tflite-runtime for %s" % sys.executable, env)
+    if args.probe:
+        emit(env)
+        return 0
+    if not args.model:
+        return fail(EXIT_BAD_INPUT, "--model is required (or --probe)", env)
+    if args.threads < 1 or args.warmup < 0 or args.runs < 1:
+        return fail(EXIT_BAD_INPUT, "need --threads >= 1, --warmup >= 0, --runs >= 1", env)
+    if not os.path.isfile(args.model):
+        return fail(EXIT_BAD_INPUT, "model not found: %s" % args.model, env)
+    temp = env["temperature_c"]
+    if args.max_temp_c is not None and temp is not None and temp > args.max_temp_c:
+        return fail(EXIT_TOO_HOT, "too hot: %.1f C > %.1f C" % (temp, args.max_temp_c), env)
+
+    import numpy as np
+
+    try:
+        interpreter = interpreter_cls(model_path=args.model, num_threads=args.threads)
+        interpreter.allocate_tensors()
+        fill_inputs(interpreter, np)
+    except Exception as exc:  # the runtime raises ValueError/RuntimeError for unusable models
+        return fail(EXIT_BAD_INPUT, "cannot load %s: %s" % (args.model, exc), env)
+
+    times_ms = []  # type: List[float]
+    try:
+        for _ in range(args.warmup):
+            interpreter.invoke()
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            interpreter.invoke()
+            times_ms.append((time.perf_counter() - start) * 1000.0)
+    except Exception as exc:
+        return fail(EXIT_INVOKE_FAILED, "invoke failed: %s" % exc, env)
+
+    result = dict(env)
+    result.update(summarize(times_ms, np))
+    result["runs"] = args.runs
+    result["warmup"] = args.warmup
+    result["threads"] = args.threads
+    # Read again after timing: heat and throttling during the runs is what the figures saw.
+    result["temperature_c"] = read_temperature()
+    result["throttled"] = read_throttled()
+    result["temperature_before_c"] = temp
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
