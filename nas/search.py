@@ -86,10 +86,12 @@ def build_context(config: RunConfig, space: SearchSpace, devices: list) -> Searc
 
 def enqueue_baselines(study: optuna.Study, space: SearchSpace) -> int:
     """Enqueue each seed preset that lies in the space and is not in the study yet."""
-    existing = {t.user_attrs.get("arch_id") for t in study.get_trials(deepcopy=False)}
+    trials = study.get_trials(deepcopy=False)
+    seen_archs = {t.user_attrs.get("arch_id") for t in trials}
+    seen_presets = {t.user_attrs.get("preset") for t in trials}
     count = 0
     for name, arch in PRESETS.items():
-        if arch.arch_id in existing:
+        if arch.arch_id in seen_archs or name in seen_presets:
             continue
         if problems := space.violations(arch):
             console.print(f"[yellow]preset {name} is not a point of this space ({problems[0]}); skipped[/yellow]")

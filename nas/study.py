@@ -7,10 +7,14 @@ store beside it for `.tflite` files, previews and arch JSON.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
+
+# Heartbeats, metric names and the retry callback are stable in practice; keep users' logs readable.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 from .config import RunConfig
 

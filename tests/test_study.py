@@ -1,0 +1,41 @@
+"""Study setup on both storages, and seed presets enqueued as ordinary trials."""
+
+import uuid
+
+import optuna
+import pytest
+
+from nas.config import load_config
+from nas.presets import PRESETS
+from nas.search import enqueue_baselines
+from nas.space import load_space
+from nas.study import open_study
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_study_is_created_then_resumed_with_presets_enqueued_once(tmp_path, storage):
+    url = f"sqlite:///{tmp_path / 'nas.db'}" if storage == "sqlite" else POSTGRES
+    config = load_config(None, storage=url, study=f"t-{uuid.uuid4().hex[:8]}", results=tmp_path)
+    study = open_study(config)
+    assert study.metric_names == ["final_score"]
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    space = load_space(config.space)
+    assert enqueue_baselines(study, space) == len(PRESETS)
+    again = open_study(config)  # resume: same study, nothing enqueued twice
+    assert enqueue_baselines(again, space) == 0
+    waiting = again.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == len(PRESETS)
+    # the first asked trial samples exactly the enqueued preset
+    trial = again.ask()
+    arch, _ = space.sample(trial)
+    assert arch in PRESETS.values() and trial.user_attrs["preset"] in PRESETS
+    assert arch == PRESETS[trial.user_attrs["preset"]]
+
+
+def test_pareto_objective_has_two_named_minimised_metrics(tmp_path):
+    config = load_config(None, objective="pareto", results=tmp_path, study="p")
+    study = open_study(config)
+    assert study.metric_names == ["si_rmse", "latency_ms"]
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
