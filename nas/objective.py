@@ -117,12 +117,6 @@ def deploy_and_score(ctx: SearchContext, model, workdir: Path, label: str) -> De
     return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, parity, seconds)
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class TrialObjective:
     """The Optuna objective: returns the Final Score (or (si_rmse, latency_ms) for a Pareto search)."""
 
@@ -183,7 +177,8 @@ class TrialObjective:
             lat = deployed.latency
             attrs = {**deployed.metrics, "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms,
                      "latency_std_ms": lat.std_ms, "device": lat.device, "threads": lat.threads,
-                     "tflite_sha256": _sha256(deployed.tflite_path),
+                     "tflite_sha256": lat.tflite_sha256, "measure_start": lat.measure_start,
+                     "measure_end": lat.measure_end, "throttled": lat.throttled,
                      "tflite_bytes": deployed.tflite_path.stat().st_size, "parity": deployed.parity,
                      "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
                      "final_score": deployed.score, "latency": lat.as_record()}
