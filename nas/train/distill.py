@@ -1,14 +1,31 @@
-"""Knowledge distillation from a cached teacher into every candidate (issue #5)."""
+"""Knowledge distillation from a cached teacher into every candidate (issue #5).
+
+The student loss is the supervised loss on valid ground-truth pixels plus lambda times a
+distillation loss against the teacher's depth on *every* pixel the teacher covers, so holes in the
+ground truth (sky, occlusion edges, out of range) are supervised too. The distillation term is
+fully scale-invariant (variance focus 1) plus gradient matching of log depth: the ground truth
+teaches absolute scale, the teacher teaches shape, and a teacher with a slight scale bias (or a
+user's relative-depth teacher) does not fight the ground truth.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from .loop import LossFn
+from ..config import RunConfig
+from ..data.dataset import DepthSplit
+from ..errors import ConfigError
+from .loop import Batch, LossFn
+from .losses import log_gradient_loss, supervised_loss
+from .teacher import align_to_split, console, ensure_cache, ensure_teacher, folder_lock, resolve_teacher
+
+TEACHER_MIN_M = 0.001  # teacher pixels at or below this are ignored (e.g. zero padding of a user model)
 
 
 @dataclass
@@ -18,3 +35,72 @@ class Distillation:
     maps: np.ndarray  # (N, H, W) teacher depth in metres (float16), aligned with the training split
     make_loss: Callable[[float], LossFn]  # lambda -> loss over (pred, batch); batch["teacher"] is (B,1,H,W)
     record: dict[str, Any]  # teacher folder and fingerprint, for the trial record
+
+
+def scale_invariant_log_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                             eps: float = 1e-6) -> torch.Tensor:
+    """sqrt(var(d) + eps) - sqrt(eps), d = log pred - log target over the mask, mean over images.
+
+    Exactly zero when pred equals target up to a per-image scale; the eps keeps the gradient finite.
+    """
+    d = torch.log(pred.clamp_min(eps)) - torch.log(target.clamp_min(eps))
+    m = mask.float()
+    n = m.flatten(1).sum(1).clamp_min(1.0)
+    mean_d = (d * m).flatten(1).sum(1) / n
+    centred = (d - mean_d.view(-1, *([1] * (d.ndim - 1)))) * m  # two passes: no cancellation at large d
+    variance = (centred * centred).flatten(1).sum(1) / n
+    return (torch.sqrt(variance + eps) - eps**0.5).mean()
+
+
+def distillation_loss(pred: torch.Tensor, teacher: torch.Tensor, gradient_weight: float = 0.5) -> torch.Tensor:
+    """Scale-invariant log difference plus log-gradient matching against the teacher, on all its pixels."""
+    mask = teacher > TEACHER_MIN_M
+    return scale_invariant_log_loss(pred, teacher, mask) + gradient_weight * log_gradient_loss(pred, teacher, mask)
+
+
+@dataclass(frozen=True)
+class DistilledLoss:
+    """supervised(pred, ground truth) + weight * distillation(pred, teacher); a loss_fn for `train`."""
+
+    weight: float
+
+    def __call__(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+        loss = supervised_loss(pred, batch["depth"])
+        if self.weight:
+            loss = loss + self.weight * distillation_loss(pred, batch["teacher"])
+        return loss
+
+
+def make_distillation(maps: np.ndarray, record: dict[str, Any]) -> Distillation:
+    return Distillation(maps=maps, make_loss=DistilledLoss, record=record)
+
+
+def prepare_distillation(config: RunConfig, train_split: DepthSplit) -> Distillation | None:
+    """Teacher depth for `train_split`, training and caching the teacher first where needed.
+
+    `config.teacher` None: the self-managed teacher under `results/teacher`, trained with the teacher
+    budget of the same name as the run's budget (reused while its recipe and data fingerprint match).
+    Otherwise the named folder (from `nas teacher train`, or holding a user's TorchScript/ONNX model)
+    is used as it is. Either way the cache is rebuilt when stale. None when distillation is off.
+    """
+    if not config.distill:
+        return None
+    folder = Path(config.teacher) if config.teacher is not None else config.results / "teacher"
+    height, width = (int(s) for s in train_split.depth_mm.shape[1:3])
+    if config.teacher is not None and not folder.is_dir():
+        raise ConfigError(folder, "teacher folder does not exist")
+    with folder_lock(folder):
+        if config.teacher is None:
+            spec, _ = ensure_teacher(folder, config.data_root, config.budget, seed=config.seed)
+        else:
+            spec = resolve_teacher(folder)
+        cache = ensure_cache(folder, config.data_root, height, width, spec)
+    maps = align_to_split(cache, train_split)
+    record = {"teacher_dir": str(folder.resolve()), "fingerprint": cache.fingerprint, "teacher": spec.label,
+              "teacher_sha256": spec.model_sha256, "resolution": [height, width],
+              "teacher_val_si_rmse": cache.val_metrics.get("si_rmse"),
+              "teacher_val_rmse": cache.val_metrics.get("rmse")}
+    if not cache.rebuilt:
+        console.print(f"teacher {spec.label} from {folder}: cached depth reused "
+                      f"(validation si-RMSE {cache.val_metrics.get('si_rmse', float('nan')):.4f})")
+    return make_distillation(maps, record)
