@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-
+from .console import err, fail, out
 from .errors import ConfigError
 from .teacher_cli import teacher_app
 
@@ -22,19 +21,12 @@ app.add_typer(data_app, name="data")
 app.add_typer(arch_app, name="arch")
 app.add_typer(devices_app, name="devices")
 app.add_typer(teacher_app, name="teacher")
-out = Console()
-err = Console(stderr=True)
 
 Budget = Annotated[Optional[str], typer.Option(help="smoke | quick | full: training steps, resolution, data subset")]
 StudyName = Annotated[Optional[str], typer.Option("--study", help="study name")]
 Storage = Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///RESULTS/nas.db)")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (keys as the flags)")]
 Results = Annotated[Optional[Path], typer.Option(help="output folder (default results/)")]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def load(config_file: Optional[Path], **flags):

@@ -23,6 +23,8 @@ def evaluate_tflite(tflite_path: Path, split: DepthSplit, threads: int = 2,
     per_image, first = [], None
     for i, (rgb, gt) in enumerate(zip(split.rgb, split.depth_mm)):
         pred_mm = model.predict(rgb) * 1000.0
+        if not np.isfinite(pred_mm).all():
+            raise ValueError(f"the TFLite model predicts non-finite depth on validation image {split.stems[i]}")
         if first is None:
             first = pred_mm
         if (gt > 1).any():

@@ -6,22 +6,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-
+from .console import fail, out
 from .errors import ConfigError
 
 teacher_app = typer.Typer(help="The distillation teacher: train one, or cache a teacher's depth on a data set.",
                           no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
 
 BUDGET_NAMES = ("smoke", "quick", "full")
 Data = Annotated[Path, typer.Option("--data", help="data set root (MAI 2021 layout)")]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _check_budget(budget: str) -> None:

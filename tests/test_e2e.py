@@ -90,3 +90,43 @@ def test_bad_inputs_fail_before_work(tmp_path):
     assert proc.returncode != 0 and str(bad_config) in proc.stderr and "trials" in proc.stderr
     proc = nas("data", "check", tmp_path / "nope", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "does not exist" in proc.stdout
+
+
+@pytest.mark.slow
+def test_report_writes_table_plot_and_summary(search):
+    work, _, _ = search
+    out = work / "report"
+    nas("report", "--study", "e2e", "--results", work / "results", "--out", out, cwd=work)
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("number,state,final_score") and len(rows) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == 2 and summary["pareto_front_trials"]
+    assert (out / "pareto.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_dashboard_serves_the_study_and_its_artifacts(search):
+    import socket
+    import time
+    import urllib.request
+
+    work, _, _ = search
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([NAS, "dashboard", "--results", work / "results", "--port", str(port)], cwd=work,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body = None
+        for _ in range(60):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "dashboard did not answer"
+        studies = json.loads(body)["studies"]
+        assert [s["study_name"] for s in studies] == ["e2e"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

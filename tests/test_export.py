@@ -54,3 +54,32 @@ def test_export_writes_single_self_contained_onnx(tmp_path):
     out = run_onnx(path, np.zeros((1, 3, 64, 96), np.float32))
     assert out.shape == (1, 64, 96)
     del torch
+
+
+def test_softplus_head_survives_conversion_at_large_values(tmp_path):
+    """Converters write softplus as log(exp(y) + 1), inf past y = 88; our head must not."""
+    import torch
+
+    from nas.models.head import DepthHead
+
+    head = DepthHead(1, "softplus", 40.0).eval()
+    with torch.no_grad():
+        head.conv.weight.zero_()
+        head.conv.weight[0, 0, 1, 1] = 1.0
+        head.conv.bias.zero_()
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = head
+
+        def forward(self, x):
+            return self.head(x[:, :1] - 128.0)  # pre-activation from -128 to 127
+
+    onnx_path = export_onnx(Wrap(), tmp_path / "h.onnx", 16, 16)
+    tflite = convert_to_tflite(onnx_path, tmp_path / "h.tflite", np.zeros((20, 128, 128, 3), np.float32))
+    image = np.linspace(0, 255, 16 * 16 * 3).reshape(16, 16, 3).astype(np.float32)
+    got = TFLiteModel(tflite).predict(image)
+    expected = run_onnx(onnx_path, image.transpose(2, 0, 1)[None])[0]
+    assert np.isfinite(got).all() and got.max() > 100
+    assert np.max(np.abs(got - expected)) < 1e-3

@@ -27,5 +27,7 @@ class DepthHead(nn.Module):
         if self.activation == "relu":
             return F.relu(y) + MIN_DEPTH_M
         if self.activation == "softplus":
-            return F.softplus(y) + MIN_DEPTH_M
+            # Written out in its overflow-free form: converters emit log(exp(y) + 1), which is inf
+            # in float32 for y > 88 and would poison a deployed model's output.
+            return F.relu(y) + torch.log(1.0 + torch.exp(-torch.abs(y))) + MIN_DEPTH_M
         return torch.sigmoid(y) * self.max_depth + MIN_DEPTH_M
