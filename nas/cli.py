@@ -172,7 +172,7 @@ def arch_show(name_or_json: str, as_json: Annotated[bool, typer.Option("--json")
 @arch_app.command("export")
 def arch_export(name_or_json: str, out_dir: Annotated[Path, typer.Option("--out")],
                 height: int = 480, width: int = 640) -> None:
-    """Export a preset or arch JSON to ONNX and float32 TFLite, with the parity report."""
+    """Export a preset or arch JSON (untrained weights) to ONNX and float32 TFLite, with the parity report."""
     from .arch import ArchError
     from .export import ExportError
     from .export.pipeline import export_arch

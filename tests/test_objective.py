@@ -35,3 +35,11 @@ def test_arch_show_json_gives_params_and_macs():
     assert info["params"] > 100_000 and info["macs"] > 1_000_000
     bad = subprocess.run([NAS, "arch", "show", "no_such_preset"], capture_output=True, text=True)
     assert bad.returncode != 0 and "neither a preset" in bad.stderr
+
+
+def test_arch_export_cli_writes_models_and_parity_report(tmp_path):
+    proc = subprocess.run([NAS, "arch", "export", "litedepth", "--out", tmp_path, "--height", "96", "--width", "128"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.tflite").is_file()
+    assert "max_abs_err_tflite_vs_onnx_m" in proc.stdout
