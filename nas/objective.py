@@ -129,6 +129,9 @@ class TrialObjective:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt:  # Optuna marks the trial failed; say why in the record
+            trial.set_user_attr("fail_reason", "interrupted by the user")
+            raise
         except Exception as exc:  # recorded with its reason; optimize(catch=...) keeps the study going
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
             console.print(f"[red]trial {trial.number} failed[/red]: {type(exc).__name__}: {exc}")

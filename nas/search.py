@@ -22,7 +22,7 @@ from .hardware import LatencyMeter, load_hardware
 from .objective import SearchContext, TrialObjective, console
 from .presets import PRESETS
 from .space import SearchSpace, load_space
-from .study import artifact_store, finished_count, open_study
+from .study import COUNTED_STATES, artifact_store, finished_count, open_study
 
 SYNTH_MARKER = ".synthetic.json"
 
@@ -124,7 +124,7 @@ def run_search(config: RunConfig) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(TrialObjective(ctx, artifact_store(config)), n_trials=remaining, timeout=config.timeout,
                    catch=(Exception,), gc_after_trial=True,
-                   callbacks=[optuna.study.MaxTrialsCallback(config.trials)])
+                   callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=COUNTED_STATES)])
     return study
 
 

@@ -60,6 +60,9 @@ def artifact_store(config: RunConfig) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(config.artifact_dir))
 
 
+# Trials that count towards `--trials`: a failed or interrupted trial is retried by the next run.
+COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
 def finished_count(study: optuna.Study) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=states))
+    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
