@@ -125,8 +125,16 @@ def test_dashboard_serves_the_study_and_its_artifacts(search):
             except OSError:
                 time.sleep(0.5)
         assert body is not None, "dashboard did not answer"
-        studies = json.loads(body)["studies"]
-        assert [s["study_name"] for s in studies] == ["e2e"]
+        (summary,) = json.loads(body)["study_summaries"]
+        assert summary["study_name"] == "e2e"
+        study_id = summary["study_id"]
+        detail = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}?after=0",
+                                                   timeout=10).read())
+        trial = next(t for t in detail["trials"] if t["artifacts"])
+        preview = next(a for a in trial["artifacts"] if a["filename"] == "preview.png")
+        image = urllib.request.urlopen(f"http://127.0.0.1:{port}/artifacts/{study_id}/{trial['trial_id']}/"
+                                       f"{preview['artifact_id']}", timeout=10).read()
+        assert image.startswith(b"\x89PNG")
     finally:
         server.terminate()
         server.wait(timeout=10)
