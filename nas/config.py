@@ -72,6 +72,7 @@ class RunConfig(BaseModel):
     synth_train: int = Field(160, ge=1)
     synth_val: int = Field(16, ge=1)
     synth_test: int = Field(16, ge=0)
+    synth_seed: int = 0  # the embedded data set's seed; separate from `seed` so a new search seed reuses it
     trust_new_host_keys: bool = False
 
     @property

@@ -39,13 +39,13 @@ def ensure_synthetic_data(config: RunConfig) -> Path:
     """The embedded default data: generated once under results/, reused while its recipe is unchanged."""
     root = config.results / "data"
     recipe = {"train": config.synth_train, "validation": config.synth_val, "test": config.synth_test,
-              "seed": config.seed, "width": config.deploy_width, "height": config.deploy_height}
+              "seed": config.synth_seed, "width": config.deploy_width, "height": config.deploy_height}
     marker = root / SYNTH_MARKER
     if marker.is_file() and json.loads(marker.read_text()) == recipe:
         return root
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("generating synthetic scenes", total=sum(recipe[s] for s in ("train", "validation", "test")))
-        synthesize(root, {s: recipe[s] for s in ("train", "validation", "test")}, seed=config.seed,
+        synthesize(root, {s: recipe[s] for s in ("train", "validation", "test")}, seed=config.synth_seed,
                    width=config.deploy_width, height=config.deploy_height,
                    progress=lambda done, total: progress.update(task, completed=done))
     marker.write_text(json.dumps(recipe))

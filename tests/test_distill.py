@@ -124,11 +124,11 @@ def test_prepare_distillation_trains_and_caches_the_default_teacher_once(data: P
     dist = prepare_distillation(config, split)
     assert dist is not None and dist.maps.shape == (6, 96, 128) and dist.maps.dtype == np.float16
     rec = dist.record
-    assert rec["teacher_dir"] == str((tmp_path / "teacher").resolve()) and rec["teacher"] == "depthnet/resnet18"
+    assert rec["teacher_dir"] == str((tmp_path / "teacher" / "smoke").resolve()) and rec["teacher"] == "depthnet/resnet18"
     assert len(rec["fingerprint"]) == 64 and rec["resolution"] == [96, 128] and rec["teacher_val_si_rmse"] > 0
-    stamp = (tmp_path / "teacher" / SPEC_FILE).stat().st_mtime_ns
+    stamp = (tmp_path / "teacher" / "smoke" / SPEC_FILE).stat().st_mtime_ns
     again = prepare_distillation(config, split)  # reused: no training, same cache
-    assert (tmp_path / "teacher" / SPEC_FILE).stat().st_mtime_ns == stamp
+    assert (tmp_path / "teacher" / "smoke" / SPEC_FILE).stat().st_mtime_ns == stamp
     assert again.record == rec and np.array_equal(np.asarray(again.maps), np.asarray(dist.maps))
 
     seen: list[tuple[int, ...]] = []

@@ -78,14 +78,16 @@ def make_distillation(maps: np.ndarray, record: dict[str, Any]) -> Distillation:
 def prepare_distillation(config: RunConfig, train_split: DepthSplit) -> Distillation | None:
     """Teacher depth for `train_split`, training and caching the teacher first where needed.
 
-    `config.teacher` None: the self-managed teacher under `results/teacher`, trained with the teacher
+    `config.teacher` None: the self-managed teacher under `results/teacher/<budget>`, trained with the teacher
     budget of the same name as the run's budget (reused while its recipe and data fingerprint match).
     Otherwise the named folder (from `nas teacher train`, or holding a user's TorchScript/ONNX model)
     is used as it is. Either way the cache is rebuilt when stale. None when distillation is off.
     """
     if not config.distill:
         return None
-    folder = Path(config.teacher) if config.teacher is not None else config.results / "teacher"
+    # One self-managed teacher per budget: `nas finalize --budget full` does not overwrite the teacher a
+    # quick search distils from (and the next search does not retrain it).
+    folder = Path(config.teacher) if config.teacher is not None else config.results / "teacher" / config.budget
     height, width = (int(s) for s in train_split.depth_mm.shape[1:3])
     if config.teacher is not None and not folder.is_dir():
         raise ConfigError(folder, "teacher folder does not exist")
