@@ -20,7 +20,7 @@ from optuna.artifacts import upload_artifact
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .arch import Arch, ArchError
+from .arch import ArchError
 from .config import Budget, RunConfig
 from .data.dataset import DepthSplit
 from .evaluate import evaluate_tflite, write_preview

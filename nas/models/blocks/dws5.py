@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from timm.layers import SeparableConvNormAct
-from torch import nn
 
 
 class DepthwiseSeparable5(SeparableConvNormAct):
