@@ -68,7 +68,8 @@ class RunConfig(BaseModel):
     deploy_width: int = Field(640, ge=32)
     score_alpha: float = 10.0
     score_c: float = Field(1.0, gt=0)
-    parity_tolerance: float = Field(1e-3, gt=0)
+    parity_tolerance: float = Field(1e-3, gt=0)  # metres, plus parity_rtol × depth
+    parity_rtol: float = Field(1e-4, ge=0)
     synth_train: int = Field(160, ge=1)
     synth_val: int = Field(16, ge=1)
     synth_test: int = Field(16, ge=0)

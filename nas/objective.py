@@ -97,10 +97,12 @@ def deploy_and_score(ctx: SearchContext, model, workdir: Path, label: str) -> De
     sample = ctx.val_deploy.rgb[:1].transpose(0, 3, 1, 2).astype(np.float32)
     console.print(f"{label}: exporting to ONNX and TFLite")
     onnx_path = export_onnx(model, workdir / "model.onnx", cfg.deploy_height, cfg.deploy_width)
-    parity = {"onnx_vs_torch": check_onnx_parity(model, onnx_path, sample, cfg.parity_tolerance)}
+    parity = {"onnx_vs_torch": check_onnx_parity(model, onnx_path, sample, cfg.parity_tolerance,
+                                                       cfg.parity_rtol)}
     tflite_path = convert_to_tflite(onnx_path, workdir / "model.tflite", ctx.calibration,
                                     log_path=workdir / "onnx2tf.log")
-    parity["tflite_vs_onnx"] = check_tflite_parity(tflite_path, onnx_path, sample, cfg.parity_tolerance)
+    parity["tflite_vs_onnx"] = check_tflite_parity(tflite_path, onnx_path, sample, cfg.parity_tolerance,
+                                                   cfg.parity_rtol)
     seconds["export"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

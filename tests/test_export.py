@@ -83,3 +83,14 @@ def test_softplus_head_survives_conversion_at_large_values(tmp_path):
     expected = run_onnx(onnx_path, image.transpose(2, 0, 1)[None])[0]
     assert np.isfinite(got).all() and got.max() > 100
     assert np.max(np.abs(got - expected)) < 1e-3
+
+
+def test_parity_tolerance_is_absolute_plus_relative_to_depth():
+    from nas.export import check_close
+
+    far = np.array([40.0, 1.0])
+    assert check_close(far + [2.6e-3, 0.0], far, 1e-3, 1e-4, "x") == pytest.approx(2.6e-3)  # 2.6 mm at 40 m
+    with pytest.raises(ExportError, match="up to 0.0026"):
+        check_close(far + [0.0, 2.6e-3], far, 1e-3, 1e-4, "x")  # 2.6 mm at 1 m
+    with pytest.raises(ExportError):
+        check_close(np.array([np.nan, 1.0]), far, 1e-3, 1e-4, "x")

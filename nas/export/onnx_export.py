@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from . import ExportError
+from . import check_close
 
 INPUT_NAME, OUTPUT_NAME = "image", "depth"
 OPSET = 17
@@ -34,11 +34,9 @@ def run_onnx(path: Path, image_nchw: np.ndarray) -> np.ndarray:
     return out[:, 0]
 
 
-def check_onnx_parity(model: torch.nn.Module, path: Path, image_nchw: np.ndarray, tolerance: float) -> float:
-    """Max abs depth difference (metres) between PyTorch and ONNX; ExportError above `tolerance`."""
+def check_onnx_parity(model: torch.nn.Module, path: Path, image_nchw: np.ndarray, tolerance: float,
+                      rtol: float = 1e-4) -> float:
+    """Max abs depth difference (metres) between PyTorch and ONNX; ExportError beyond the tolerance."""
     with torch.no_grad():
         expected = model.eval().cpu()(torch.from_numpy(image_nchw.astype(np.float32))).numpy()[:, 0]
-    err = float(np.max(np.abs(run_onnx(path, image_nchw) - expected)))
-    if not np.isfinite(err) or err > tolerance:
-        raise ExportError(f"ONNX output differs from PyTorch by {err:.3g} m (tolerance {tolerance:g})")
-    return err
+    return check_close(run_onnx(path, image_nchw), expected, tolerance, rtol, "ONNX output differs from PyTorch")

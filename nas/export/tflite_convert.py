@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ExportError
+from . import ExportError, check_close
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -82,15 +82,13 @@ class TFLiteModel:
         return np.squeeze(self.interpreter.get_tensor(self.output["index"]))
 
 
-def check_tflite_parity(tflite_path: Path, onnx_path: Path, image_nchw: np.ndarray, tolerance: float) -> float:
-    """Max abs depth difference (metres) between TFLite and ONNX; ExportError above `tolerance`."""
+def check_tflite_parity(tflite_path: Path, onnx_path: Path, image_nchw: np.ndarray, tolerance: float,
+                        rtol: float = 1e-4) -> float:
+    """Max abs depth difference (metres) between TFLite and ONNX; ExportError beyond the tolerance."""
     from .onnx_export import run_onnx
 
     expected = run_onnx(onnx_path, image_nchw)[0]
     got = TFLiteModel(tflite_path).predict(image_nchw[0].transpose(1, 2, 0))
     if got.shape != expected.shape:
         raise ExportError(f"TFLite output shape {got.shape} differs from ONNX {expected.shape}")
-    err = float(np.max(np.abs(got - expected)))
-    if not np.isfinite(err) or err > tolerance:
-        raise ExportError(f"TFLite output differs from ONNX by {err:.3g} m (tolerance {tolerance:g})")
-    return err
+    return check_close(got, expected, tolerance, rtol, "TFLite output differs from ONNX")
