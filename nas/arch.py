@@ -20,6 +20,9 @@ UPSAMPLE_TYPES = ("nearest", "bilinear", "pixelshuffle", "transpose")
 HEAD_TYPES = ("relu", "softplus", "sigmoid")
 # "1", "0.5", "0.25" scale the deployment input; "HxW" resizes to a fixed internal size (LiteDepth).
 INPUT_SCALES = ("1", "0.5", "0.25", "128x160", "192x256", "240x320")
+# Numeric precision of the deployed `.tflite`: float32, or full-integer int8 weights and activations
+# (float32 input and output kept, so the runner and the evaluation see the same interface).
+PRECISIONS = ("fp32", "int8")
 
 
 class ArchError(ValueError):
@@ -46,6 +49,7 @@ class Arch:
     head: str = "relu"
     max_depth: float = 40.0
     rfdb_esa: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
@@ -73,6 +77,8 @@ class Arch:
             raise ArchError(f"unknown head {self.head!r}; choose from {HEAD_TYPES}")
         if self.input_scale not in INPUT_SCALES:
             raise ArchError(f"unknown input scale {self.input_scale!r}; choose from {INPUT_SCALES}")
+        if self.precision not in PRECISIONS:
+            raise ArchError(f"unknown precision {self.precision!r}; choose from {PRECISIONS}")
         for i, (ch, block) in enumerate(zip(self.decoder_channels, self.blocks)):
             if ch < 4:
                 raise ArchError(f"decoder stage {i} has {ch} channels; at least 4 are needed")

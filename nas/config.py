@@ -17,7 +17,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Budget(BaseModel):
-    """How much training a trial (or a final model) gets, and at which resolution."""
+    """How much training a trial (or a final model) gets, and at which resolution.
+
+    For candidates, `train_height` × `train_width` is the *internal* resolution trained at: each
+    candidate sees crops of full-resolution frames at the pixel scale it will run at on the device
+    (`nas.train.batches`). For the teacher it is the size whole frames are resized to.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
@@ -75,6 +80,14 @@ class RunConfig(BaseModel):
     synth_test: int = Field(16, ge=0)
     synth_seed: int = 0  # the embedded data set's seed; separate from `seed` so a new search seed reuses it
     trust_new_host_keys: bool = False
+    # Latency first: screen candidates whose best possible score cannot beat the study's best.
+    latency_screen: bool = True
+    bound_si_rmse: float | None = Field(None, gt=0, description="optimistic si-RMSE of the screen; none: "
+                                        "the best si-RMSE seen (or the teacher's, if lower) minus bound_margin")
+    bound_margin: float = Field(0.03, ge=0)
+    latency_key: Literal["graph", "file"] = Field("graph", description="graph: time an architecture once per "
+                                                  "device; file: time every trained copy again")
+    calibration_images: int = Field(32, ge=4, description="training images that calibrate int8 models")
 
     @property
     def storage_url(self) -> str:

@@ -7,20 +7,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
+import torch
 
 from .arch import Arch
 from .config import BUDGETS, RunConfig
+from .console import err as console
 from .errors import ConfigError
-from .models import DepthNet, count_macs, count_params
-from .objective import console, deploy_and_score, train_model
-from .search import build_context, check_inputs, ensure_synthetic_data
+from .latency_model import graph_figures
+from .models import DepthNet, count_params
+from .pipeline import TrialRecord, deploy, prepare_context, train_candidate
+from .search import check_inputs, ensure_synthetic_data
 from .study import open_storage
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
-    """The named trial, or the complete trial with the best Final Score."""
+    """The named trial, or the complete trial with the best Final Score (on the Pareto front, for a
+    Pareto study: the front's trial with the best Final Score)."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if "arch" in t.user_attrs]
+    if len(study.directions) > 1 and complete:
+        front = {t.number for t in study.best_trials}
+        complete = [t for t in complete if t.number in front]
     if number is not None:
         for t in study.get_trials(deepcopy=False):
             if t.number == number:
@@ -54,8 +61,8 @@ def write_report(out: Path, record: dict) -> Path:
         json.dumps(record["arch"], indent=2),
         "```",
         "",
-        "Files: `model.tflite` (float32, ship this), `model.onnx`, `metrics.json`, `preview.png` "
-        "(input | ground truth | prediction).",
+        f"Files: `model.tflite` ({record['precision']}, float32 input and output: ship this), `model.onnx`, "
+        "`model.pt` (PyTorch weights), `metrics.json`, `preview.png` (input | ground truth | prediction).",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -74,23 +81,26 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     space, devices = check_inputs(config)
     if config.data is None:
         ensure_synthetic_data(config)
-    ctx = build_context(config, space, devices)
+    budget = BUDGETS[config.budget]
+    ctx = prepare_context(config, space, devices, budget)
     out = out or config.results / "final" / f"{config.study}-trial{trial.number}"
     out.mkdir(parents=True, exist_ok=True)
-    console.print(f"finalizing trial {trial.number} ({arch.arch_id}) with budget {config.budget}")
+    console.print(f"finalizing trial {trial.number} ({arch.arch_id}, {arch.precision}) with budget {config.budget}")
     model = DepthNet(arch)
+    figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
     distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
-    result = train_model(ctx, model, BUDGETS[config.budget], "final training", config.seed, distill_lambda)
-    deployed = deploy_and_score(ctx, model, out, "final model")
+    result = train_candidate(ctx, model, arch, budget, "final training", config.seed, distill_lambda)
+    torch.save(model.state_dict(), out / "model.pt")  # the expensive part is kept even if export fails
+    try:
+        deployed = deploy(ctx, model, arch, out, "final model")
+    finally:
+        ctx.meter.close()
     lat = deployed.latency
+    trial_record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds})
     record = {
-        "study": config.study, "trial": trial.number, "arch": arch.to_dict(), "arch_id": arch.arch_id,
-        "metrics": deployed.metrics, **deployed.metrics, "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms,
-        "latency_std_ms": lat.std_ms, "device": lat.device, "threads": lat.threads, "final_score": deployed.score,
-        "score_c": config.score_c, "params": count_params(model),
-        "macs": count_macs(model, config.deploy_height, config.deploy_width),
-        "tflite_bytes": deployed.tflite_path.stat().st_size, "parity": deployed.parity, "budget": config.budget,
-        "train_steps": result.steps, "train_seconds": result.seconds, "val_images": len(ctx.val_deploy),
+        "study": config.study, "trial": trial.number, **trial_record.as_attrs(), "metrics": deployed.metrics,
+        "score_c": config.score_c, "budget": config.budget, "train_steps": result.steps,
+        "train_seconds": result.seconds, "val_images": len(ctx.val_frames),
         "resolution": f"{config.deploy_width}×{config.deploy_height}",
         "search_score": trial.user_attrs.get("final_score"), "search_si_rmse": trial.user_attrs.get("si_rmse"),
         "distill_lambda": distill_lambda, "created": datetime.now(timezone.utc).isoformat(),
@@ -99,5 +109,5 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     write_report(out, record)
     (out / "onnx2tf.log").unlink(missing_ok=True)
     console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
-                  f"{lat.median_ms:.1f} ms -> {out}")
+                  f"{lat.median_ms:.1f} ms -> {out}", markup=False)
     return out

@@ -1,128 +1,101 @@
-"""One trial, end to end: sample, build, train briefly, export, score the TFLite model, time it.
+"""The Optuna objective: one trial = sample, screen on latency, train, deploy, record.
 
-The same deploy-and-score sequence serves `nas finalize`, so a trial's figures and a final model's
-mean the same thing.
+Latency first: a candidate's latency is known (the same graph was timed before) or predicted from
+the study's own measurements before it is trained. If even an optimistic si-RMSE at a latency
+below the prediction cannot beat the study's best Final Score, the candidate is pruned before any
+training, with the figures in its `fail_reason`. While training, the intermediate values are the
+objective's own estimate, the Final Score from the validation si-RMSE (deployment resolution, the
+same frames the TFLite model is scored on) and that latency, so Optuna's pruners compare like with
+like, in the study's direction.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import optuna
 from optuna.artifacts import upload_artifact
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .arch import ArchError
-from .config import Budget, RunConfig
-from .data.dataset import DepthSplit
-from .evaluate import evaluate_tflite, write_preview
-from .export.onnx_export import check_onnx_parity, export_onnx
-from .export.tflite_convert import check_tflite_parity, convert_to_tflite
-from .hardware import LatencyMeter
+from .arch import Arch, ArchError
+from .console import err as console
+from .latency_model import LatencyPoint, LatencyPredictor, best_possible_score, graph_figures
 from .metrics import final_score
-from .models import DepthNet, count_macs, count_params
-from .space import SearchSpace
-from .train.distill import Distillation
-from .train.loop import supervised, train
-
-console = Console(stderr=True)
+from .models import DepthNet, count_params
+from .pipeline import TrialContext, TrialRecord, deploy, graph_key, train_candidate
 
 
-@dataclass
-class SearchContext:
-    """Everything loaded once per worker and shared by its trials."""
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """Latency known before training: measured for this graph already, or predicted with a lower bound."""
 
-    config: RunConfig
-    space: SearchSpace
-    train_split: DepthSplit  # at training resolution
-    val_small: DepthSplit  # validation at training resolution, for pruning reports
-    val_deploy: DepthSplit  # validation at deployment resolution, for the TFLite score
-    calibration: np.ndarray  # onnx2tf sample images, made from our own data
-    meter: LatencyMeter
-    distillation: Distillation | None = None
+    ms: float
+    lower_ms: float
+    source: str  # "measured" | "predicted"
 
 
-@dataclass
-class Deployed:
-    """A model exported, scored on validation data, and timed on the device."""
-
-    onnx_path: Path
-    tflite_path: Path
-    preview_path: Path
-    metrics: dict[str, float]
-    latency: Any  # nas.hardware.LatencyResult
-    score: float
-    parity: dict[str, float]
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+def latency_points(study: optuna.Study) -> list[LatencyPoint]:
+    """The study's measured (graph figures, latency) pairs: the predictor's training data."""
+    points = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        a = t.user_attrs
+        if {"macs", "activations", "latency_ms"} <= set(a):
+            points.append(LatencyPoint(a["macs"], a["activations"], a.get("precision") == "int8", a["latency_ms"]))
+    return points
 
 
-def _training_progress(label: str) -> tuple[Progress, Callable[[int, int, float], None]]:
-    progress = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console,
-                        transient=True)
-    task = progress.add_task(label, total=1, loss=float("nan"))
-
-    def update(step: int, total: int, loss: float) -> None:
-        progress.update(task, completed=step, total=total, loss=loss)
-
-    return progress, update
-
-
-def train_model(ctx: SearchContext, model, budget: Budget, label: str, seed: int, distill_lambda: float | None,
-                on_eval=None):
-    """Train with distillation when the context has a teacher and lambda > 0."""
-    loss_fn, extra = supervised, None
-    if ctx.distillation is not None and distill_lambda:
-        loss_fn, extra = ctx.distillation.make_loss(distill_lambda), {"teacher": ctx.distillation.maps}
-    progress, update = _training_progress(label)
-    with progress:
-        return train(model, ctx.train_split, budget, val_split=ctx.val_small, extra_maps=extra, loss_fn=loss_fn,
-                     seed=seed, on_eval=on_eval, progress=update)
+def estimate_latency(ctx: TrialContext, study: optuna.Study, arch: Arch, figures: dict[str, int]
+                     ) -> LatencyEstimate | None:
+    if ctx.config.latency_key == "graph":
+        known = ctx.meter.cached(graph_key(arch, ctx.config))
+        if known is not None:
+            return LatencyEstimate(known.median_ms, known.median_ms, "measured")
+    predictor = LatencyPredictor.fit(latency_points(study))
+    if predictor is None:
+        return None
+    int8 = arch.precision == "int8"
+    return LatencyEstimate(predictor.predict_ms(figures["macs"], figures["activations"], int8),
+                           predictor.lower_bound_ms(figures["macs"], figures["activations"], int8), "predicted")
 
 
-def deploy_and_score(ctx: SearchContext, model, workdir: Path, label: str) -> Deployed:
-    """Export to ONNX and TFLite (checking parity), score the TFLite model, time it on the device."""
+def optimistic_si_rmse(ctx: TrialContext, study: optuna.Study) -> float | None:
+    """The si-RMSE the screen assumes a candidate could reach (configured, or derived from the study)."""
     cfg = ctx.config
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    model = model.cpu().eval()
-    sample = ctx.val_deploy.rgb[:1].transpose(0, 3, 1, 2).astype(np.float32)
-    console.print(f"{label}: exporting to ONNX and TFLite")
-    onnx_path = export_onnx(model, workdir / "model.onnx", cfg.deploy_height, cfg.deploy_width)
-    parity = {"onnx_vs_torch": check_onnx_parity(model, onnx_path, sample, cfg.parity_tolerance,
-                                                       cfg.parity_rtol)}
-    tflite_path = convert_to_tflite(onnx_path, workdir / "model.tflite", ctx.calibration,
-                                    log_path=workdir / "onnx2tf.log")
-    parity["tflite_vs_onnx"] = check_tflite_parity(tflite_path, onnx_path, sample, cfg.parity_tolerance,
-                                                   cfg.parity_rtol)
-    seconds["export"] = time.perf_counter() - t0
+    if cfg.bound_si_rmse is not None:
+        return cfg.bound_si_rmse
+    seen = [t.user_attrs["si_rmse"] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if "si_rmse" in t.user_attrs]
+    if ctx.distillation is not None and ctx.distillation.record.get("teacher_val_si_rmse") is not None:
+        seen.append(ctx.distillation.record["teacher_val_si_rmse"])
+    return max(min(seen) - cfg.bound_margin, 0.0) if seen else None
 
-    t0 = time.perf_counter()
-    console.print(f"{label}: scoring the TFLite model on {len(ctx.val_deploy)} validation images "
-                  f"at {cfg.deploy_width}×{cfg.deploy_height}")
-    metrics, first_pred = evaluate_tflite(tflite_path, ctx.val_deploy)
-    preview = write_preview(workdir / "preview.png", ctx.val_deploy.rgb[0], ctx.val_deploy.depth_mm[0], first_pred)
-    seconds["evaluate"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"))
-    seconds["measure"] = time.perf_counter() - t0
-    score = final_score(metrics["si_rmse"], latency.median_ms / 1000.0, alpha=cfg.score_alpha, c=cfg.score_c)
-    return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, parity, seconds)
+def screen_reason(ctx: TrialContext, study: optuna.Study, estimate: LatencyEstimate | None) -> str | None:
+    """Why this candidate cannot beat the incumbent, or None when it might."""
+    cfg = ctx.config
+    if estimate is None or not cfg.latency_screen or cfg.objective != "score":
+        return None
+    try:
+        best = study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+    floor = optimistic_si_rmse(ctx, study)
+    if floor is None:
+        return None
+    bound = best_possible_score(floor, estimate.lower_ms, cfg.score_alpha, cfg.score_c)
+    if bound >= best.value:
+        return None
+    return (f"latency bound: {estimate.source} latency {estimate.ms:.1f} ms (lower bound {estimate.lower_ms:.1f} ms); "
+            f"even at si-RMSE {floor:.3f} the score cannot exceed {bound:.3f} < best {best.value:.3f} "
+            f"(trial {best.number})")
 
 
 class TrialObjective:
     """The Optuna objective: returns the Final Score (or (si_rmse, latency_ms) for a Pareto search)."""
 
-    def __init__(self, ctx: SearchContext, store):
+    def __init__(self, ctx: TrialContext, store):
         self.ctx = ctx
         self.store = store
 
@@ -136,8 +109,13 @@ class TrialObjective:
             raise
         except Exception as exc:  # recorded with its reason; optimize(catch=...) keeps the study going
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
-            console.print(f"[red]trial {trial.number} failed[/red]: {type(exc).__name__}: {exc}")
+            console.print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", markup=False)
             raise
+
+    def _prune(self, trial: optuna.Trial, reason: str) -> optuna.TrialPruned:
+        trial.set_user_attr("fail_reason", reason)
+        console.print(f"trial {trial.number} pruned: {reason}", markup=False)
+        return optuna.TrialPruned(reason)
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, cfg = self.ctx, self.ctx.config
@@ -145,31 +123,45 @@ class TrialObjective:
         try:
             arch, training = ctx.space.sample(trial)
         except ArchError as exc:
-            trial.set_user_attr("fail_reason", f"arch cannot be built: {exc}")
-            raise optuna.TrialPruned(f"arch cannot be built: {exc}") from None
+            raise self._prune(trial, f"arch cannot be built: {exc}") from None
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_id", arch.arch_id)
+        trial.set_user_attr("precision", arch.precision)
         model = DepthNet(arch)
-        trial.set_user_attr("params", count_params(model))
-        trial.set_user_attr("macs", count_macs(model, cfg.deploy_height, cfg.deploy_width))
+        figures = {"params": count_params(model), **graph_figures(model, cfg.deploy_height, cfg.deploy_width)}
+        for key, value in figures.items():
+            trial.set_user_attr(key, value)
+        console.print(f"{label}: {arch.backbone}, depth {arch.depth}, decoder {list(arch.decoder_channels)}, "
+                      f"skips {list(arch.skips)}, blocks {list(arch.blocks)}, {arch.upsample}, "
+                      f"scale {arch.input_scale}, {arch.precision}", markup=False)
+
+        study = trial.study
+        estimate = estimate_latency(ctx, study, arch, figures) if cfg.objective == "score" else None
+        if estimate is not None:
+            trial.set_user_attr("latency_estimate_ms", round(estimate.ms, 3))
+            trial.set_user_attr("latency_estimate_source", estimate.source)
+        if reason := screen_reason(ctx, study, estimate):
+            trial.set_user_attr("pruned_before_training", True)
+            raise self._prune(trial, reason)
+
         distill_lambda = float(training.get("distill_lambda", cfg.distill_lambda)) if cfg.distill else 0.0
         if ctx.distillation is not None and distill_lambda:
             trial.set_user_attr("distill", {**ctx.distillation.record, "lambda": distill_lambda})
-        console.print(f"{label}: {arch.backbone}, depth {arch.depth}, decoder {list(arch.decoder_channels)}, "
-                      f"skips {list(arch.skips)}, blocks {list(arch.blocks)}, {arch.upsample}, "
-                      f"scale {arch.input_scale}")
 
         def report(step: int, val_si_rmse: float) -> bool:
-            trial.report(val_si_rmse, step)
             trial.set_user_attr("train_val_si_rmse", val_si_rmse)
+            if estimate is None:  # nothing to compare like with like yet (Pareto, or too few measurements)
+                return False
+            value = final_score(val_si_rmse, estimate.ms / 1000.0, alpha=cfg.score_alpha, c=cfg.score_c)
+            trial.report(value, step)
             if trial.should_prune():
-                trial.set_user_attr("fail_reason", f"pruned at step {step}: validation si-RMSE {val_si_rmse:.4f}")
+                self._prune(trial, f"pruned at step {step}: estimated score {value:.3f} (validation si-RMSE "
+                                   f"{val_si_rmse:.4f}, {estimate.source} latency {estimate.ms:.1f} ms)")
                 return True
             return False
 
-        budget = cfg.train_budget
-        result = train_model(ctx, model, budget, f"{label} training", cfg.seed + trial.number, distill_lambda,
-                             on_eval=report)
+        result = train_candidate(ctx, model, arch, cfg.train_budget, label, cfg.seed + trial.number, distill_lambda,
+                                 on_eval=report)
         stage_seconds = {"train": result.seconds}
         trial.set_user_attr("stage_seconds", stage_seconds)
         if result.stopped_early:
@@ -177,24 +169,18 @@ class TrialObjective:
 
         with tempfile.TemporaryDirectory(prefix=f"nas-trial-{trial.number}-") as tmp:
             workdir = Path(tmp)
-            deployed = deploy_and_score(ctx, model, workdir, label)
+            deployed = deploy(ctx, model, arch, workdir, label)
             stage_seconds.update(deployed.stage_seconds)
-            lat = deployed.latency
-            attrs = {**deployed.metrics, "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms,
-                     "latency_std_ms": lat.std_ms, "device": lat.device, "threads": lat.threads,
-                     "tflite_sha256": lat.tflite_sha256, "measure_start": lat.measure_start,
-                     "measure_end": lat.measure_end, "throttled": lat.throttled,
-                     "tflite_bytes": deployed.tflite_path.stat().st_size, "parity": deployed.parity,
-                     "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
-                     "final_score": deployed.score, "latency": lat.as_record()}
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
+            record = TrialRecord.build(arch, figures, deployed, stage_seconds)
             arch_json = workdir / f"arch-{arch.arch_id}.json"
             arch_json.write_text(json.dumps(arch.to_dict(), indent=2))
+            # Artifacts first: a record is written only once the files it points to are stored.
             for path in (deployed.tflite_path, deployed.preview_path, arch_json):
                 upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
-        console.print(f"{label}: si-RMSE {deployed.metrics['si_rmse']:.4f}, RMSE {deployed.metrics['rmse']:.3f} m, "
-                      f"{lat.median_ms:.1f} ms on {lat.device} -> score {deployed.score:.3f}")
+            for key, value in record.as_attrs().items():
+                trial.set_user_attr(key, value)
+        console.print(f"{label}: si-RMSE {record.si_rmse:.4f}, RMSE {record.rmse:.3f} m, {record.latency_ms:.1f} ms "
+                      f"on {record.device} -> score {record.final_score:.3f}", markup=False)
         if cfg.objective == "pareto":
-            return deployed.metrics["si_rmse"], lat.median_ms
-        return deployed.score
+            return record.si_rmse, record.latency_ms
+        return record.final_score

@@ -9,27 +9,28 @@ from __future__ import annotations
 from .arch import Arch
 
 PRESETS: dict[str, Arch] = {
-    # SMART (2nd): FastDepth, MobileNetV1 + five NNConv5 stages 512..32 with additive skips.
-    "fastdepth": Arch(backbone="mobilenetv1_100", depth=5, decoder_channels=(512, 256, 128, 64, 32),
-                      skips=("add", "add", "add", "add", "none"), blocks=("dws5",) * 5, upsample="nearest",
-                      input_scale="1", head="relu"),
-    # Tencent GY-Lab (1st): MobileNetV3 U-Net, concatenated skips, FFM over all decoder levels.
-    "tencent_gylab": Arch(backbone="mobilenetv3_large_100", depth=5, decoder_channels=(128, 64, 32, 24, 16),
-                          skips=("concat", "concat", "concat", "concat", "none"), blocks=("conv",) * 5, ffm=True,
-                          upsample="bilinear", input_scale="0.5", head="relu"),
+    # Cheapest first (MACs at 640×480): `--enqueue-baselines` runs them in this order.
+    # LiteDepth (MAI 2022): MobileNetV3-Small-minimal at 128×160 internal, concat skips, light decoder.
+    "litedepth": Arch(backbone="tf_mobilenetv3_small_minimal_100", depth=5, decoder_channels=(64, 32, 24, 16, 16),
+                      skips=("concat", "concat", "concat", "concat", "none"), blocks=("dws5",) * 5,
+                      upsample="bilinear", input_scale="128x160", head="relu"),
     # Airia-Team1: MobileNetV3 features refined by RFDB and SRB blocks, pixel-shuffle upsampling (RFDN).
     "airia_rfdb": Arch(backbone="mobilenetv3_large_100", depth=5, decoder_channels=(128, 64, 32, 32, 16),
                        skips=("concat", "concat", "concat", "concat", "none"),
                        blocks=("rfdb", "rfdb", "rfdb", "srb", "srb"), rfdb_esa=True, upsample="pixelshuffle",
                        input_scale="0.5", head="relu"),
+    # Tencent GY-Lab (1st): MobileNetV3 U-Net, concatenated skips, FFM over all decoder levels.
+    "tencent_gylab": Arch(backbone="mobilenetv3_large_100", depth=5, decoder_channels=(128, 64, 32, 24, 16),
+                          skips=("concat", "concat", "concat", "concat", "none"), blocks=("conv",) * 5, ffm=True,
+                          upsample="bilinear", input_scale="0.5", head="relu"),
     # HIT-AIIA: EfficientNet-B1 U-Net, the only non-MobileNet entry.
     "hit_aiia": Arch(backbone="efficientnet_b1", depth=5, decoder_channels=(256, 128, 64, 32, 16),
                      skips=("concat", "concat", "concat", "concat", "none"), blocks=("conv",) * 5,
                      upsample="nearest", input_scale="0.5", head="relu"),
-    # LiteDepth (MAI 2022): MobileNetV3-Small-minimal at 128×160 internal, concat skips, light decoder.
-    "litedepth": Arch(backbone="tf_mobilenetv3_small_minimal_100", depth=5, decoder_channels=(64, 32, 24, 16, 16),
-                      skips=("concat", "concat", "concat", "concat", "none"), blocks=("dws5",) * 5,
-                      upsample="bilinear", input_scale="128x160", head="relu"),
+    # SMART (2nd): FastDepth, MobileNetV1 + five NNConv5 stages 512..32 with additive skips.
+    "fastdepth": Arch(backbone="mobilenetv1_100", depth=5, decoder_channels=(512, 256, 128, 64, 32),
+                      skips=("add", "add", "add", "add", "none"), blocks=("dws5",) * 5, upsample="nearest",
+                      input_scale="1", head="relu"),
 }
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,16 @@ from rich.table import Table
 
 from .config import RunConfig
 from .data.check import check_dataset
-from .data.dataset import load_split
 from .data.synth import synthesize
 from .errors import ConfigError
-from .export.tflite_convert import calibration_sample
-from .hardware import LatencyMeter, load_hardware
-from .objective import SearchContext, TrialObjective, console
+from .arch import Arch
+from .console import err as console
+from .hardware import load_hardware
+from .objective import TrialObjective
+from .pipeline import prepare_context
 from .presets import PRESETS
 from .space import SearchSpace, load_space
-from .study import COUNTED_STATES, artifact_store, finished_count, open_study
+from .study import artifact_store, open_study, trained_count
 
 SYNTH_MARKER = ".synthetic.json"
 
@@ -63,42 +63,55 @@ def check_inputs(config: RunConfig) -> tuple[SearchSpace, list]:
     return space, devices
 
 
-def build_context(config: RunConfig, space: SearchSpace, devices: list) -> SearchContext:
-    root = config.data_root
-    budget = config.train_budget
-    train_wh = (budget.train_width, budget.train_height)
-    with console.status("loading data"):
-        train_split = load_split(root, "train", train_wh, budget.train_limit)
-        val_small = load_split(root, "validation", train_wh, budget.val_limit)
-        val_deploy = load_split(root, "validation", (config.deploy_width, config.deploy_height), budget.val_limit)
-    holder = f"{socket.gethostname()}:{os.getpid()}"
-    meter = LatencyMeter(devices, config.storage_url, config.results, holder=holder,
-                         trust_new_host_keys=config.trust_new_host_keys)
-    distillation = None
-    if config.distill:
-        from .train.distill import prepare_distillation
-
-        distillation = prepare_distillation(config, train_split)
-    return SearchContext(config=config, space=space, train_split=train_split, val_small=val_small,
-                         val_deploy=val_deploy, calibration=calibration_sample(list(val_deploy.rgb[:20])),
-                         meter=meter, distillation=distillation)
+def preset_points(space: SearchSpace) -> dict[str, Arch]:
+    """Every seed preset in every precision the space offers, named `preset` or `preset-int8`."""
+    precision = next((p for p in space.params if p.name == "precision"), None)
+    precisions = list(precision.choices) if precision is not None and precision.choices else ["fp32"]
+    points = {}
+    for name, arch in PRESETS.items():
+        for p in precisions:
+            points[name if p == "fp32" else f"{name}-{p}"] = dataclasses.replace(arch, precision=p)
+    return points
 
 
 def enqueue_baselines(study: optuna.Study, space: SearchSpace) -> int:
-    """Enqueue each seed preset that lies in the space and is not in the study yet."""
+    """Enqueue each seed preset (in each precision) that lies in the space and is not in the study yet.
+
+    In `PRESETS` order, cheapest first (fewest MACs at 640×480), int8 before fp32: once the cheap
+    ones are timed, the latency screen can skip the presets that cannot beat them.
+    """
     trials = study.get_trials(deepcopy=False)
     seen_archs = {t.user_attrs.get("arch_id") for t in trials}
     seen_presets = {t.user_attrs.get("preset") for t in trials}
     count = 0
-    for name, arch in PRESETS.items():
+    for name, arch in preset_points(space).items():
         if arch.arch_id in seen_archs or name in seen_presets:
             continue
         if problems := space.violations(arch):
-            console.print(f"[yellow]preset {name} is not a point of this space ({problems[0]}); skipped[/yellow]")
+            console.print(f"preset {name} is not a point of this space ({problems[0]}); skipped", markup=False)
             continue
         study.enqueue_trial(arch.to_params(), user_attrs={"preset": name}, skip_if_exists=True)
         count += 1
     return count
+
+
+class StopAtTrainedTrials:
+    """Stop once the study holds `target` trained trials (complete, or pruned while training).
+
+    Candidates screened out by the latency bound cost seconds, so they do not use up `--trials`;
+    `max_screened` stops a run whose every candidate is screened out (a space with nothing faster).
+    """
+
+    def __init__(self, target: int, max_screened: int):
+        self.target = target
+        self.max_screened = max_screened
+        self.screened_this_run = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.user_attrs.get("pruned_before_training"):
+            self.screened_this_run += 1
+        if trained_count(study) >= self.target or self.screened_this_run >= self.max_screened:
+            study.stop()
 
 
 def run_search(config: RunConfig) -> optuna.Study:
@@ -113,32 +126,65 @@ def run_search(config: RunConfig) -> optuna.Study:
         raise ConfigError(None, f"cannot open study {config.study!r} in {config.storage_url}: {exc}") from None
     if config.enqueue_baselines:
         console.print(f"enqueued {enqueue_baselines(study, space)} seed architecture(s)")
-    remaining = config.trials - finished_count(study)
+    remaining = config.trials - trained_count(study)
     if remaining <= 0:
-        console.print(f"study {config.study!r} already has {finished_count(study)} finished trials "
+        console.print(f"study {config.study!r} already has {trained_count(study)} finished trials "
                       f"(target {config.trials}); raise --trials to search further")
         return study
-    ctx = build_context(config, space, devices)
+    if config.objective == "pareto" and config.pruner != "none":
+        console.print("pruning is off for --objective pareto (Optuna cannot prune multi-objective studies); "
+                      "the latency screen is off too, so the whole front is kept")
+    ctx = prepare_context(config, space, devices)
     console.print(f"study {config.study!r}: {remaining} trial(s) to run, budget {config.budget}, "
                   f"space {space.name}, device(s) {', '.join(d.name for d in devices)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(TrialObjective(ctx, artifact_store(config)), n_trials=remaining, timeout=config.timeout,
-                   catch=(Exception,), gc_after_trial=True,
-                   callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=COUNTED_STATES)])
+    stopper = StopAtTrainedTrials(config.trials, max_screened=max(50, 10 * config.trials))
+    try:
+        study.optimize(TrialObjective(ctx, artifact_store(config)), timeout=config.timeout, catch=(Exception,),
+                       gc_after_trial=True, callbacks=[stopper])
+    finally:
+        ctx.meter.close()
     return study
 
 
 def summary_table(study: optuna.Study, top: int = 5) -> Table:
-    """The best complete trials with their figures."""
-    table = Table(title=f"study {study.study_name}: best trials")
-    for column in ("trial", "score", "si-RMSE", "RMSE m", "latency ms", "backbone", "scale", "params", "MMACs"):
-        table.add_column(column, justify="right" if column not in ("backbone", "scale") else "left")
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-    complete.sort(key=lambda t: -t.user_attrs.get("final_score", float("-inf")))
-    for t in complete[:top]:
+    """The best complete trials (the Pareto front's, for a Pareto study) and the best seed preset."""
+    table = Table(title=f"study {study.study_name}: best trials", expand=False)
+    for column in ("trial", "score", "si-RMSE", "RMSE m", "latency ms", "precision", "backbone", "scale", "params",
+                   "MMACs", "preset"):
+        table.add_column(column, justify="left" if column in ("precision", "backbone", "scale", "preset") else "right",
+                         no_wrap=True)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    pool = study.best_trials if len(study.directions) > 1 and complete else complete
+    ranked = sorted(pool, key=lambda t: -t.user_attrs.get("final_score", float("-inf")))
+    shown = ranked[:top]
+    presets = sorted((t for t in complete if t.user_attrs.get("preset")),
+                     key=lambda t: -t.user_attrs.get("final_score", float("-inf")))
+    if presets and presets[0] not in shown:
+        shown.append(presets[0])
+    for t in shown:
         a = t.user_attrs
+        arch = a.get("arch", {})
         table.add_row(str(t.number), f"{a.get('final_score', float('nan')):.3f}", f"{a.get('si_rmse', np.nan):.4f}",
                       f"{a.get('rmse', np.nan):.3f}", f"{a.get('latency_ms', np.nan):.1f}",
-                      a.get("arch", {}).get("backbone", "?"), a.get("arch", {}).get("input_scale", "?"),
-                      f"{a.get('params', 0):,}", f"{a.get('macs', 0) / 1e6:,.0f}")
+                      a.get("precision", arch.get("precision", "fp32")), arch.get("backbone", "?"),
+                      arch.get("input_scale", "?"), f"{a.get('params', 0):,}", f"{a.get('macs', 0) / 1e6:,.0f}",
+                      a.get("preset", ""))
     return table
+
+
+def standing_line(study: optuna.Study) -> str | None:
+    """Where the search's best trial stands against the best seed preset, when the study has both."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    presets = [t for t in complete if t.user_attrs.get("preset")]
+    searched = [t for t in complete if not t.user_attrs.get("preset")]
+    if not presets or not searched:
+        return None
+
+    def best(trials: list) -> optuna.trial.FrozenTrial:
+        return max(trials, key=lambda t: t.user_attrs.get("final_score", float("-inf")))
+
+    s, p = best(searched), best(presets)
+    ratio = s.user_attrs["final_score"] / p.user_attrs["final_score"]
+    return (f"best searched trial {s.number} scores {s.user_attrs['final_score']:.3f}, the best seed preset "
+            f"({p.user_attrs['preset']}, trial {p.number}) {p.user_attrs['final_score']:.3f}: {ratio:.2f}×")

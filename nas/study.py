@@ -48,7 +48,7 @@ def open_study(config: RunConfig) -> optuna.Study:
     study = optuna.create_study(
         storage=open_storage(config.storage_url), study_name=config.study, load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=config.seed),
-        pruner=make_pruner(config.pruner),
+        pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
         directions=["minimize", "minimize"] if pareto else ["maximize"],
     )
     study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
@@ -60,9 +60,12 @@ def artifact_store(config: RunConfig) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(config.artifact_dir))
 
 
-# Trials that count towards `--trials`: a failed or interrupted trial is retried by the next run.
+# Trials that count towards `--trials`: a failed or interrupted trial is retried by the next run, and a
+# candidate screened out before training (it cost seconds) does not use up the budget.
 COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+def trained_count(study: optuna.Study) -> int:
+    """Complete trials and trials pruned while training."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED_STATES)
+               if not t.user_attrs.get("pruned_before_training"))

@@ -132,8 +132,14 @@ class LatencyMeter:
         names = {d.key: d.name for d in self.devices}
         return {names[k]: why for k, why in self._unhealthy.items()}
 
-    def measure(self, tflite_path: Path, progress: Progress | None = None) -> LatencyResult:
-        """Latency of one `.tflite` on a healthy device of the pool (cached figures if any)."""
+    def measure(self, tflite_path: Path, progress: Progress | None = None, key: str | None = None
+                ) -> LatencyResult:
+        """Latency of one `.tflite` on a healthy device of the pool (cached figures if any).
+
+        `key` names what determines the latency when it is more than these bytes: a graph key
+        (architecture, precision, resolution, converter) lets every trained copy of one graph share
+        one measurement. Without it the file's sha256 is the key.
+        """
         note: Progress = progress or (lambda _msg: None)
         path = Path(tflite_path)
         if not path.is_file():
@@ -145,7 +151,7 @@ class LatencyMeter:
                 backend.step_seconds = {}
             try:
                 try:
-                    return self._measure(path, sha256_file(path), note)
+                    return self._measure(path, key or sha256_file(path), note)
                 except SQLAlchemyError as exc:
                     # The study database holds leases and the cache; never echo its URL (password).
                     raise MeasurementError(f"lease/cache database error: {type(exc).__name__}: "
@@ -159,6 +165,14 @@ class LatencyMeter:
                     for step, secs in backend.step_seconds.items():
                         self.step_seconds[step] = self.step_seconds.get(step, 0.0) + secs
                 self.step_seconds["total"] = time.perf_counter() - started
+
+    def cached(self, key: str) -> LatencyResult | None:
+        """A stored figure for `key` on a device this process has already probed, without leasing."""
+        with self._lock:
+            try:
+                return self._known_hit(key)
+            except SQLAlchemyError:
+                return None
 
     def close(self) -> None:
         """Close device connections and database connections."""
@@ -310,7 +324,8 @@ class LatencyMeter:
         self._renew(dev)
         if dev.kind == "ssh":
             note(f"{dev.name}: uploading model ({path.stat().st_size / 1e6:.1f} MB)")
-        ref = backend.stage_model(path, sha)
+        file_sha = sha256_file(path)  # `sha` is the cache key; uploads are named by content
+        ref = backend.stage_model(path, file_sha)
         note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, {dev.threads} threads")
         times: list[str] = []
 
@@ -322,7 +337,7 @@ class LatencyMeter:
 
         out = self._when_cool(dev, note, timed_run)
         try:
-            result = self._result(dev, out, env, times, sha)
+            result = self._result(dev, out, env, times, file_sha)
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(f"{dev.name}: runner output incomplete ({exc!r}): {out}") from None
         self._versions[dev.key] = result.runtime_version

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..config import Budget, RunConfig
 from ..data.dataset import DepthSplit
 from ..errors import ConfigError
 from .loop import Batch, LossFn
@@ -75,7 +75,8 @@ def make_distillation(maps: np.ndarray, record: dict[str, Any]) -> Distillation:
     return Distillation(maps=maps, make_loss=DistilledLoss, record=record)
 
 
-def prepare_distillation(config: RunConfig, train_split: DepthSplit) -> Distillation | None:
+def prepare_distillation(config: RunConfig, train_split: DepthSplit, budget: Budget | None = None
+                         ) -> Distillation | None:
     """Teacher depth for `train_split`, training and caching the teacher first where needed.
 
     `config.teacher` None: the self-managed teacher under `results/teacher/<budget>`, trained with the teacher
@@ -88,7 +89,9 @@ def prepare_distillation(config: RunConfig, train_split: DepthSplit) -> Distilla
     # One self-managed teacher per budget: `nas finalize --budget full` does not overwrite the teacher a
     # quick search distils from (and the next search does not retrain it).
     folder = Path(config.teacher) if config.teacher is not None else config.results / "teacher" / config.budget
-    height, width = (int(s) for s in train_split.depth_mm.shape[1:3])
+    # The cache covers whole frames at the budget's training resolution; crops take their window of it.
+    budget = budget or config.train_budget
+    height, width = budget.train_height, budget.train_width
     if config.teacher is not None and not folder.is_dir():
         raise ConfigError(folder, "teacher folder does not exist")
     with folder_lock(folder):

@@ -1,8 +1,10 @@
 """The training loop shared by brief trial training, `nas finalize` and the teacher.
 
-Batches are drawn from a split held in memory at the training resolution, augmented identically
-across image, ground truth and any extra aligned maps (the cached teacher depth), and fed to a
-loss that sees the whole batch dict, so distillation plugs in as one more term.
+Batches come from a `BatchSource` (`nas.train.batches`): candidates train on crops at the pixel scale
+they will run at, the teacher on whole frames. Image, ground truth and any extra aligned maps (the
+cached teacher depth) are augmented identically and fed to a loss that sees the whole batch dict,
+so distillation plugs in as one more term. Validation runs the model on whole frames of the split it
+is given (for candidates: deployment resolution), the figure the pruner acts on.
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ import numpy as np
 import torch
 
 from ..config import Budget
-from ..data.augment import flip_and_crop
 from ..data.dataset import DepthSplit, to_tensors
 from ..metrics import si_rmse
+from .batches import Batch, BatchSource, WholeFrameBatches
 from .losses import supervised_loss
-
-Batch = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 # Called at each evaluation point with (step, validation si-RMSE); returning True stops training.
 EvalCallback = Callable[[int, float], bool]
@@ -51,7 +51,7 @@ def supervised(pred: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, split: DepthSplit, device: torch.device, batch_size: int = 8) -> float:
+def validate(model: torch.nn.Module, split: DepthSplit, device: torch.device, batch_size: int = 4) -> float:
     """Mean per-image si-RMSE of the PyTorch model on `split` at the split's resolution."""
     model.eval()
     scores = []
@@ -64,15 +64,17 @@ def validate(model: torch.nn.Module, split: DepthSplit, device: torch.device, ba
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def train(model: torch.nn.Module, train_split: DepthSplit, budget: Budget, *, val_split: DepthSplit | None = None,
+def train(model: torch.nn.Module, data: DepthSplit | BatchSource, budget: Budget, *, val_split: DepthSplit | None = None,
           extra_maps: dict[str, np.ndarray] | None = None, loss_fn: LossFn = supervised, seed: int = 0,
           device: torch.device | None = None, lr: float | None = None, on_eval: EvalCallback | None = None,
           progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
     """Train `model` for `budget.steps` AdamW steps with a one-cycle schedule.
 
-    `extra_maps` are (N, H, W) arrays aligned with `train_split` (e.g. "teacher" depth in metres);
-    they enter each batch under their key, augmented like the ground truth.
+    `data` is a batch source, or a split held at the training resolution (whole frames); then
+    `extra_maps` are (N, H, W) arrays aligned with it (e.g. "teacher" depth in metres) that enter
+    each batch under their key, augmented like the ground truth.
     """
+    batches = WholeFrameBatches(data, budget.batch_size, extra_maps) if isinstance(data, DepthSplit) else data
     device = device or default_device()
     model.to(device).train()
     generator = torch.Generator().manual_seed(seed)
@@ -80,17 +82,11 @@ def train(model: torch.nn.Module, train_split: DepthSplit, budget: Budget, *, va
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr or budget.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr or budget.lr, total_steps=max(budget.steps, 1),
                                                     pct_start=0.15)
-    n = len(train_split)
     eval_steps = {max(1, round(budget.steps * (k + 1) / budget.eval_points)) for k in range(budget.eval_points)}
     result = TrainResult(steps=0, seconds=0.0, final_loss=float("nan"))
     start = time.perf_counter()
     for step in range(1, budget.steps + 1):
-        idx = torch.randint(0, n, (min(budget.batch_size, n),), generator=generator).numpy()
-        image, depth = to_tensors(train_split.rgb[idx], train_split.depth_mm[idx])
-        maps = {"image": image, "depth": depth}
-        for key, arr in (extra_maps or {}).items():
-            maps[key] = torch.from_numpy(arr[idx].astype(np.float32)).unsqueeze(1)
-        batch = {k: v.to(device) for k, v in flip_and_crop(maps, generator).items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in batches(generator).items()}
         pred = model(batch["image"])
         loss = loss_fn(pred, batch)
         if not torch.isfinite(loss):

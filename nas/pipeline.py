@@ -1,0 +1,225 @@
+"""The trial pipeline shared by `nas run` and `nas finalize`: prepare once, train, deploy and score.
+
+A search trial and a final model go through the same steps, so their figures mean the same thing:
+train on crops at the deployed pixel scale, export PyTorch → ONNX → TFLite (in the arch's
+precision), score the TFLite model on validation frames at deployment resolution, time it on the
+device, and turn the result into one `TrialRecord`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .arch import Arch
+from .config import Budget, RunConfig
+from .console import err as console
+from .data.dataset import DepthSplit
+from .data.frames import open_split
+from .evaluate import evaluate_tflite, write_preview
+from .export.onnx_export import check_onnx_parity, export_onnx
+from .export.tflite_convert import calibration_sample, check_quantized_parity, check_tflite_parity, convert_to_tflite
+from .hardware import LatencyMeter
+from .hardware.meter import sha256_file
+from .metrics import final_score
+from .space import SearchSpace
+from .train.batches import PixelScaleBatches, training_crop
+from .train.distill import Distillation
+from .train.loop import EvalCallback, TrainResult, supervised, train
+
+
+@dataclass
+class TrialContext:
+    """Everything loaded once per worker and shared by its trials (and by `nas finalize`)."""
+
+    config: RunConfig
+    space: SearchSpace
+    train_frames: DepthSplit  # training split at deployment resolution, memory-mapped
+    val_frames: DepthSplit  # validation at deployment resolution: the pruner's and the TFLite score's images
+    onnx2tf_sample: np.ndarray  # onnx2tf's own sample-image file, made from our images (it would download one)
+    meter: LatencyMeter
+    distillation: Distillation | None = None
+
+    @property
+    def calibration_images(self) -> np.ndarray:
+        """Training frames that calibrate int8 models (uint8, N×H×W×3, deployment resolution)."""
+        return np.asarray(self.train_frames.rgb[:self.config.calibration_images])
+
+
+def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget: Budget | None = None
+                    ) -> TrialContext:
+    """Decode (once) and open the splits, connect the meter, make the teacher's depth ready."""
+    budget = budget or config.train_budget
+    deploy_wh = (config.deploy_width, config.deploy_height)
+    cache_dir = config.results / "cache" / "frames"
+    with console.status("opening data (decoded once into results/cache/frames)"):
+        train_frames = open_split(config.data_root, "train", cache_dir, deploy_wh, budget.train_limit)
+        val_frames = open_split(config.data_root, "validation", cache_dir, deploy_wh, budget.val_limit)
+    meter = LatencyMeter(devices, config.storage_url, config.results,
+                         holder=f"{socket.gethostname()}:{os.getpid()}", trust_new_host_keys=config.trust_new_host_keys)
+    distillation = None
+    if config.distill:
+        from .train.distill import prepare_distillation
+
+        distillation = prepare_distillation(config, train_frames, budget)
+    return TrialContext(config=config, space=space, train_frames=train_frames, val_frames=val_frames,
+                        onnx2tf_sample=calibration_sample(list(np.asarray(val_frames.rgb[:20]))), meter=meter,
+                        distillation=distillation)
+
+
+def graph_key(arch: Arch, config: RunConfig) -> str:
+    """What an on-device latency depends on besides the device: architecture (precision included),
+    deployment resolution and converter. Device, threads and runtime complete the cache key."""
+    import onnx2tf
+
+    text = f"{arch.arch_id}|{config.deploy_height}x{config.deploy_width}|onnx2tf {onnx2tf.__version__}"
+    return "graph-" + hashlib.sha256(text.encode()).hexdigest()[:58]
+
+
+def _progress(label: str) -> tuple[Progress, Callable[[int, int, float], None]]:
+    progress = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console,
+                        transient=True)
+    task = progress.add_task(label, total=1, loss=float("nan"))
+
+    def update(step: int, total: int, loss: float) -> None:
+        progress.update(task, completed=step, total=total, loss=loss)
+
+    return progress, update
+
+
+def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budget: Budget, label: str, seed: int,
+                    distill_lambda: float, on_eval: EvalCallback | None = None) -> TrainResult:
+    """Train on crops at the deployed pixel scale, distilling when the context has a teacher and lambda > 0."""
+    frames_hw = tuple(int(s) for s in ctx.train_frames.depth_mm.shape[1:3])
+    crop = training_crop(arch.input_scale, (budget.train_height, budget.train_width), frames_hw)
+    loss_fn, teacher = supervised, None
+    if ctx.distillation is not None and distill_lambda:
+        loss_fn, teacher = ctx.distillation.make_loss(distill_lambda), ctx.distillation.maps
+    batches = PixelScaleBatches(ctx.train_frames, budget.batch_size, crop, teacher)
+    progress, update = _progress(f"{label} training on {crop[1]}×{crop[0]} crops")
+    with progress:
+        return train(model, batches, budget, val_split=ctx.val_frames, loss_fn=loss_fn, seed=seed, on_eval=on_eval,
+                     progress=update)
+
+
+@dataclass
+class Deployed:
+    """A trained model exported, scored on validation frames, and timed on the device."""
+
+    onnx_path: Path
+    tflite_path: Path
+    preview_path: Path
+    metrics: dict[str, float]
+    latency: Any  # nas.hardware.LatencyResult
+    score: float
+    parity: dict[str, Any]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    fp32_metrics: dict[str, float] | None = None  # int8 models: the float32 model of the same conversion
+
+
+def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path, label: str) -> Deployed:
+    """Export to ONNX and TFLite (checking parity), score the TFLite model, time it on the device."""
+    cfg = ctx.config
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model = model.cpu().eval()
+    sample = np.asarray(ctx.val_frames.rgb[:1]).transpose(0, 3, 1, 2).astype(np.float32)
+    console.print(f"{label}: exporting to ONNX and TFLite ({arch.precision})")
+    onnx_path = export_onnx(model, workdir / "model.onnx", cfg.deploy_height, cfg.deploy_width)
+    parity: dict[str, Any] = {"onnx_vs_torch": check_onnx_parity(model, onnx_path, sample, cfg.parity_tolerance,
+                                                                 cfg.parity_rtol)}
+    calibration = ctx.calibration_images if arch.precision == "int8" else None
+    tflite_path = convert_to_tflite(onnx_path, workdir / "model.tflite", ctx.onnx2tf_sample,
+                                    log_path=workdir / "onnx2tf.log", precision=arch.precision,
+                                    calibration=calibration)
+    if arch.precision == "int8":
+        # Quantization error is the model's accuracy, not a conversion fault: measured and scored, never failed.
+        parity["tflite_vs_onnx"] = check_quantized_parity(tflite_path, onnx_path, sample)
+    else:
+        parity["tflite_vs_onnx"] = check_tflite_parity(tflite_path, onnx_path, sample, cfg.parity_tolerance,
+                                                       cfg.parity_rtol)
+    seconds["export"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    console.print(f"{label}: scoring the TFLite model on {len(ctx.val_frames)} validation frames "
+                  f"at {cfg.deploy_width}×{cfg.deploy_height}")
+    metrics, first_pred = evaluate_tflite(tflite_path, ctx.val_frames)
+    fp32_metrics = None
+    if arch.precision == "int8":
+        fp32_metrics, _ = evaluate_tflite(tflite_path.with_suffix(".fp32.tflite"), ctx.val_frames)
+    preview = write_preview(workdir / "preview.png", ctx.val_frames.rgb[0], ctx.val_frames.depth_mm[0], first_pred)
+    seconds["evaluate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    key = graph_key(arch, cfg) if cfg.latency_key == "graph" else None
+    latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key)
+    seconds["measure"] = time.perf_counter() - t0
+    score = final_score(metrics["si_rmse"], latency.median_ms / 1000.0, alpha=cfg.score_alpha, c=cfg.score_c)
+    return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, parity, seconds, fp32_metrics)
+
+
+@dataclass
+class TrialRecord:
+    """A deployed model's figures as one record: a trial's user attributes, and `nas finalize`'s metrics.json."""
+
+    arch: dict[str, Any]
+    arch_id: str
+    precision: str
+    params: int
+    macs: int
+    activations: int
+    si_rmse: float
+    rmse: float
+    log10: float
+    rel: float
+    latency_ms: float
+    latency_p90_ms: float
+    latency_std_ms: float
+    device: str
+    threads: int
+    latency_cached: bool
+    tflite_sha256: str
+    tflite_bytes: int
+    measure_start: str
+    measure_end: str
+    throttled: str | None
+    parity: dict[str, Any]
+    final_score: float
+    stage_seconds: dict[str, float]
+    latency: dict[str, Any]
+    si_rmse_fp32: float | None = None
+    quantization_si_rmse_delta: float | None = None
+
+    @classmethod
+    def build(cls, arch: Arch, figures: dict[str, int], deployed: Deployed, stage_seconds: dict[str, float]
+              ) -> TrialRecord:
+        lat = deployed.latency
+        fp32 = deployed.fp32_metrics
+        return cls(
+            arch=arch.to_dict(), arch_id=arch.arch_id, precision=arch.precision, params=figures["params"],
+            macs=figures["macs"], activations=figures["activations"],
+            **{k: deployed.metrics[k] for k in ("si_rmse", "rmse", "log10", "rel")},
+            latency_ms=lat.median_ms, latency_p90_ms=lat.p90_ms, latency_std_ms=lat.std_ms, device=lat.device,
+            threads=lat.threads, latency_cached=lat.cached,
+            tflite_sha256=sha256_file(deployed.tflite_path), tflite_bytes=deployed.tflite_path.stat().st_size,
+            measure_start=lat.measure_start, measure_end=lat.measure_end, throttled=lat.throttled,
+            parity=deployed.parity, final_score=deployed.score,
+            stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()}, latency=lat.as_record(),
+            si_rmse_fp32=None if fp32 is None else fp32["si_rmse"],
+            quantization_si_rmse_delta=None if fp32 is None else deployed.metrics["si_rmse"] - fp32["si_rmse"])
+
+    def as_attrs(self) -> dict[str, Any]:
+        """JSON-safe user attributes; fields that do not apply (None) are left out."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
