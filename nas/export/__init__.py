@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+# Deployment precisions a model can be converted to: float32, or int8 weights and activations
+# with float32 input and output (post-training quantization calibrated on training images).
+PRECISIONS = ("fp32", "int8")
+
 
 class ExportError(RuntimeError):
     """A model that could not be exported, converted, or that lost accuracy on the way."""
+
+
+def check_precision(precision: str) -> str:
+    """`precision` itself when it is one of PRECISIONS; ExportError naming the choices otherwise.
+
+    Checked before any work starts, so a typo never costs a conversion.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def check_close(got, expected, tolerance: float, rtol: float, what: str) -> float:

@@ -1,4 +1,5 @@
-"""ONNX -> float32 TFLite with onnx2tf, offline, and the TFLite runtime used to check and score it."""
+"""ONNX -> TFLite (float32, or int8 calibrated on our images) with onnx2tf, offline, and the TFLite
+runtime used to check and score it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ExportError, check_close
+from . import ExportError, check_close, check_precision
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+CALIBRATION_FILE = "calibration_nhwc_0_255.npy"
+# What onnx2tf writes (output_file_name "model"): float32 always, the int8 variant with float I/O
+# when asked to quantize. It also writes float16, dynamic-range, full-integer and int16-activation
+# variants that no option turns off; they are left in the temporary folder.
+FP32_PRODUCT = "model_float32.tflite"
+INT8_PRODUCT = "model_integer_quant.tflite"
 
 
 def calibration_sample(images: list[np.ndarray]) -> np.ndarray:
@@ -28,36 +35,129 @@ def calibration_sample(images: list[np.ndarray]) -> np.ndarray:
     return np.stack(tiles[:20]).astype(np.float32)
 
 
+def fp32_companion(out_path: Path) -> Path:
+    """Where an int8 conversion keeps the float32 model of the same run (`model.fp32.tflite`)."""
+    return Path(out_path).with_suffix(".fp32.tflite")
+
+
+def onnx_input_hw(onnx_path: Path) -> tuple[int, int]:
+    """(H, W) of the ONNX model's one image input (NCHW or NHWC, static); ExportError otherwise."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError and friends for a file that is no model
+        raise ExportError(f"cannot read the ONNX model {onnx_path}: {exc}") from exc
+    initializers = {init.name for init in graph.initializer}
+    inputs = [inp for inp in graph.input if inp.name not in initializers]
+    if len(inputs) != 1:
+        raise ExportError(f"int8 calibration needs a model with one image input, {onnx_path} has {len(inputs)}")
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or 3 not in (dims[1], dims[3]) or min(dims[1:]) <= 0:
+        raise ExportError(f"int8 calibration needs a static 4-D RGB input, {onnx_path} has {dims}")
+    return (dims[2], dims[3]) if dims[1] == 3 else (dims[1], dims[2])
+
+
+def check_calibration(calibration: np.ndarray | None, input_hw: tuple[int, int]) -> np.ndarray:
+    """The calibration images as onnx2tf wants them: float32 NHWC, raw 0..255 (mean 0, std 1).
+
+    Only uint8 RGB at the model's own resolution is accepted: float images are often 0..1, which
+    would calibrate every activation range 255 times too small and ruin the model silently.
+    """
+    height, width = input_hw
+    if calibration is None or np.size(calibration) == 0:
+        raise ExportError("int8 conversion needs calibration images (uint8 RGB, N×H×W×3, from the training "
+                          "data), got none")
+    calibration = np.asarray(calibration)
+    if calibration.dtype != np.uint8 or calibration.ndim != 4 or calibration.shape[-1] != 3:
+        raise ExportError(f"calibration images must be uint8 RGB N×H×W×3, got {calibration.dtype} "
+                          f"{tuple(calibration.shape)}")
+    if calibration.shape[1:3] != (height, width):
+        raise ExportError(f"calibration images are {calibration.shape[1]}×{calibration.shape[2]} (H×W) but the "
+                          f"model input is {height}×{width}: take them at the model's input resolution")
+    return calibration.astype(np.float32)
+
+
+def _run_onnx2tf(work: Path, onnx_path: Path, sample: np.ndarray, calibration: np.ndarray | None,
+                 timeout_s: float, log_path: Path | None) -> tuple[int, str]:
+    """Run the onnx2tf child in `work` (results in work/tf); its exit code and output."""
+    np.save(work / SAMPLE_FILE, sample)
+    model_copy = work / "model.onnx"  # onnxsim rewrites its input in place: convert a copy
+    shutil.copyfile(onnx_path, model_copy)
+    argv = [sys.executable, "-m", "nas.export.onnx2tf_job", str(model_copy), str(work / "tf")]
+    if calibration is not None:
+        np.save(work / CALIBRATION_FILE, calibration)
+        argv.append(str(work / CALIBRATION_FILE))
+    # onnx2tf runs the `onnxsim` executable found on PATH: make it the one beside this interpreter.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    try:
+        proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise ExportError(f"onnx2tf did not finish within {timeout_s:.0f} s") from exc
+    output = proc.stdout + proc.stderr
+    if log_path:
+        log_path.write_text(output)
+    return proc.returncode, output
+
+
 def convert_to_tflite(onnx_path: Path, out_path: Path, sample: np.ndarray, timeout_s: float = 900,
-                      log_path: Path | None = None) -> Path:
-    """Convert `onnx_path` to a float32 `.tflite` at `out_path`; ExportError with onnx2tf's last words."""
+                      log_path: Path | None = None, *, precision: str = "fp32",
+                      calibration: np.ndarray | None = None) -> Path:
+    """Convert `onnx_path` to a `.tflite` at `out_path`; ExportError with onnx2tf's last words.
+
+    "fp32": the float32 model. "int8": int8 weights and activations with float32 input and output,
+    calibrated on `calibration` (uint8 RGB N×H×W×3 training images at the model's input size); the
+    float32 model of the same run is kept at `fp32_companion(out_path)`, so comparing the two costs
+    no second conversion.
+    """
+    check_precision(precision)
+    if precision == "int8":
+        calibration = check_calibration(calibration, onnx_input_hw(onnx_path))
+        wanted = {INT8_PRODUCT: out_path, FP32_PRODUCT: fp32_companion(out_path)}
+    else:
+        calibration = None
+        wanted = {FP32_PRODUCT: out_path}
     with tempfile.TemporaryDirectory(prefix="nas-onnx2tf-") as tmp:
         work = Path(tmp)
-        np.save(work / SAMPLE_FILE, sample)
-        model_copy = work / "model.onnx"  # onnxsim rewrites its input in place: convert a copy
-        shutil.copyfile(onnx_path, model_copy)
-        # onnx2tf runs the `onnxsim` executable found on PATH: make it the one beside this interpreter.
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        env = {**os.environ, "PATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-        try:
-            proc = subprocess.run([sys.executable, "-m", "nas.export.onnx2tf_job", str(model_copy), str(work / "tf")],
-                                  cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise ExportError(f"onnx2tf did not finish within {timeout_s:.0f} s") from exc
-        output = proc.stdout + proc.stderr
-        if log_path:
-            log_path.write_text(output)
-        produced = work / "tf" / "model_float32.tflite"
-        if proc.returncode != 0 or not produced.exists():
+        code, output = _run_onnx2tf(work, Path(onnx_path), sample, calibration, timeout_s, log_path)
+        missing = [name for name in wanted if not (work / "tf" / name).exists()]
+        if code != 0 or missing:
             tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:])
-            raise ExportError(f"onnx2tf failed (exit {proc.returncode}): {tail[-400:]}")
+            what = f"exit {code}" if code != 0 else f"exit 0 without {', '.join(missing)}"
+            raise ExportError(f"onnx2tf failed ({what}): {tail[-400:]}")
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(produced, out_path)
+        for name, target in wanted.items():
+            shutil.copyfile(work / "tf" / name, target)
     return out_path
 
 
+def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """`values` in the tensor's dtype: floats as they are, integers through its scale and zero point."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    if dtype.kind not in "iu" or not scale:
+        raise ExportError(f"input {detail['name']!r} is {dtype} without quantization parameters")
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """A tensor read back as float32: quantized integers through their scale and zero point."""
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind in "iu" and scale:
+        return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return values.astype(np.float32)
+
+
 class TFLiteModel:
-    """A float32 depth `.tflite` on the LiteRT interpreter: NCHW or NHWC input, (H, W) depth out."""
+    """A depth `.tflite` on the LiteRT interpreter: NCHW or NHWC input, (H, W) depth out.
+
+    Float I/O (fp32 models, and our int8 ones) is used as is; a model with quantized int8/uint8 I/O
+    (a user's full-integer model) gets its input quantized and its output dequantized.
+    """
 
     def __init__(self, path: Path, threads: int = 2):
         from ai_edge_litert.interpreter import Interpreter
@@ -77,9 +177,9 @@ class TFLiteModel:
         x = rgb_hwc.astype(np.float32)[None]
         if self.input["shape"][-1] != 3:
             x = x.transpose(0, 3, 1, 2)
-        self.interpreter.set_tensor(self.input["index"], np.ascontiguousarray(x))
+        self.interpreter.set_tensor(self.input["index"], np.ascontiguousarray(_quantize(x, self.input)))
         self.interpreter.invoke()
-        return np.squeeze(self.interpreter.get_tensor(self.output["index"]))
+        return np.squeeze(_dequantize(self.interpreter.get_tensor(self.output["index"]), self.output))
 
 
 def check_tflite_parity(tflite_path: Path, onnx_path: Path, image_nchw: np.ndarray, tolerance: float,
@@ -92,3 +192,36 @@ def check_tflite_parity(tflite_path: Path, onnx_path: Path, image_nchw: np.ndarr
     if got.shape != expected.shape:
         raise ExportError(f"TFLite output shape {got.shape} differs from ONNX {expected.shape}")
     return check_close(got, expected, tolerance, rtol, "TFLite output differs from ONNX")
+
+
+def quantization_error(got: np.ndarray, expected: np.ndarray) -> dict[str, float]:
+    """How far quantized depth (N, H, W metres) lies from the float reference, in three figures.
+
+    max_abs_err_m: the worst pixel; median_rel_err: the typical pixel, |got - ref| / ref; si_rmse:
+    the MAI metric of the quantized prediction against the float one (mean over images), i.e. what
+    quantization alone would cost the score if the float model were perfect.
+    """
+    from ..metrics import si_rmse
+
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    ref = np.maximum(np.abs(expected.astype(np.float64)), 1e-6)
+    return {"max_abs_err_m": float(diff.max()), "median_rel_err": float(np.median(diff / ref)),
+            "si_rmse": float(np.mean([si_rmse(g * 1000.0, e * 1000.0) for g, e in zip(got, expected)]))}
+
+
+def check_quantized_parity(tflite_path: Path, onnx_path: Path, images_nchw: np.ndarray) -> dict[str, float]:
+    """Quantized TFLite against ONNX on float32 NCHW 0..255 images: `quantization_error`'s figures.
+
+    Inaccuracy never fails: a badly quantizing model is scored honestly later. Only a broken model
+    is an ExportError: another output shape, or a non-finite value.
+    """
+    from .onnx_export import run_onnx
+
+    model = TFLiteModel(tflite_path)
+    expected = np.concatenate([run_onnx(onnx_path, image[None]) for image in images_nchw])
+    got = np.stack([model.predict(image.transpose(1, 2, 0)) for image in images_nchw])
+    if got.shape != expected.shape:
+        raise ExportError(f"quantized TFLite output shape {got.shape[1:]} differs from ONNX {expected.shape[1:]}")
+    if not np.isfinite(got).all():
+        raise ExportError(f"quantized TFLite output has {int((~np.isfinite(got)).sum())} non-finite values")
+    return quantization_error(got, expected)
