@@ -5,10 +5,11 @@ Latency depends on the graph, precision, device, threads and runtime, not on the
 (`benchmarks/latency_weights.py` measures this), so it can be known before a candidate is trained:
 exactly when the same graph was timed before (the latency cache is keyed by graph), otherwise
 predicted. The predictor is deliberately small, in the spirit of nn-Meter and HELP but fitted only on
-this study's device: log(latency) is linear in log(MACs), log(activation elements) and an int8 flag,
-fitted by least squares on the complete trials. Its leave-one-out errors set how far below a
-prediction the true latency may plausibly lie, and that lower bound, not the prediction, is what the
-screen uses, so a good candidate is not discarded because the predictor guessed high.
+this study's device: latency is a fixed cost plus a cost per MAC and per activation element, per
+precision, fitted with non-negative coefficients on the complete trials. Its leave-one-out errors set
+how far below a prediction the true latency may plausibly lie, and that lower bound, not the
+prediction, is what the screen uses, so a good candidate is not discarded because the predictor
+guessed high.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import nnls
 from torch.utils.flop_counter import FlopCounterMode
 
 MIN_POINTS = 4  # fewer measured trials than this: no prediction, the candidate is simply trained
-FULL_MODEL_POINTS = 7  # from this many points on, activation memory enters the model too
-MIN_LOG_MARGIN = math.log(1 / 0.8)  # the lower bound is at least 20 % below the prediction
-INT8_PRIOR = 0.5  # int8/fp32 latency ratio assumed (optimistically) before any int8 model was timed
-
+MIN_MARGIN = 0.8  # the lower bound is at least 20 % below the prediction
+INT8_PRIOR = 0.5  # int8/fp32 ratio of the compute terms assumed (optimistically) before any int8 model was timed
 
 @torch.no_grad()
 def graph_figures(model: torch.nn.Module, height: int, width: int) -> dict[str, int]:
@@ -58,32 +58,36 @@ class LatencyPoint:
     latency_ms: float
 
 
-def _design(points: Sequence[LatencyPoint], full: bool, with_int8: bool) -> np.ndarray:
-    columns = [np.ones(len(points)), np.log([max(p.macs, 1) for p in points])]
-    if full:
-        columns.append(np.log([max(p.activations, 1) for p in points]))
-    if with_int8:
-        columns.append(np.array([float(p.int8) for p in points]))
-    return np.stack(columns, axis=1)
+def _design(points: Sequence[LatencyPoint]) -> np.ndarray:
+    """Columns: fixed cost, then MACs and activations (in millions) of fp32 models, then of int8 models."""
+    rows = []
+    for p in points:
+        work = [p.macs / 1e6, p.activations / 1e6]
+        rows.append([1.0, *([0.0, 0.0] if p.int8 else work), *(work if p.int8 else [0.0, 0.0])])
+    return np.array(rows)
 
 
-def _solve(x: np.ndarray, y: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
-    """Least squares with a whisper of ridge (not on the intercept), stable on a handful of points."""
-    penalty = ridge * np.eye(x.shape[1])
-    penalty[0, 0] = 0.0
-    return np.linalg.solve(x.T @ x + penalty, x.T @ y)
+def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimising the *relative* error (each row scaled by 1/latency)."""
+    coef, _ = nnls(x / y[:, None], np.ones(len(y)))
+    return coef
 
 
 @dataclass
 class LatencyPredictor:
-    """log-linear latency model; `lower_bound` is the prediction less the worst leave-one-out error."""
+    """latency ≈ fixed + a·MACs + b·activations, per precision, fitted with non-negative coefficients.
+
+    A device spends time on arithmetic and on moving activations; both terms only add, hence the
+    non-negative fit. `lower_bound_ms` divides the prediction by the worst leave-one-out
+    over-prediction seen (at least `1 / MIN_MARGIN`).
+    """
 
     coef: np.ndarray
-    full: bool
-    with_int8: bool
-    log_margin: float
+    margin: float  # lower bound = prediction * margin
     points: int
-    loo_log_errors: np.ndarray  # prediction minus truth, in log space, one per point
+    loo_ratios: np.ndarray  # leave-one-out prediction / truth, one per point
+    int8_seen: bool
+    fp32_seen: bool
 
     @classmethod
     def fit(cls, points: Sequence[LatencyPoint]) -> LatencyPredictor | None:
@@ -91,35 +95,32 @@ class LatencyPredictor:
         points = [p for p in points if p.latency_ms > 0]
         if len(points) < MIN_POINTS:
             return None
-        full = len(points) >= FULL_MODEL_POINTS
-        with_int8 = len({p.int8 for p in points}) == 2 and len(points) >= MIN_POINTS + 1
-        x = _design(points, full, with_int8)
-        y = np.log([p.latency_ms for p in points])
-        coef = _solve(x, y)
-        errors = []
+        x, y = _design(points), np.array([p.latency_ms for p in points])
+        ratios = []
         for i in range(len(points)):
             keep = np.arange(len(points)) != i
-            errors.append(float(x[i] @ _solve(x[keep], y[keep]) - y[i]))
-        loo = np.array(errors)
-        margin = max(MIN_LOG_MARGIN, float(np.max(loo)) if len(loo) else MIN_LOG_MARGIN)
-        return cls(coef, full, with_int8, margin, len(points), loo)
+            ratios.append(float(x[i] @ _fit(x[keep], y[keep]) / y[i]))
+        loo = np.array(ratios)
+        margin = min(MIN_MARGIN, 1.0 / max(float(loo.max()), 1e-6))
+        return cls(_fit(x, y), margin, len(points), loo, any(p.int8 for p in points), any(not p.int8 for p in points))
 
     def predict_ms(self, macs: int, activations: int, int8: bool) -> float:
-        point = LatencyPoint(macs, activations, int8, 1.0)
-        value = float(_design([point], self.full, self.with_int8)[0] @ self.coef)
-        if int8 and not self.with_int8:
-            value += math.log(INT8_PRIOR)
-        return math.exp(value)
+        coef = self.coef.copy()
+        if int8 and not self.int8_seen:
+            coef[3:5] = coef[1:3] * INT8_PRIOR
+        elif not int8 and not self.fp32_seen:
+            coef[1:3] = coef[3:5]  # int8 figures are optimistic for fp32: a sound lower bound
+        return float(_design([LatencyPoint(macs, activations, int8, 1.0)])[0] @ coef)
 
     def lower_bound_ms(self, macs: int, activations: int, int8: bool) -> float:
-        """A latency the candidate is unlikely to beat: the prediction over exp(worst over-prediction seen)."""
-        return self.predict_ms(macs, activations, int8) * math.exp(-self.log_margin)
+        """A latency the candidate is unlikely to beat."""
+        return self.predict_ms(macs, activations, int8) * self.margin
 
     def quality(self) -> dict[str, float]:
         """Leave-one-out figures: share of predictions within ±10 % and the largest error."""
-        ratio = np.exp(self.loo_log_errors)
-        return {"points": self.points, "within_10pct": float(np.mean(np.abs(ratio - 1) <= 0.10)),
-                "max_abs_log_error": float(np.max(np.abs(self.loo_log_errors))), "log_margin": self.log_margin}
+        return {"points": self.points, "within_10pct": float(np.mean(np.abs(self.loo_ratios - 1) <= 0.10)),
+                "max_ratio": float(self.loo_ratios.max()), "min_ratio": float(self.loo_ratios.min()),
+                "margin": self.margin}
 
 
 def best_possible_score(si_rmse_floor: float, latency_lower_ms: float, alpha: float, c: float) -> float:

@@ -138,7 +138,7 @@ class TrialObjective:
         study = trial.study
         estimate = estimate_latency(ctx, study, arch, figures) if cfg.objective == "score" else None
         if estimate is not None:
-            trial.set_user_attr("latency_estimate_ms", round(estimate.ms, 3))
+            trial.set_user_attr("latency_estimate_ms", estimate.ms)
             trial.set_user_attr("latency_estimate_source", estimate.source)
         if reason := screen_reason(ctx, study, estimate):
             trial.set_user_attr("pruned_before_training", True)

@@ -28,7 +28,8 @@ from .data.dataset import DepthSplit
 from .data.frames import open_split
 from .evaluate import evaluate_tflite, write_preview
 from .export.onnx_export import check_onnx_parity, export_onnx
-from .export.tflite_convert import calibration_sample, check_quantized_parity, check_tflite_parity, convert_to_tflite
+from .export.tflite_convert import (calibration_sample, check_quantized_parity, check_tflite_parity, convert_to_tflite,
+                                   fp32_companion)
 from .hardware import LatencyMeter
 from .hardware.meter import sha256_file
 from .metrics import final_score
@@ -157,7 +158,7 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     metrics, first_pred = evaluate_tflite(tflite_path, ctx.val_frames)
     fp32_metrics = None
     if arch.precision == "int8":
-        fp32_metrics, _ = evaluate_tflite(tflite_path.with_suffix(".fp32.tflite"), ctx.val_frames)
+        fp32_metrics, _ = evaluate_tflite(fp32_companion(tflite_path), ctx.val_frames)
     preview = write_preview(workdir / "preview.png", ctx.val_frames.rgb[0], ctx.val_frames.depth_mm[0], first_pred)
     seconds["evaluate"] = time.perf_counter() - t0
 

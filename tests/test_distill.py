@@ -17,7 +17,10 @@ from nas.data.dataset import load_split
 from nas.data.synth import synthesize
 from nas.errors import ConfigError
 from nas.models import DepthNet
-from nas.objective import SearchContext, TrialObjective
+from nas.hardware import load_hardware
+from nas.metrics import final_score
+from nas.objective import TrialObjective
+from nas.pipeline import TrialContext, prepare_context
 from nas.presets import PRESETS
 from nas.space import load_space
 from nas.train.distill import DistilledLoss, distillation_loss, prepare_distillation
@@ -26,6 +29,15 @@ from nas.train.losses import supervised_loss
 from nas.train.teacher import SPEC_FILE, register_model
 
 SMOKE_SPACE = REPO_ROOT / "search_spaces" / "smoke.yaml"
+
+
+def add_measured_trials(study: optuna.Study, value: float, count: int = 4) -> None:
+    """Complete trials with graph figures and latencies, as earlier measurements of a study would leave."""
+    for i in range(count):
+        macs, acts = 2e7 * (i + 1), 1e6 * (i + 1)
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+            "macs": macs, "activations": acts, "latency_ms": 1.0 + macs / 1e7 + acts / 1e6, "precision": "fp32",
+            "si_rmse": 0.9}))
 
 
 class BrightnessTeacher(torch.nn.Module):
@@ -149,9 +161,9 @@ def test_prepare_distillation_trains_and_caches_the_default_teacher_once(data: P
 
 
 def test_user_teacher_folder_and_missing_folder(data: Path, user_teacher: Path, tmp_path: Path) -> None:
-    split = load_split(data, "train", (64, 48))
-    dist = prepare_distillation(RunConfig(data=data, results=tmp_path, teacher=user_teacher), split)
-    assert dist.record["teacher"] == "torchscript/model.pt" and dist.maps.shape == (6, 48, 64)
+    split = load_split(data, "train", (128, 96))  # the smoke budget's resolution, that of the cache
+    dist = prepare_distillation(RunConfig(data=data, results=tmp_path, teacher=user_teacher, budget="smoke"), split)
+    assert dist.record["teacher"] == "torchscript/model.pt" and dist.maps.shape == (6, 96, 128)
     expected = 1 + split.rgb.astype(np.float32).mean(-1) / 64
     np.testing.assert_allclose(np.asarray(dist.maps, np.float32), expected, rtol=2e-3)
     assert not (tmp_path / "teacher").exists()  # a given teacher is used, none is trained
@@ -162,33 +174,38 @@ def test_user_teacher_folder_and_missing_folder(data: Path, user_teacher: Path, 
 # -- trials ---------------------------------------------------------------------------------------
 
 
-def _context(config: RunConfig, data: Path, distillation=None) -> SearchContext:
-    b = config.train_budget
-    train_split = load_split(data, "train", (b.train_width, b.train_height), b.train_limit)
-    val = load_split(data, "validation", (b.train_width, b.train_height))
-    return SearchContext(config=config, space=load_space(config.space), train_split=train_split, val_small=val,
-                         val_deploy=val, calibration=np.zeros((1, 96, 128, 3), np.float32), meter=object(),
-                         distillation=distillation)
+def _context(config: RunConfig) -> TrialContext:
+    """The real pipeline context (frames decoded under results/, local device, the config's teacher)."""
+    config = config.model_copy(update={"deploy_height": 96, "deploy_width": 128})
+    return prepare_context(config, load_space(config.space), load_hardware(config.hardware))
 
 
-def _run_one_pruned_trial(ctx: SearchContext, tmp_path: Path) -> optuna.trial.FrozenTrial:
-    """Every report above 0 is pruned, so training stops at its first evaluation: no export runs."""
+def _run_one_pruned_trial(ctx: TrialContext, tmp_path: Path) -> optuna.trial.FrozenTrial:
+    """Every report above 0 is pruned, so training stops at its first evaluation: no export runs.
+
+    Four earlier measurements (tiny scores) let the predictor estimate the candidate's latency, so the
+    trial reports estimated Final Scores; the screen lets it through since the incumbent is weak.
+    """
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(upper=0.0),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
+    add_measured_trials(study, value=1e-6)
     study.optimize(TrialObjective(ctx, FileSystemArtifactStore(str(tmp_path / "artifacts"))), n_trials=1)
-    return study.trials[0]
+    return study.trials[-1]
 
 
 def test_pruned_trial_is_recorded_as_pruned_with_its_last_figures(data: Path, tmp_path: Path) -> None:
     config = RunConfig(data=data, results=tmp_path, budget="smoke", space=SMOKE_SPACE, distill=False)
-    trial = _run_one_pruned_trial(_context(config, data), tmp_path)
+    trial = _run_one_pruned_trial(_context(config), tmp_path)
     assert trial.state == optuna.trial.TrialState.PRUNED
     first_eval = BUDGETS["smoke"].steps // BUDGETS["smoke"].eval_points  # 6 of 12 steps
     assert list(trial.intermediate_values) == [first_eval]  # stopped at the first report
     attrs = trial.user_attrs
     assert attrs["train_val_si_rmse"] > 0
-    assert attrs["train_val_si_rmse"] == pytest.approx(trial.intermediate_values[first_eval])
-    assert attrs["fail_reason"] == f"pruned at step {first_eval}: validation si-RMSE {attrs['train_val_si_rmse']:.4f}"
+    # The intermediate value is the objective's own estimate: the Final Score at the predicted latency.
+    estimate = final_score(attrs["train_val_si_rmse"], attrs["latency_estimate_ms"] / 1000.0)
+    assert trial.intermediate_values[first_eval] == pytest.approx(estimate)
+    assert attrs["latency_estimate_source"] == "predicted"
+    assert attrs["fail_reason"].startswith(f"pruned at step {first_eval}: estimated score {estimate:.3f}")
     assert "si_rmse" not in attrs and "tflite_sha256" not in attrs and "distill" not in attrs
     assert attrs["stage_seconds"]["train"] > 0 and attrs["arch_id"]
 
@@ -199,9 +216,9 @@ def test_trial_with_distillation_records_teacher_and_lambda(data: Path, user_tea
     space_file = tmp_path / "space.yaml"
     space_file.write_text(yaml.safe_dump(space, sort_keys=False))  # sampling order matters
     config = RunConfig(data=data, results=tmp_path, budget="smoke", space=space_file, teacher=user_teacher)
-    b = config.train_budget
-    dist = prepare_distillation(config, load_split(data, "train", (b.train_width, b.train_height), b.train_limit))
-    trial = _run_one_pruned_trial(_context(config, data, dist), tmp_path)
+    ctx = _context(config)
+    dist = ctx.distillation
+    trial = _run_one_pruned_trial(ctx, tmp_path)
     recorded = trial.user_attrs["distill"]
     assert recorded["lambda"] == 0.25 and trial.params["distill_lambda"] == 0.25
     assert recorded["teacher_dir"] == str(user_teacher.resolve()) and recorded["teacher"] == "torchscript/model.pt"

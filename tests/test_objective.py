@@ -43,3 +43,86 @@ def test_arch_export_cli_writes_models_and_parity_report(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.tflite").is_file()
     assert "max_abs_err_tflite_vs_onnx_m" in proc.stdout
+
+
+# -- latency first and pruning on the objective ---------------------------------------------------
+
+import pytest  # noqa: E402
+
+from nas.hardware import LatencyMeter, load_hardware  # noqa: E402
+from nas.metrics import final_score  # noqa: E402
+from nas.objective import screen_reason, LatencyEstimate  # noqa: E402
+
+SMOKE_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
+
+
+def add_measured_trials(study: optuna.Study, value: float, si: float, count: int = 4) -> None:
+    """Complete trials with graph figures, latencies and one intermediate value per evaluation step."""
+    for i in range(count):
+        macs, acts = 2e7 * (i + 1), 1e6 * (i + 1)
+        study.add_trial(optuna.trial.create_trial(
+            value=value, intermediate_values={6: value, 12: value},
+            user_attrs={"macs": macs, "activations": acts, "latency_ms": 1.0 + macs / 1e7 + acts / 1e6,
+                        "precision": "fp32", "si_rmse": si}))
+
+
+@pytest.fixture(scope="module")
+def smoke_context(tmp_path_factory):
+    from nas.data.synth import synthesize
+    from nas.pipeline import prepare_context
+
+    root = tmp_path_factory.mktemp("objective")
+    synthesize(root / "data", {"train": 6, "validation": 2}, seed=5, width=128, height=96)
+    config = load_config(None, data=root / "data", results=root / "results", budget="smoke", space=SMOKE_SPACE,
+                         distill=False, deploy_height=96, deploy_width=128)
+    return prepare_context(config, load_space(SMOKE_SPACE), load_hardware(config.hardware))
+
+
+def test_a_candidate_that_cannot_win_is_screened_before_training(smoke_context):
+    study = optuna.create_study(direction="maximize")
+    add_measured_trials(study, value=1e6, si=0.2)  # an incumbent no smoke candidate can reach
+    study.optimize(TrialObjective(smoke_context, store=None), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["pruned_before_training"]
+    reason = trial.user_attrs["fail_reason"]
+    assert reason.startswith("latency bound: predicted latency") and "< best 1000000.000" in reason
+    assert "stage_seconds" not in trial.user_attrs and not trial.intermediate_values  # nothing was trained
+
+
+def test_the_screen_keeps_every_candidate_of_a_pareto_study_and_needs_an_incumbent(smoke_context):
+    study = optuna.create_study(direction="maximize")
+    slow = LatencyEstimate(ms=1000.0, lower_ms=900.0, source="predicted")
+    assert screen_reason(smoke_context, study, slow) is None  # no complete trial yet: nothing to beat
+    add_measured_trials(study, value=1e6, si=0.2)
+    assert screen_reason(smoke_context, study, slow).startswith("latency bound")
+    pareto = smoke_context.__class__(**{**smoke_context.__dict__,
+                                        "config": smoke_context.config.model_copy(update={"objective": "pareto"})})
+    assert screen_reason(pareto, study, slow) is None
+
+
+class RecordingMedianPruner(optuna.pruners.MedianPruner):
+    """The median pruner's decisions, recorded; stops the trial at its last report so no export runs."""
+
+    def __init__(self):
+        super().__init__(n_startup_trials=2, n_warmup_steps=0)
+        self.decisions: list[bool] = []
+
+    def prune(self, study, trial) -> bool:
+        self.decisions.append(super().prune(study, trial))
+        return max(trial.intermediate_values) >= 12
+
+
+def test_the_median_pruner_keeps_an_accurate_fast_candidate(smoke_context):
+    # Earlier candidates: inaccurate (si-RMSE 0.9) and about as fast, so their estimated scores are low.
+    pruner = RecordingMedianPruner()
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=1))
+    add_measured_trials(study, value=0.65, si=0.9)
+    study.optimize(TrialObjective(smoke_context, store=None), n_trials=1)
+    trial = study.trials[-1]
+    values = trial.intermediate_values
+    assert sorted(values) == [6, 12] and pruner.decisions == [False, False]
+    # Reported values point the way of the objective: estimated Final Scores, higher is better, here far
+    # above the slow candidates' (reporting si-RMSE, 0.5 < 0.65, would have pruned the better network).
+    assert all(v > 0.65 for v in values.values())
+    assert values[12] == pytest.approx(final_score(trial.user_attrs["train_val_si_rmse"],
+                                                   trial.user_attrs["latency_estimate_ms"] / 1000.0))
