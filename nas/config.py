@@ -66,6 +66,7 @@ class RunConfig(BaseModel):
     distill_lambda: float = Field(0.5, ge=0)
     objective: Literal["score", "pareto"] = "score"
     pruner: Literal["none", "median", "hyperband"] = "median"
+    sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
     results: Path = Path("results")
     enqueue_baselines: bool = False

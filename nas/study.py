@@ -47,7 +47,8 @@ def open_study(config: RunConfig) -> optuna.Study:
     pareto = config.objective == "pareto"
     study = optuna.create_study(
         storage=open_storage(config.storage_url), study_name=config.study, load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        sampler=(optuna.samplers.RandomSampler(seed=config.seed) if config.sampler == "random"
+                 else optuna.samplers.TPESampler(seed=config.seed)),
         pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
         directions=["minimize", "minimize"] if pareto else ["maximize"],
     )

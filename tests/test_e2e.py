@@ -138,3 +138,50 @@ def test_dashboard_serves_the_study_and_its_artifacts(search):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def pareto_search(tmp_path_factory):
+    """A two-objective study of int8 candidates: no pruning, no screen, every trial complete."""
+    import yaml
+
+    work = tmp_path_factory.mktemp("pareto")
+    space = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    space["params"]["precision"] = {"choices": ["int8"]}
+    (work / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    (work / "config.yaml").write_text(
+        f"space: {work / 'space.yaml'}\nbudget: smoke\ntrials: 2\nstudy: front\nobjective: pareto\n"
+        "synth_train: 10\nsynth_val: 2\nsynth_test: 1\ncalibration_images: 4\n")
+    proc = nas("run", "--config", work / "config.yaml", "--results", work / "results", cwd=work)
+    return work, proc
+
+
+@pytest.mark.slow
+def test_pareto_study_of_int8_models_runs_to_completion(pareto_search):
+    work, proc = pareto_search
+    assert "pruning is off for --objective pareto" in proc.stderr
+    study = optuna.load_study(study_name="front", storage=f"sqlite:///{work / 'results' / 'nas.db'}")
+    assert study.metric_names == ["si_rmse", "latency_ms"] and len(study.directions) == 2
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for t in study.trials:
+        a = t.user_attrs
+        assert t.values == [a["si_rmse"], a["latency_ms"]] and not t.intermediate_values
+        assert a["precision"] == "int8" and a["arch"]["precision"] == "int8"
+        # the quantized model is what is scored; the float32 twin of the same conversion is recorded beside it
+        assert a["quantization_si_rmse_delta"] == pytest.approx(a["si_rmse"] - a["si_rmse_fp32"])
+        assert a["latency"]["input_dtype"] == "float32" and a["latency"]["output_dtype"] == "float32"
+    assert "best trials" in proc.stdout
+
+
+@pytest.mark.slow
+def test_finalize_picks_from_the_pareto_front_and_ships_its_precision(pareto_search):
+    work, _ = pareto_search
+    out = work / "final"
+    nas("finalize", "--study", "front", "--results", work / "results", "--budget", "smoke",
+        "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, cwd=work)
+    metrics = json.loads((out / "metrics.json").read_text())
+    study = optuna.load_study(study_name="front", storage=f"sqlite:///{work / 'results' / 'nas.db'}")
+    front = [t for t in study.best_trials]
+    best = max(front, key=lambda t: t.user_attrs["final_score"])
+    assert metrics["trial"] == best.number and metrics["precision"] == "int8"
+    assert (out / "model.tflite").is_file() and (out / "model.pt").is_file()

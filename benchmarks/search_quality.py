@@ -1,0 +1,166 @@
+"""Does the search beat the hand-designed networks? Arms of equal wall time on one machine, one run.
+
+Arms (each its own study and SQLite file; data, teacher and latency device shared):
+- presets: the seed presets (every precision of the space) trained at the trial budget, never pruned;
+- tpe-sN / random-sN: a search from scratch with the default sampler / random sampling, seed N;
+- tpe-presets: a search that starts from the presets.
+
+Usage:
+  python benchmarks/search_quality.py [--budget quick] [--wall-minutes 60] [--seeds 0 1]
+                                      [--arms presets tpe random tpe-presets] [--work results/benchmarks/search_quality]
+Writes benchmarks/results/search_quality.json (or --out) and prints the summary. Every arm is resumable:
+rerunning continues a study until its wall time is used (time is read from the trials' own records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import mean, median
+
+import optuna
+
+from nas.config import load_config
+from nas.latency_model import spearman
+from nas.search import preset_points, run_search
+from nas.space import load_space
+from nas.study import open_study
+
+
+def arm_config(args: argparse.Namespace, name: str, seed: int, **overrides):
+    return load_config(None, results=args.work / "shared", storage=f"sqlite:///{(args.work / name).as_posix()}.db",
+                       study=name, budget=args.budget, seed=seed, teacher=None, **overrides)
+
+
+def elapsed_seconds(study: optuna.Study) -> float:
+    """Wall time the study has used so far: first trial start to last trial end."""
+    starts = [t.datetime_start for t in study.trials if t.datetime_start]
+    ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+
+
+def run_arm(args: argparse.Namespace, name: str, seed: int, wall_s: float | None, **overrides) -> optuna.Study:
+    config = arm_config(args, name, seed, **overrides)
+    study = open_study(config)
+    left = None if wall_s is None else wall_s - elapsed_seconds(study)
+    if left is None or left > 60:
+        trials = overrides.get("trials", 10_000)
+        run_search(config.model_copy(update={"trials": trials, "timeout": left}))
+    return open_study(config)
+
+
+def summarize(study: optuna.Study) -> dict:
+    """Best score, throughput, screening savings, stage times, proxy gaps and predictor quality."""
+    trials = study.trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    screened = [t for t in trials if t.user_attrs.get("pruned_before_training")]
+    trained = [t for t in trials if "stage_seconds" in t.user_attrs]
+    hours = elapsed_seconds(study) / 3600
+    train_s = [t.user_attrs["stage_seconds"]["train"] for t in trained]
+    best = max(complete, key=lambda t: t.value, default=None)
+    gaps = [abs(t.user_attrs["train_val_si_rmse"] - t.user_attrs["si_rmse"]) for t in complete
+            if "train_val_si_rmse" in t.user_attrs]
+    last_vs_final = [abs(t.intermediate_values[max(t.intermediate_values)] - t.value) / t.value for t in complete
+                     if t.intermediate_values and t.value]
+    predicted = [t for t in complete if t.user_attrs.get("latency_estimate_source") == "predicted"]
+    stages = {k: mean(t.user_attrs["stage_seconds"].get(k, 0.0) for t in complete)
+              for k in ("train", "export", "evaluate", "measure")} if complete else {}
+    return {
+        "best_score": best.value if best else None,
+        "best_trial": None if best is None else {"number": best.number, "preset": best.user_attrs.get("preset"),
+                                                 "arch": best.user_attrs["arch"], "si_rmse": best.user_attrs["si_rmse"],
+                                                 "latency_ms": best.user_attrs["latency_ms"]},
+        "trials": len(trials), "complete": len(complete), "screened_before_training": len(screened),
+        "pruned_while_training": sum(1 for t in trials if t.state == optuna.trial.TrialState.PRUNED) - len(screened),
+        "failed": sum(1 for t in trials if t.state == optuna.trial.TrialState.FAIL),
+        "wall_hours": hours, "trained_trials_per_hour": len(trained) / hours if hours else None,
+        "share_screened": len(screened) / len(trials) if trials else 0.0,
+        "training_minutes_saved": len(screened) * (mean(train_s) if train_s else 0.0) / 60,
+        "mean_stage_seconds": stages,
+        "train_val_vs_tflite_si_rmse_gap": {"median": median(gaps), "max": max(gaps)} if gaps else None,
+        "last_intermediate_vs_final_rel_gap": ({"median": median(last_vs_final), "max": max(last_vs_final)}
+                                               if last_vs_final else None),
+        "latency_prediction": None if len(predicted) < 3 else {
+            "trials": len(predicted),
+            "spearman": spearman([t.user_attrs["latency_estimate_ms"] for t in predicted],
+                                 [t.user_attrs["latency_ms"] for t in predicted]),
+            "within_10pct": mean(abs(t.user_attrs["latency_estimate_ms"] / t.user_attrs["latency_ms"] - 1) <= 0.1
+                                 for t in predicted)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", default="quick")
+    parser.add_argument("--wall-minutes", type=float, default=60.0, help="wall time of each search arm")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", default=["presets", "tpe", "random", "tpe-presets"])
+    parser.add_argument("--work", type=Path, default=Path("results/benchmarks/search_quality"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_quality.json"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    wall = args.wall_minutes * 60
+    started = time.time()
+    arms: dict[str, dict] = {}
+    if "presets" in args.arms:
+        count = len(preset_points(load_space(arm_config(args, "presets", 0).space)))
+        study = run_arm(args, "presets", 0, None, enqueue_baselines=True, pruner="none", latency_screen=False,
+                        trials=count)
+        arms["presets"] = summarize(study)
+        arms["presets"]["scores"] = {t.user_attrs.get("preset"): t.value for t in study.trials
+                                     if t.state == optuna.trial.TrialState.COMPLETE}
+    for seed in args.seeds:
+        if "tpe" in args.arms:
+            arms[f"tpe-s{seed}"] = summarize(run_arm(args, f"tpe-s{seed}", seed, wall))
+        if "random" in args.arms:
+            arms[f"random-s{seed}"] = summarize(run_arm(args, f"random-s{seed}", seed, wall, sampler="random"))
+    if "tpe-presets" in args.arms:
+        arms["tpe-presets"] = summarize(run_arm(args, "tpe-presets", args.seeds[0], wall, enqueue_baselines=True))
+
+    def best_of(prefix: str) -> float | None:
+        scores = [a["best_score"] for k, a in arms.items() if k.startswith(prefix) and a["best_score"]]
+        return max(scores) if scores else None
+
+    preset_best = best_of("presets")
+    ratios = {}
+    if preset_best:
+        for prefix in ("tpe-s", "random-s", "tpe-presets"):
+            if (b := best_of(prefix)) is not None:
+                ratios[prefix.rstrip("-s")] = b / preset_best
+    result = {
+        "command": "python benchmarks/search_quality.py " + " ".join(
+            [f"--budget {args.budget}", f"--wall-minutes {args.wall_minutes:g}", "--seeds",
+             *map(str, args.seeds), "--arms", *args.arms]),
+        "machine": {"cpu": _cpu(), "cores": _cores(), "python": platform.python_version()},
+        "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
+        "arms": arms, "best_preset_score": preset_best,
+        "search_vs_best_preset": ratios.get("tpe"), "random_vs_best_preset": ratios.get("random"),
+        "search_from_presets_vs_best_preset": ratios.get("tpe-presets"),
+        "tpe_vs_random": (best_of("tpe-s") / best_of("random-s")) if best_of("tpe-s") and best_of("random-s") else None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "arms"}, indent=2))
+    for name, arm in arms.items():
+        print(f"{name}: best {arm['best_score']}, {arm['complete']} complete, {arm['screened_before_training']} "
+              f"screened, {arm['trained_trials_per_hour']} trained trials/h")
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _cores() -> int:
+    return int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or 0)
+
+
+if __name__ == "__main__":
+    main()
