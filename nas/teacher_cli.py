@@ -1,4 +1,4 @@
-"""`nas teacher train | cache`: parse, call one function in nas.train.teacher, report one line."""
+"""`nas teacher train | cache`: parse, call one function in nas.teacher, report one line."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def train_cmd(data: Data, out_dir: Annotated[Path, typer.Option("--out", help="t
               steps: Annotated[Optional[int], typer.Option(help="override the budget's step count")] = None,
               seed: int = 0) -> None:
     """Train a large DepthNet teacher; writes teacher.pt and teacher.json (arch, budget, data fingerprint, metrics)."""
-    from .train.teacher import train_teacher
+    from .teacher import train_teacher
 
     _check_budget(budget)
     try:
@@ -54,7 +54,7 @@ CacheBudget = Annotated[str, typer.Option(help="student budget whose training re
 def cache_cmd(data: Data, out_dir: TeacherDir, model: UserModel = None, budget: CacheBudget = "quick") -> None:
     """Run the teacher once over the training split and store its depth (float16), with its validation metrics."""
     from .config import BUDGETS
-    from .train.teacher import cache_teacher
+    from .teacher import cache_teacher
 
     _check_budget(budget)
     b = BUDGETS[budget]

@@ -23,7 +23,7 @@ from nas.space import load_space
 from nas.train.distill import DistilledLoss, distillation_loss, prepare_distillation
 from nas.train.loop import train
 from nas.train.losses import supervised_loss
-from nas.train.teacher import SPEC_FILE, register_model
+from nas.teacher import SPEC_FILE, register_model
 
 SMOKE_SPACE = REPO_ROOT / "search_spaces" / "smoke.yaml"
 

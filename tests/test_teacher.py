@@ -18,8 +18,8 @@ from nas.errors import ConfigError
 from nas.arch import Arch
 from nas.models import DepthNet
 from nas.teacher_cli import teacher_app
-from nas.train.teacher import (SPEC_FILE, Predictor, cache_teacher, data_fingerprint, ensure_cache, ensure_teacher,
-                               read_spec, register_model, train_teacher)
+from nas.teacher import (SPEC_FILE, Predictor, cache_teacher, data_fingerprint, ensure_cache, ensure_teacher,
+                         read_spec, register_model, train_teacher)
 
 
 class TinyTeacher(torch.nn.Module):

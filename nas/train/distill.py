@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..console import err
 from ..data.dataset import DepthSplit
 from ..errors import ConfigError
+from ..teacher import align_to_split, ensure_cache, ensure_teacher, folder_lock, resolve_teacher
 from .loop import Batch, LossFn
 from .losses import log_gradient_loss, supervised_loss
-from .teacher import align_to_split, console, ensure_cache, ensure_teacher, folder_lock, resolve_teacher
 
 TEACHER_MIN_M = 0.001  # teacher pixels at or below this are ignored (e.g. zero padding of a user model)
 
@@ -103,6 +104,6 @@ def prepare_distillation(config: RunConfig, train_split: DepthSplit) -> Distilla
               "teacher_val_si_rmse": cache.val_metrics.get("si_rmse"),
               "teacher_val_rmse": cache.val_metrics.get("rmse")}
     if not cache.rebuilt:
-        console.print(f"teacher {spec.label} from {folder}: cached depth reused "
-                      f"(validation si-RMSE {cache.val_metrics.get('si_rmse', float('nan')):.4f})")
+        err.print(f"teacher {spec.label} from {folder}: cached depth reused "
+                  f"(validation si-RMSE {cache.val_metrics.get('si_rmse', float('nan')):.4f})")
     return make_distillation(maps, record)
