@@ -20,9 +20,9 @@ from nas.models import DepthNet
 from nas.objective import SearchContext, TrialObjective
 from nas.presets import PRESETS
 from nas.space import load_space
-from nas.train.distill import DistilledLoss, distillation_loss, prepare_distillation
+from nas.train.distill import DistilledLoss, prepare_distillation
 from nas.train.loop import train
-from nas.train.losses import supervised_loss
+from nas.train.losses import distillation_loss, supervised_loss
 from nas.teacher import SPEC_FILE, register_model
 
 SMOKE_SPACE = REPO_ROOT / "search_spaces" / "smoke.yaml"
