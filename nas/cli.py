@@ -213,11 +213,11 @@ def dashboard(storage: Storage = None, results: Results = None, port: int = 8080
 def report_cmd(study: StudyName = None, storage: Storage = None, results: Results = None,
                out_dir: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
     """Tables and plots of a study: trials CSV, latency vs si-RMSE with the Pareto front, summary."""
-    from .report import write_report
+    from .report import write_study_report
 
     config = load(None, study=study, storage=storage, results=results)
     try:
-        folder = write_report(config, out_dir)
+        folder = write_study_report(config, out_dir)
     except ConfigError as exc:
         fail(str(exc))
     out.print(f"report written to {folder}")
