@@ -1,19 +1,56 @@
-"""The `nas` command: parse, load config, call one function. No logic lives here."""
+"""The `nas` command: parse, load config, call one function. No logic lives here.
+
+`main()` is the entry point of `nas` and `python -m nas`. Errors end at one boundary,
+`ErrorBoundary`, the class of the top-level command group: commands raise, they never exit on
+their own for an error, and every error prints as one `error: ...` line with the exit code below.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
+import click
 import typer
-from .console import err, fail, out
-from .errors import ConfigError
+from typer.core import TyperGroup
+
+from .arch import Arch, ArchError
+from .config import BUDGETS, load_config
+from .console import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, err, fail, out
+from .errors import ConfigError, NasRuntimeError
 from .teacher_cli import teacher_app
 
-app = typer.Typer(help="Hardware-aware architecture search for on-device depth estimation.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+HELP = f"""Hardware-aware architecture search for on-device depth estimation.
+
+Exit codes:
+{EXIT_FAILED}: a failure during work (training, caching, export), or a check that found problems
+{EXIT_BAD_INPUT}: bad input, found before work starts (arguments, config, space, hardware, data, model files)
+{EXIT_INTERRUPTED}: interrupted (Ctrl-C)"""
+
+# What to do after Ctrl-C, per top-level command where there is more to say than "interrupted".
+INTERRUPT_HINTS = {"run": "the running trial is marked failed; run the same command again to resume"}
+
+
+class ErrorBoundary(TyperGroup):
+    """The CLI's one error boundary: an error raised by any command ends here as one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            for problem in getattr(exc, "problems", ()):  # a data set check: every bad file, then the summary
+                err.print(str(problem), highlight=False, markup=False)
+            fail(str(exc), EXIT_BAD_INPUT)
+        except NasRuntimeError as exc:
+            fail(str(exc), EXIT_FAILED)
+        except KeyboardInterrupt:
+            hint = INTERRUPT_HINTS.get(ctx.invoked_subcommand or "")
+            err.print(f"interrupted: {hint}" if hint else "interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+app = typer.Typer(cls=ErrorBoundary, help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Create and check data sets in the MAI 2021 layout.", no_args_is_help=True)
 arch_app = typer.Typer(help="Seed architectures and arch JSON: list, show, export.", no_args_is_help=True)
 devices_app = typer.Typer(help="Target devices (hardware profiles).", no_args_is_help=True)
@@ -22,20 +59,12 @@ app.add_typer(arch_app, name="arch")
 app.add_typer(devices_app, name="devices")
 app.add_typer(teacher_app, name="teacher")
 
-Budget = Annotated[Optional[str], typer.Option(help="smoke | quick | full: training steps, resolution, data subset")]
+BudgetOption = Annotated[Optional[str], typer.Option(
+    "--budget", help=f"{' | '.join(BUDGETS)}: training steps, resolution, data subset")]
 StudyName = Annotated[Optional[str], typer.Option("--study", help="study name")]
 Storage = Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///RESULTS/nas.db)")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (keys as the flags)")]
 Results = Annotated[Optional[Path], typer.Option(help="output folder (default results/)")]
-
-
-def load(config_file: Optional[Path], **flags):
-    from .config import load_config
-
-    try:
-        return load_config(config_file, **flags)
-    except ConfigError as exc:
-        fail(str(exc))
 
 
 @data_app.command("synth")
@@ -61,10 +90,10 @@ def data_check(root: Annotated[Path, typer.Argument(help="data set root")]) -> N
 
     problems = check_dataset(root)
     for problem in problems:
-        out.print(str(problem), highlight=False)
+        out.print(str(problem), highlight=False, markup=False)
     if problems:
         err.print(f"[red]{len(problems)} problem(s)[/red] in {root}")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     out.print(f"{root}: OK")
 
 
@@ -76,7 +105,7 @@ def run(config_file: ConfigFile = None,
         study: StudyName = None, storage: Storage = None,
         trials: Annotated[Optional[int], typer.Option(help="complete or pruned trials the study should reach (failed ones are retried)")] = None,
         timeout: Annotated[Optional[float], typer.Option(help="stop starting trials after SECONDS")] = None,
-        budget: Budget = None,
+        budget: BudgetOption = None,
         teacher: Annotated[Optional[Path], typer.Option(help="teacher folder (default: trained under results/)")] = None,
         no_distill: Annotated[bool, typer.Option("--no-distill", help="train without a teacher")] = False,
         objective: Annotated[Optional[str], typer.Option(help="score | pareto (si-RMSE and latency)")] = None,
@@ -87,23 +116,14 @@ def run(config_file: ConfigFile = None,
         trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys",
                                                           help="accept and save unknown SSH host keys")] = False) -> None:
     """Create or resume a study and run trials (the embedded default needs no arguments)."""
-    from .search import DataError, run_search, summary_table
+    from .search import run_search, summary_table
 
-    config = load(config_file, data=data, space=space, hardware=hardware, study=study, storage=storage,
-                  trials=trials, timeout=timeout, budget=budget, teacher=teacher, distill=False if no_distill else None,
-                  objective=objective, pruner=pruner, seed=seed, results=results,
-                  enqueue_baselines=enqueue_baselines or None, trust_new_host_keys=trust_new_host_keys or None)
-    try:
-        study_obj = run_search(config)
-    except DataError as exc:
-        for problem in exc.problems:
-            err.print(str(problem), highlight=False)
-        fail(str(exc))
-    except ConfigError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        err.print("interrupted: the running trial is marked failed; run the same command again to resume")
-        raise typer.Exit(130)
+    config = load_config(config_file, data=data, space=space, hardware=hardware, study=study, storage=storage,
+                         trials=trials, timeout=timeout, budget=budget, teacher=teacher,
+                         distill=False if no_distill else None, objective=objective, pruner=pruner, seed=seed,
+                         results=results, enqueue_baselines=enqueue_baselines or None,
+                         trust_new_host_keys=trust_new_host_keys or None)
+    study_obj = run_search(config)
     out.print(summary_table(study_obj))
     artifacts = config.artifact_dir
     out.print(f"browse: nas dashboard --storage {config.storage_url} --results {config.results}\n"
@@ -114,20 +134,27 @@ def run(config_file: ConfigFile = None,
 @app.command("finalize")
 def finalize_cmd(config_file: ConfigFile = None, study: StudyName = None, storage: Storage = None,
                  trial: Annotated[Optional[int], typer.Option(help="trial number (default: best)")] = None,
-                 budget: Budget = "full", data: Optional[Path] = None, hardware: Optional[Path] = None,
+                 budget: BudgetOption = "full", data: Optional[Path] = None, hardware: Optional[Path] = None,
                  no_distill: Annotated[bool, typer.Option("--no-distill")] = False,
                  results: Results = None,
                  out_dir: Annotated[Optional[Path], typer.Option("--out", help="release folder")] = None) -> None:
     """Train the best architecture fully; write its .tflite, .onnx, metrics.json and report.md."""
     from .finalize import finalize
 
-    config = load(config_file, study=study, storage=storage, budget=budget, data=data, hardware=hardware,
-                  results=results, distill=False if no_distill else None)
-    try:
-        folder = finalize(config, trial, out_dir)
-    except ConfigError as exc:
-        fail(str(exc))
+    config = load_config(config_file, study=study, storage=storage, budget=budget, data=data, hardware=hardware,
+                         results=results, distill=False if no_distill else None)
+    folder = finalize(config, trial, out_dir)
     out.print(f"shipped: {folder / 'model.tflite'}\nreport: {folder / 'report.md'}")
+
+
+def _resolve_arch(name_or_json: str) -> Arch:
+    """A preset, arch JSON or JSON file; one that cannot be read is bad input."""
+    from .presets import resolve_arch
+
+    try:
+        return resolve_arch(name_or_json)
+    except ValueError as exc:  # ArchError included
+        raise ConfigError(None, str(exc)) from None
 
 
 @arch_app.command("list")
@@ -152,15 +179,13 @@ def arch_list() -> None:
 def arch_show(name_or_json: str, as_json: Annotated[bool, typer.Option("--json")] = False,
               height: int = 480, width: int = 640) -> None:
     """The full Arch of a preset, arch JSON or JSON file, with params and MACs."""
-    from .arch import ArchError
     from .models import DepthNet, count_macs, count_params
-    from .presets import resolve_arch
 
+    arch = _resolve_arch(name_or_json)
     try:
-        arch = resolve_arch(name_or_json)
         model = DepthNet(arch)
-    except (ArchError, ValueError) as exc:
-        fail(str(exc))
+    except ValueError as exc:  # ArchError included: an arch that cannot be built
+        raise ConfigError(None, str(exc)) from None
     info = {"arch": arch.to_dict(), "arch_id": arch.arch_id, "params": count_params(model),
             "macs": count_macs(model, height, width), "resolution": [height, width]}
     if as_json:
@@ -173,15 +198,16 @@ def arch_show(name_or_json: str, as_json: Annotated[bool, typer.Option("--json")
 def arch_export(name_or_json: str, out_dir: Annotated[Path, typer.Option("--out")],
                 height: int = 480, width: int = 640) -> None:
     """Export a preset or arch JSON (untrained weights) to ONNX and float32 TFLite, with the parity report."""
-    from .arch import ArchError
     from .export import ExportError
     from .export.pipeline import export_arch
-    from .presets import resolve_arch
 
+    arch = _resolve_arch(name_or_json)
     try:
-        report = export_arch(resolve_arch(name_or_json), out_dir, height, width)
-    except (ArchError, ValueError, ExportError) as exc:
-        fail(str(exc), 1)
+        report = export_arch(arch, out_dir, height, width)
+    except ArchError as exc:  # an arch that cannot be built: bad input
+        raise ConfigError(None, str(exc)) from None
+    except (ValueError, ExportError) as exc:  # the export itself failed
+        raise NasRuntimeError(None, str(exc)) from None
     out.print(report)
 
 
@@ -193,11 +219,7 @@ def devices_check(file: Annotated[Path, typer.Argument(help="hardware profile or
     """Connect to each device, verify it, time one small model; exit 1 if any fails."""
     from .hardware.check import check_devices
 
-    try:
-        code = check_devices(file, storage_url=storage, trust_new_host_keys=trust_new_host_keys)
-    except ConfigError as exc:
-        fail(str(exc))
-    raise typer.Exit(code)
+    raise typer.Exit(check_devices(file, storage_url=storage, trust_new_host_keys=trust_new_host_keys))
 
 
 @app.command("dashboard")
@@ -205,27 +227,19 @@ def dashboard(storage: Storage = None, results: Results = None, port: int = 8080
     """optuna-dashboard over the study database, with the artifact store (models, previews)."""
     from .dashboard import serve
 
-    config = load(None, storage=storage, results=results)
-    serve(config, host, port)
+    serve(load_config(None, storage=storage, results=results), host, port)
 
 
 @app.command("report")
 def report_cmd(study: StudyName = None, storage: Storage = None, results: Results = None,
                out_dir: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
     """Tables and plots of a study: trials CSV, latency vs si-RMSE with the Pareto front, summary."""
-    from .report import write_report
+    from .report import write_study_report
 
-    config = load(None, study=study, storage=storage, results=results)
-    try:
-        folder = write_report(config, out_dir)
-    except ConfigError as exc:
-        fail(str(exc))
+    folder = write_study_report(load_config(None, study=study, storage=storage, results=results), out_dir)
     out.print(f"report written to {folder}")
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m nas`
+def main() -> None:
+    """The console entry point of `nas` and `python -m nas` (nas/__main__.py)."""
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,15 +1,25 @@
-"""The consoles every command prints to, and the one-line error exit they share."""
+"""The consoles every command prints to, the CLI's exit codes, and the one-line error exit."""
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 out = Console()
 err = Console(stderr=True)
 
+EXIT_FAILED = 1  # a failure during work, or a check that found problems
+EXIT_BAD_INPUT = 2  # bad input, found before work starts (as click's own usage errors)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
-def fail(message: str, code: int = 2) -> None:
-    """Print `error: message` on stderr and exit with `code` (bad input: before any work starts)."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print `error: message` on stderr and exit with `code`.
+
+    The message is printed as it is: a `[...]` in it (a list of file names, say) is text, not markup.
+    """
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

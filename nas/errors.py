@@ -1,17 +1,32 @@
-"""Errors the CLI reports as one line and a non-zero exit, before any work starts."""
+"""The errors the CLI reports as one line: bad input (exit 2) and a failure during work (exit 1).
+
+`nas.cli` catches both at its one boundary; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-class ConfigError(Exception):
-    """Bad user input: a config, space, hardware or data file that cannot be used.
-
-    `str()` names the file and what is wrong with it, which is all the user needs to fix it.
-    """
+class NasError(Exception):
+    """An error whose `str()` names the file concerned (if any) and what is wrong."""
 
     def __init__(self, path: str | Path | None, message: str):
         self.path = None if path is None else Path(path)
         self.message = message
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class ConfigError(NasError):
+    """Bad user input, found before any work starts: a config, space, hardware, data or model file.
+
+    `str()` names the file and what is wrong with it, which is all the user needs to fix it.
+    """
+
+
+class NasRuntimeError(NasError):
+    """A failure during work (training, caching, exporting) on inputs that passed their checks."""
+
+
+class TeacherError(NasRuntimeError):
+    """The teacher failed while it ran: an output of the wrong shape, a cache that misses images."""

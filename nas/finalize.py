@@ -17,7 +17,7 @@ from .latency_model import graph_figures
 from .models import DepthNet, count_params
 from .pipeline import TrialRecord, deploy, prepare_context, train_candidate
 from .search import check_inputs, ensure_synthetic_data
-from .study import open_storage
+from .study import load_study
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -71,11 +71,7 @@ def write_report(out: Path, record: dict) -> Path:
 
 def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> Path:
     """Retrain the chosen arch with `config.budget`, export, score, time; write the release folder."""
-    storage = open_storage(config.storage_url, heartbeat=False)
-    try:
-        study = optuna.load_study(study_name=config.study, storage=storage)
-    except KeyError:
-        raise ConfigError(None, f"no study {config.study!r} in {config.storage_url}") from None
+    study = load_study(config.storage_url, config.study)
     trial = pick_trial(study, trial_number)
     arch = Arch.from_dict(trial.user_attrs["arch"])
     space, devices = check_inputs(config)

@@ -1,8 +1,12 @@
-"""MAI 2021 depth metrics and the Final Score (contract: DESIGN.md, definitions: FACTS.md).
+"""MAI 2021 depth metrics and the Final Score.
 
-All per-image functions take prediction and ground truth in millimetres (any numeric numpy arrays of
-one shape). Following the official evaluation, both are clamped below 1 up to 1 and only pixels with
-ground truth > 1 count. Data-set-level figures are the mean of the per-image values.
+The metrics follow the challenge's official evaluation code, `depth_estimation/losses_python.py` in
+https://github.com/aiff22/MAI-2021-Workshop: all per-image functions take prediction and ground
+truth in millimetres (any numeric numpy arrays of one shape), both are clamped below 1 up to 1, and
+only pixels with ground truth > 1 count. Data-set-level figures are the mean of the per-image values.
+The Final Score, 2^(-alpha * si-RMSE) / (C * runtime) with alpha = 10, is the challenge's ranking
+score (Ignatov et al., "Fast and Accurate Single-Image Depth Estimation on Mobile Devices, Mobile AI
+2021 Challenge: Report", CVPR Workshops 2021).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""The MAI 2021 seed architectures as named `Arch` presets (FACTS.md describes each team's network).
+"""The MAI 2021 seed architectures as named `Arch` presets.
+
+Each team's network is described in the challenge report (Ignatov et al., "Fast and Accurate
+Single-Image Depth Estimation on Mobile Devices, Mobile AI 2021 Challenge: Report", CVPR Workshops
+2021); LiteDepth in the next year's report (Ignatov et al., "Efficient Single-Image Depth Estimation
+on Mobile Devices, Mobile AI & AIM 2022 Challenge: Report", ECCV Workshops 2022).
 
 Each is a point of `search_spaces/mai2021.yaml`; `nas run --enqueue-baselines` enqueues them first,
 so every study shows where the hand-designed networks stand.
@@ -14,7 +19,8 @@ PRESETS: dict[str, Arch] = {
     "litedepth": Arch(backbone="tf_mobilenetv3_small_minimal_100", depth=5, decoder_channels=(64, 32, 24, 16, 16),
                       skips=("concat", "concat", "concat", "concat", "none"), blocks=("dws5",) * 5,
                       upsample="bilinear", input_scale="128x160", head="relu"),
-    # Airia-Team1: MobileNetV3 features refined by RFDB and SRB blocks, pixel-shuffle upsampling (RFDN).
+    # Airia-Team1: MobileNetV3 features refined by RFDB and SRB blocks (RFDN: Liu et al., ECCV Workshops 2020),
+    # pixel-shuffle upsampling.
     "airia_rfdb": Arch(backbone="mobilenetv3_large_100", depth=5, decoder_channels=(128, 64, 32, 32, 16),
                        skips=("concat", "concat", "concat", "concat", "none"),
                        blocks=("rfdb", "rfdb", "rfdb", "srb", "srb"), rfdb_esa=True, upsample="pixelshuffle",
@@ -27,7 +33,7 @@ PRESETS: dict[str, Arch] = {
     "hit_aiia": Arch(backbone="efficientnet_b1", depth=5, decoder_channels=(256, 128, 64, 32, 16),
                      skips=("concat", "concat", "concat", "concat", "none"), blocks=("conv",) * 5,
                      upsample="nearest", input_scale="0.5", head="relu"),
-    # SMART (2nd): FastDepth, MobileNetV1 + five NNConv5 stages 512..32 with additive skips.
+    # SMART (2nd): FastDepth (Wofk et al., ICRA 2019), MobileNetV1 + five NNConv5 stages 512..32, additive skips.
     "fastdepth": Arch(backbone="mobilenetv1_100", depth=5, decoder_channels=(512, 256, 128, 64, 32),
                       skips=("add", "add", "add", "add", "none"), blocks=("dws5",) * 5, upsample="nearest",
                       input_scale="1", head="relu"),

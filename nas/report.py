@@ -13,8 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from .config import RunConfig  # noqa: E402
-from .errors import ConfigError  # noqa: E402
-from .study import open_storage  # noqa: E402
+from .study import load_study  # noqa: E402
 
 COLUMNS = ("number", "state", "final_score", "si_rmse", "rmse", "log10", "rel", "latency_ms", "latency_p90_ms",
            "device", "params", "macs", "tflite_bytes", "backbone", "input_scale", "arch_id", "preset", "fail_reason")
@@ -42,11 +41,9 @@ def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, fl
     return front
 
 
-def write_report(config: RunConfig, out: Path | None) -> Path:
-    try:
-        study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage_url, heartbeat=False))
-    except KeyError:
-        raise ConfigError(None, f"no study {config.study!r} in {config.storage_url}") from None
+def write_study_report(config: RunConfig, out: Path | None) -> Path:
+    """Write trials.csv, pareto.png and summary.json of `config.study` into `out` (default results/reports/)."""
+    study = load_study(config.storage_url, config.study)
     out = out or config.results / "reports" / config.study
     out.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)

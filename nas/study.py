@@ -17,6 +17,7 @@ from optuna.artifacts import FileSystemArtifactStore
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 from .config import RunConfig
+from .errors import ConfigError
 
 SCORE_METRICS = ["final_score"]
 PARETO_METRICS = ["si_rmse", "latency_ms"]
@@ -54,6 +55,14 @@ def open_study(config: RunConfig) -> optuna.Study:
     )
     study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
     return study
+
+
+def load_study(storage_url: str, study_name: str) -> optuna.Study:
+    """An existing study, for reading (no heartbeats: nothing runs); ConfigError when there is none."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=False))
+    except KeyError:
+        raise ConfigError(None, f"no study {study_name!r} in {storage_url}") from None
 
 
 def artifact_store(config: RunConfig) -> FileSystemArtifactStore:

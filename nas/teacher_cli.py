@@ -1,4 +1,7 @@
-"""`nas teacher train | cache`: parse, call one function in nas.train.teacher, report one line."""
+"""`nas teacher train | cache`: parse, call one function in nas.teacher, report one line.
+
+Errors are raised, not printed: `nas.cli.ErrorBoundary` reports them and picks the exit code.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +9,39 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from .console import fail, out
+
+from .config import BUDGETS
+from .console import out
 from .errors import ConfigError
 
 teacher_app = typer.Typer(help="The distillation teacher: train one, or cache a teacher's depth on a data set.",
                           no_args_is_help=True)
 
-BUDGET_NAMES = ("smoke", "quick", "full")
 Data = Annotated[Path, typer.Option("--data", help="data set root (MAI 2021 layout)")]
+TeacherBudget = Annotated[str, typer.Option(
+    help=f"teacher budget: {' | '.join(BUDGETS)} (quick: CPU, minutes; full: GPU, 480×360, 12k steps)")]
 
 
 def _check_budget(budget: str) -> None:
-    if budget not in BUDGET_NAMES:
-        fail(f"unknown budget {budget!r}; choose from {', '.join(BUDGET_NAMES)}")
+    """Teacher budgets are named like the student budgets (`nas.config.BUDGETS`) they serve."""
+    if budget not in BUDGETS:
+        raise ConfigError(None, f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
 
 
 @teacher_app.command("train")
 def train_cmd(data: Data, out_dir: Annotated[Path, typer.Option("--out", help="teacher folder to write")],
               backbone: Annotated[Optional[str], typer.Option(
                   help="timm backbone (default: resnet18 smoke, efficientnet_b0 quick, resnet50 full)")] = None,
-              budget: Annotated[str, typer.Option(
-                  help="teacher budget: smoke | quick (CPU, minutes) | full (GPU: 480×360, 12k steps)")] = "quick",
+              budget: TeacherBudget = "quick",
               init: Annotated[Optional[Path], typer.Option(
                   help="local checkpoint (state dict: whole teacher or backbone, .pt/.pth/.safetensors)")] = None,
               steps: Annotated[Optional[int], typer.Option(help="override the budget's step count")] = None,
               seed: int = 0) -> None:
     """Train a large DepthNet teacher; writes teacher.pt and teacher.json (arch, budget, data fingerprint, metrics)."""
-    from .train.teacher import train_teacher
+    from .teacher import train_teacher
 
     _check_budget(budget)
-    try:
-        spec = train_teacher(data, out_dir, budget, backbone, init, steps, seed)
-    except ConfigError as exc:
-        fail(str(exc))
+    spec = train_teacher(data, out_dir, budget, backbone, init, steps, seed)
     si = (spec.val_metrics or {}).get("si_rmse", float("nan"))
     out.print(f"teacher {spec.label} in {out_dir}: validation si-RMSE {si:.4f}; use it with "
               f"`nas run --teacher {out_dir}`", highlight=False, soft_wrap=True)
@@ -47,21 +50,18 @@ def train_cmd(data: Data, out_dir: Annotated[Path, typer.Option("--out", help="t
 TeacherDir = Annotated[Path, typer.Option("--out", help="teacher folder (from `train`, or new with --model)")]
 UserModel = Annotated[Optional[Path], typer.Option(
     help="your teacher: TorchScript or ONNX, RGB float 0..255 NCHW -> depth in metres")]
-CacheBudget = Annotated[str, typer.Option(help="student budget whose training resolution to cache at")]
+CacheBudget = Annotated[str, typer.Option(
+    help=f"student budget ({' | '.join(BUDGETS)}) whose training resolution to cache at")]
 
 
 @teacher_app.command("cache")
 def cache_cmd(data: Data, out_dir: TeacherDir, model: UserModel = None, budget: CacheBudget = "quick") -> None:
     """Run the teacher once over the training split and store its depth (float16), with its validation metrics."""
-    from .config import BUDGETS
-    from .train.teacher import cache_teacher
+    from .teacher import cache_teacher
 
     _check_budget(budget)
     b = BUDGETS[budget]
-    try:
-        cache, spec = cache_teacher(out_dir, data, b.train_height, b.train_width, model)
-    except ConfigError as exc:
-        fail(str(exc))
+    cache, spec = cache_teacher(out_dir, data, b.train_height, b.train_width, model)
     state = "rebuilt" if cache.rebuilt else "fresh, reused"
     si = cache.val_metrics.get("si_rmse", float("nan"))
     rmse = cache.val_metrics.get("rmse", float("nan"))

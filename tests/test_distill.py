@@ -23,10 +23,10 @@ from nas.objective import TrialObjective
 from nas.pipeline import TrialContext, prepare_context
 from nas.presets import PRESETS
 from nas.space import load_space
-from nas.train.distill import DistilledLoss, distillation_loss, prepare_distillation
+from nas.train.distill import DistilledLoss, prepare_distillation
 from nas.train.loop import train
-from nas.train.losses import supervised_loss
-from nas.train.teacher import SPEC_FILE, register_model
+from nas.train.losses import distillation_loss, supervised_loss
+from nas.teacher import SPEC_FILE, register_model
 
 SMOKE_SPACE = REPO_ROOT / "search_spaces" / "smoke.yaml"
 

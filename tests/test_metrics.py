@@ -1,4 +1,4 @@
-"""MAI metrics against hand-computed values (FACTS.md definitions)."""
+"""MAI metrics against hand-computed values (definitions: the official MAI 2021 evaluation code)."""
 
 import math
 

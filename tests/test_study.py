@@ -6,10 +6,11 @@ import optuna
 import pytest
 
 from nas.config import load_config
+from nas.errors import ConfigError
 from nas.presets import PRESETS
 from nas.search import enqueue_baselines
 from nas.space import load_space
-from nas.study import open_study
+from nas.study import load_study, open_study
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -39,3 +40,12 @@ def test_pareto_objective_has_two_named_minimised_metrics(tmp_path):
     study = open_study(config)
     assert study.metric_names == ["si_rmse", "latency_ms"]
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
+
+
+def test_load_study_names_a_missing_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    with pytest.raises(ConfigError, match=f"no study 'nope' in {url}"):
+        load_study(url, "nope")
+    config = load_config(None, storage=url, study="there", results=tmp_path)
+    open_study(config)
+    assert load_study(url, "there").study_name == "there"

@@ -13,13 +13,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from nas.arch import Arch
+from nas.cli import app
 from nas.data.synth import synthesize
 from nas.errors import ConfigError
-from nas.arch import Arch
 from nas.models import DepthNet
-from nas.teacher_cli import teacher_app
-from nas.train.teacher import (SPEC_FILE, Predictor, cache_teacher, data_fingerprint, ensure_cache, ensure_teacher,
-                               read_spec, register_model, train_teacher)
+from nas.teacher import (SPEC_FILE, Predictor, cache_teacher, data_fingerprint, ensure_cache, ensure_teacher,
+                         read_spec, register_model, train_teacher)
 
 
 class TinyTeacher(torch.nn.Module):
@@ -193,16 +193,16 @@ def test_init_checkpoint_loads_backbone_weights(data: Path, tmp_path: Path) -> N
 def test_cli_cache_and_errors(data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     model = scripted_teacher(tmp_path / "tiny.pt")
-    result = runner.invoke(teacher_app, ["cache", "--data", str(data), "--out", str(tmp_path / "t"),
-                                         "--model", str(model), "--budget", "smoke"])
+    result = runner.invoke(app, ["teacher", "cache", "--data", str(data), "--out", str(tmp_path / "t"),
+                                 "--model", str(model), "--budget", "smoke"])
     assert result.exit_code == 0, result.output
     assert "torchscript/model.pt: 6 maps at 128×96 (rebuilt)" in result.output
-    result = runner.invoke(teacher_app, ["cache", "--data", str(data), "--out", str(tmp_path / "t"),
-                                         "--budget", "smoke"])
+    result = runner.invoke(app, ["teacher", "cache", "--data", str(data), "--out", str(tmp_path / "t"),
+                                 "--budget", "smoke"])
     assert result.exit_code == 0 and "fresh, reused" in result.output
-    result = runner.invoke(teacher_app, ["cache", "--data", str(data), "--out", str(tmp_path / "empty")])
+    result = runner.invoke(app, ["teacher", "cache", "--data", str(data), "--out", str(tmp_path / "empty")])
     assert result.exit_code == 2 and result.output.startswith("error:") and len(result.output.splitlines()) == 1
     assert "empty: teacher folder does not exist" in result.output
-    result = runner.invoke(teacher_app, ["train", "--data", str(data), "--out", str(tmp_path / "x"),
-                                         "--budget", "huge"])
+    result = runner.invoke(app, ["teacher", "train", "--data", str(data), "--out", str(tmp_path / "x"),
+                                 "--budget", "huge"])
     assert result.exit_code == 2 and "unknown budget 'huge'" in result.output

@@ -15,8 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from nas.files import atomic_write_bytes, sha256_file
 from nas.hardware.local import Backend, MeasurementError
-from nas.hardware.meter import default_holder, make_backend, sha256_file
+from nas.hardware.meter import default_holder, make_backend
 from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
 from nas.hardware.profile import DeviceProfile, load_hardware
 
@@ -76,9 +77,7 @@ def build_reference_model(path: Path, height: int = 96, width: int = 128, channe
     data = converter.convert()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
+    atomic_write_bytes(path, data)
     return path
 
 

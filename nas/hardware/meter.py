@@ -8,7 +8,6 @@ out as `MeasurementError` with a reason a trial can record; the study goes on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import socket
@@ -23,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from nas.files import sha256_file
 from nas.hardware.cache import LatencyCache
 from nas.hardware.local import Backend, DeviceError, LocalBackend, MeasurementError
 from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
@@ -69,15 +69,6 @@ class LatencyResult:
 def now_iso() -> str:
     """Current time as ISO 8601 with a time zone (UTC), millisecond resolution."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def sha256_file(path: Path) -> str:
-    """Content hash of a model file: the key of uploads and of the cache."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_backend(profile: DeviceProfile, trust_new_host_keys: bool = False,

@@ -1,11 +1,9 @@
 """Knowledge distillation from a cached teacher into every candidate (issue #5).
 
-The student loss is the supervised loss on valid ground-truth pixels plus lambda times a
-distillation loss against the teacher's depth on *every* pixel the teacher covers, so holes in the
-ground truth (sky, occlusion edges, out of range) are supervised too. The distillation term is
-fully scale-invariant (variance focus 1) plus gradient matching of log depth: the ground truth
-teaches absolute scale, the teacher teaches shape, and a teacher with a slight scale bias (or a
-user's relative-depth teacher) does not fight the ground truth.
+The student loss is the supervised loss on valid ground-truth pixels plus lambda times the
+distillation loss (`nas.train.losses.distillation_loss`) against the teacher's depth on *every*
+pixel the teacher covers. This module wires the two together and gets the teacher's depth for the
+training split from `nas.teacher` (trained and cached first where needed).
 """
 
 from __future__ import annotations
@@ -19,13 +17,12 @@ import numpy as np
 import torch
 
 from ..config import Budget, RunConfig
+from ..console import err
 from ..data.dataset import DepthSplit
 from ..errors import ConfigError
+from ..teacher import align_to_split, ensure_cache, ensure_teacher, folder_lock, resolve_teacher
 from .loop import Batch, LossFn
-from .losses import log_gradient_loss, supervised_loss
-from .teacher import align_to_split, console, ensure_cache, ensure_teacher, folder_lock, resolve_teacher
-
-TEACHER_MIN_M = 0.001  # teacher pixels at or below this are ignored (e.g. zero padding of a user model)
+from .losses import distillation_loss, supervised_loss
 
 
 @dataclass
@@ -35,27 +32,6 @@ class Distillation:
     maps: np.ndarray  # (N, H, W) teacher depth in metres (float16), aligned with the training split
     make_loss: Callable[[float], LossFn]  # lambda -> loss over (pred, batch); batch["teacher"] is (B,1,H,W)
     record: dict[str, Any]  # teacher folder and fingerprint, for the trial record
-
-
-def scale_invariant_log_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                             eps: float = 1e-6) -> torch.Tensor:
-    """sqrt(var(d) + eps) - sqrt(eps), d = log pred - log target over the mask, mean over images.
-
-    Exactly zero when pred equals target up to a per-image scale; the eps keeps the gradient finite.
-    """
-    d = torch.log(pred.clamp_min(eps)) - torch.log(target.clamp_min(eps))
-    m = mask.float()
-    n = m.flatten(1).sum(1).clamp_min(1.0)
-    mean_d = (d * m).flatten(1).sum(1) / n
-    centred = (d - mean_d.view(-1, *([1] * (d.ndim - 1)))) * m  # two passes: no cancellation at large d
-    variance = (centred * centred).flatten(1).sum(1) / n
-    return (torch.sqrt(variance + eps) - eps**0.5).mean()
-
-
-def distillation_loss(pred: torch.Tensor, teacher: torch.Tensor, gradient_weight: float = 0.5) -> torch.Tensor:
-    """Scale-invariant log difference plus log-gradient matching against the teacher, on all its pixels."""
-    mask = teacher > TEACHER_MIN_M
-    return scale_invariant_log_loss(pred, teacher, mask) + gradient_weight * log_gradient_loss(pred, teacher, mask)
 
 
 @dataclass(frozen=True)
@@ -106,6 +82,6 @@ def prepare_distillation(config: RunConfig, train_split: DepthSplit, budget: Bud
               "teacher_val_si_rmse": cache.val_metrics.get("si_rmse"),
               "teacher_val_rmse": cache.val_metrics.get("rmse")}
     if not cache.rebuilt:
-        console.print(f"teacher {spec.label} from {folder}: cached depth reused "
-                      f"(validation si-RMSE {cache.val_metrics.get('si_rmse', float('nan')):.4f})")
+        err.print(f"teacher {spec.label} from {folder}: cached depth reused "
+                  f"(validation si-RMSE {cache.val_metrics.get('si_rmse', float('nan')):.4f})")
     return make_distillation(maps, record)

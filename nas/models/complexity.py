@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: torch.nn.Module) -> int:
+    """Parameters of every tensor the model trains or holds (not its buffers)."""
     return sum(p.numel() for p in model.parameters())
 
 
