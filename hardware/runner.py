@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time one float32 .tflite model with LiteRT and print ONE JSON object on stdout.
+"""Time one .tflite model (float32 or quantized) with LiteRT and print ONE JSON object on stdout.
 
 This single file is what runs on every device (this machine through a subprocess, a Raspberry Pi
 through SSH), so a latency figure means the same thing wherever it was taken. It must stay
@@ -11,6 +11,8 @@ self-contained (standard library, numpy, ai_edge_litert or tflite_runtime) and r
 Exit codes: 0 ok, 2 bad arguments or model, 3 no TFLite runtime, 4 too hot (--max-temp-c),
 5 the interpreter failed. On error the message goes to stderr; stdout still carries a JSON object
 with the environment fields when they could be read, so the caller can say what it saw.
+A timed run also reports the dtypes of the model's input and output tensors ("float32", "int8",
+...; comma-separated where a model has several), so a figure says which precision it timed.
 """
 
 from __future__ import annotations
@@ -164,6 +166,11 @@ def fill_inputs(interpreter: Any, np: Any) -> None:
         interpreter.set_tensor(det["index"], data)
 
 
+def tensor_dtypes(details: List[Dict[str, Any]], np: Any) -> str:
+    """The dtype names of the given tensors, comma-separated ("float32" for our depth models)."""
+    return ",".join(np.dtype(det["dtype"]).name for det in details)
+
+
 def summarize(times_ms: List[float], np: Any) -> Dict[str, float]:
     """Median, p90 (linear interpolation), min and population std of the timed invokes."""
     arr = np.asarray(times_ms, dtype=np.float64)
@@ -250,6 +257,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["runs"] = args.runs
     result["warmup"] = args.warmup
     result["threads"] = args.threads
+    result["input_dtype"] = tensor_dtypes(interpreter.get_input_details(), np)
+    result["output_dtype"] = tensor_dtypes(interpreter.get_output_details(), np)
     # Read again after timing: heat and throttling during the runs is what the figures saw.
     result["temperature_c"] = read_temperature()
     result["throttled"] = read_throttled()

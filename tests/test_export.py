@@ -22,6 +22,7 @@ def exported(tmp_path_factory):
 
 
 def test_tiny_model_converts_and_matches(exported):
+    assert exported["precision"] == "fp32" and "tflite_fp32" not in exported
     assert exported["max_abs_err_onnx_vs_torch_m"] < 1e-3
     assert exported["max_abs_err_tflite_vs_onnx_m"] < 1e-3
     assert exported["tflite_bytes"] > 10_000

@@ -17,7 +17,7 @@ from nas.hardware import LatencyMeter, MeasurementError, load_hardware
 from nas.hardware.local import RUNNER_PATH
 
 ENV_FIELDS = {"runtime", "runtime_version", "cpu", "temperature_c", "throttled"}
-TIMING_FIELDS = {"median_ms", "p90_ms", "min_ms", "std_ms", "runs", "threads"}
+TIMING_FIELDS = {"median_ms", "p90_ms", "min_ms", "std_ms", "runs", "threads", "input_dtype", "output_dtype"}
 
 
 def run_runner(*args: str) -> subprocess.CompletedProcess[str]:
@@ -40,6 +40,7 @@ def test_runner_times_a_model(tiny_model: Path) -> None:
     assert out["runs"] == 5 and out["threads"] == 2
     assert 0 < out["min_ms"] <= out["median_ms"] <= out["p90_ms"]
     assert out["std_ms"] >= 0 and out["cpu"]
+    assert out["input_dtype"] == "float32" and out["output_dtype"] == "float32"
 
 
 def test_runner_probe_and_errors(tmp_path: Path) -> None:

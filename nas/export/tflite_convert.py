@@ -199,10 +199,15 @@ def quantization_error(got: np.ndarray, expected: np.ndarray) -> dict[str, float
 
     max_abs_err_m: the worst pixel; median_rel_err: the typical pixel, |got - ref| / ref; si_rmse:
     the MAI metric of the quantized prediction against the float one (mean over images), i.e. what
-    quantization alone would cost the score if the float model were perfect.
+    quantization alone would cost the score if the float model were perfect. ExportError only for
+    a broken model: another output shape, or a non-finite value.
     """
     from ..metrics import si_rmse
 
+    if got.shape != expected.shape:
+        raise ExportError(f"quantized TFLite output shape {got.shape[1:]} differs from ONNX {expected.shape[1:]}")
+    if not np.isfinite(got).all():
+        raise ExportError(f"quantized TFLite output has {int((~np.isfinite(got)).sum())} non-finite values")
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
     ref = np.maximum(np.abs(expected.astype(np.float64)), 1e-6)
     return {"max_abs_err_m": float(diff.max()), "median_rel_err": float(np.median(diff / ref)),
@@ -213,15 +218,18 @@ def check_quantized_parity(tflite_path: Path, onnx_path: Path, images_nchw: np.n
     """Quantized TFLite against ONNX on float32 NCHW 0..255 images: `quantization_error`'s figures.
 
     Inaccuracy never fails: a badly quantizing model is scored honestly later. Only a broken model
-    is an ExportError: another output shape, or a non-finite value.
+    is an ExportError (see `quantization_error`; also one LiteRT cannot load, as XNNPACK refuses some
+    miscalibrated graphs), or images the TFLite model cannot take.
     """
     from .onnx_export import run_onnx
 
-    model = TFLiteModel(tflite_path)
+    try:
+        model = TFLiteModel(tflite_path)
+    except (RuntimeError, ValueError) as exc:
+        raise ExportError(f"LiteRT cannot load the quantized model {tflite_path}: {exc}") from exc
+    if tuple(images_nchw.shape[2:]) != model.input_hw:
+        raise ExportError(f"parity images are {images_nchw.shape[2]}×{images_nchw.shape[3]} but the TFLite model "
+                          f"takes {model.input_hw[0]}×{model.input_hw[1]}")
     expected = np.concatenate([run_onnx(onnx_path, image[None]) for image in images_nchw])
     got = np.stack([model.predict(image.transpose(1, 2, 0)) for image in images_nchw])
-    if got.shape != expected.shape:
-        raise ExportError(f"quantized TFLite output shape {got.shape[1:]} differs from ONNX {expected.shape[1:]}")
-    if not np.isfinite(got).all():
-        raise ExportError(f"quantized TFLite output has {int((~np.isfinite(got)).sum())} non-finite values")
     return quantization_error(got, expected)

@@ -52,6 +52,10 @@ class LatencyResult:
     measure_end: str
     tflite_sha256: str
     cached: bool = False
+    # The model's I/O tensor dtypes as the runner saw them ("float32", "int8"): which precision was
+    # timed. None in records taken before the runner reported them.
+    input_dtype: str | None = None
+    output_dtype: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         """JSON-safe dict, ready for Optuna user attrs."""
