@@ -103,28 +103,34 @@ def run(config_file: ConfigFile = None,
         space: Annotated[Optional[Path], typer.Option(help="search-space YAML")] = None,
         hardware: Annotated[Optional[Path], typer.Option(help="hardware profile YAML")] = None,
         study: StudyName = None, storage: Storage = None,
-        trials: Annotated[Optional[int], typer.Option(help="complete or pruned trials the study should reach (failed ones are retried)")] = None,
+        trials: Annotated[Optional[int], typer.Option(help="trained trials the study should reach: complete or pruned "
+                                                      "while training (failed ones are retried; candidates screened "
+                                                      "out by the latency bound do not count)")] = None,
         timeout: Annotated[Optional[float], typer.Option(help="stop starting trials after SECONDS")] = None,
         budget: BudgetOption = None,
         teacher: Annotated[Optional[Path], typer.Option(help="teacher folder (default: trained under results/)")] = None,
         no_distill: Annotated[bool, typer.Option("--no-distill", help="train without a teacher")] = False,
         objective: Annotated[Optional[str], typer.Option(help="score | pareto (si-RMSE and latency)")] = None,
-        pruner: Annotated[Optional[str], typer.Option(help="none | median | hyperband")] = None,
+        pruner: Annotated[Optional[str], typer.Option(help="none | median | hyperband (on estimated Final Scores)")] = None,
+        sampler: Annotated[Optional[str], typer.Option(help="tpe | random")] = None,
         seed: Optional[int] = None, results: Results = None,
         enqueue_baselines: Annotated[bool, typer.Option("--enqueue-baselines",
                                                         help="run the MAI 2021 seed architectures first")] = False,
         trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys",
                                                           help="accept and save unknown SSH host keys")] = False) -> None:
     """Create or resume a study and run trials (the embedded default needs no arguments)."""
-    from .search import run_search, summary_table
+    from .search import run_search, standing_line, summary_table
 
     config = load_config(config_file, data=data, space=space, hardware=hardware, study=study, storage=storage,
                          trials=trials, timeout=timeout, budget=budget, teacher=teacher,
-                         distill=False if no_distill else None, objective=objective, pruner=pruner, seed=seed,
+                         distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
                          results=results, enqueue_baselines=enqueue_baselines or None,
                          trust_new_host_keys=trust_new_host_keys or None)
     study_obj = run_search(config)
-    out.print(summary_table(study_obj))
+    # Not a terminal (CI, a log file): rich would squeeze the table into 80 columns and cut every figure.
+    out.print(summary_table(study_obj), width=None if out.is_terminal else 200)
+    if line := standing_line(study_obj):
+        out.print(line, highlight=False, markup=False)
     artifacts = config.artifact_dir
     out.print(f"browse: nas dashboard --storage {config.storage_url} --results {config.results}\n"
               f"   or: optuna-dashboard {config.storage_url} --artifact-dir {artifacts}\n"
@@ -196,14 +202,23 @@ def arch_show(name_or_json: str, as_json: Annotated[bool, typer.Option("--json")
 
 @arch_app.command("export")
 def arch_export(name_or_json: str, out_dir: Annotated[Path, typer.Option("--out")],
-                height: int = 480, width: int = 640) -> None:
-    """Export a preset or arch JSON (untrained weights) to ONNX and float32 TFLite, with the parity report."""
+                height: int = 480, width: int = 640,
+                precision: Annotated[Optional[str], typer.Option(
+                    help="fp32 | int8 (calibrated on rendered scenes; default: the arch's own)")] = None) -> None:
+    """Export a preset or arch JSON (untrained weights) to ONNX and TFLite, with the parity report."""
+    import dataclasses
+
     from .export import ExportError
     from .export.pipeline import export_arch
 
     arch = _resolve_arch(name_or_json)
+    if precision is not None:
+        try:
+            arch = dataclasses.replace(arch, precision=precision)
+        except ArchError as exc:
+            raise ConfigError(None, str(exc)) from None
     try:
-        report = export_arch(arch, out_dir, height, width)
+        report = export_arch(arch, out_dir, height, width, precision=arch.precision)
     except ArchError as exc:  # an arch that cannot be built: bad input
         raise ConfigError(None, str(exc)) from None
     except (ValueError, ExportError) as exc:  # the export itself failed

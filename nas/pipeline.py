@@ -31,7 +31,7 @@ from .export.onnx_export import check_onnx_parity, export_onnx
 from .export.tflite_convert import (calibration_sample, check_quantized_parity, check_tflite_parity, convert_to_tflite,
                                    fp32_companion)
 from .hardware import LatencyMeter
-from .hardware.meter import sha256_file
+from .files import sha256_file
 from .metrics import final_score
 from .space import SearchSpace
 from .train.batches import PixelScaleBatches, training_crop

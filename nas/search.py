@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .config import RunConfig
 from .data.check import check_dataset
+from .data.layout import list_pairs
 from .data.synth import synthesize
 from .errors import ConfigError
 from .arch import Arch
@@ -60,7 +61,25 @@ def check_inputs(config: RunConfig) -> tuple[SearchSpace, list]:
         problems = check_dataset(config.data)
         if problems:
             raise DataError(config.data, problems)
+    check_calibration_set(config, space)
     return space, devices
+
+
+MIN_CALIBRATION_IMAGES = 4
+
+
+def check_calibration_set(config: RunConfig, space: SearchSpace) -> None:
+    """int8 candidates are calibrated on training images: refuse a set too small before any work starts."""
+    precision = next((p for p in space.params if p.name == "precision"), None)
+    if precision is None or "int8" not in (precision.choices or ()):
+        return
+    available = config.synth_train if config.data is None else len(list_pairs(config.data, "train"))
+    limit = config.train_budget.train_limit
+    available = min(available, limit) if limit else available
+    if available < MIN_CALIBRATION_IMAGES:
+        where = config.data / "train" if config.data is not None else config.space
+        raise ConfigError(where, f"the space allows int8 models, which are calibrated on training images: "
+                                 f"{available} available, at least {MIN_CALIBRATION_IMAGES} needed")
 
 
 def preset_points(space: SearchSpace) -> dict[str, Arch]:

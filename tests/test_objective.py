@@ -126,3 +126,19 @@ def test_the_median_pruner_keeps_an_accurate_fast_candidate(smoke_context):
     assert all(v > 0.65 for v in values.values())
     assert values[12] == pytest.approx(final_score(trial.user_attrs["train_val_si_rmse"],
                                                    trial.user_attrs["latency_estimate_ms"] / 1000.0))
+
+
+def test_an_int8_space_needs_a_calibration_set_before_the_study_starts(tmp_path):
+    from nas.data.synth import synthesize
+    from nas.errors import ConfigError
+    from nas.search import check_inputs
+
+    synthesize(tmp_path / "data", {"train": 2, "validation": 1}, seed=0, width=64, height=48)
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  precision: {choices: [fp32, int8]}\n")
+    config = load_config(None, data=tmp_path / "data", space=space, results=tmp_path / "r")
+    with pytest.raises(ConfigError, match="2 available, at least 4 needed") as info:
+        check_inputs(config)
+    assert str(tmp_path / "data" / "train") in str(info.value)
+    space.write_text("params:\n  precision: {choices: [fp32]}\n")
+    check_inputs(config)  # fp32 only: nothing to calibrate

@@ -18,18 +18,10 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from ..files import atomic_write_text
+
 from .dataset import DepthSplit, load_depth_mm, load_rgb
-from .layout import list_pairs
-
-
-def pairs_fingerprint(pairs: list[tuple[Path, Path]]) -> str:
-    """sha256 over (stem, suffixes, sizes, mtimes) of RGB/depth pairs: a touched or swapped file changes it."""
-    digest = hashlib.sha256()
-    for rgb, depth in pairs:
-        a, b = rgb.stat(), depth.stat()
-        digest.update(f"{rgb.stem}|{rgb.suffix}|{a.st_size}|{a.st_mtime_ns}|{depth.suffix}|"
-                      f"{b.st_size}|{b.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+from .layout import list_pairs, pair_stamps
 
 
 def decoded_bytes(count: int, width: int, height: int) -> int:
@@ -44,7 +36,7 @@ def open_split(root: Path, split: str, cache_dir: Path, size_wh: tuple[int, int]
     if not pairs:
         raise FileNotFoundError(f"{Path(root) / split}: no RGB/depth pairs")
     width, height = size_wh
-    key = hashlib.sha256(f"{pairs_fingerprint(pairs)}|{width}x{height}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{pair_stamps(split, pairs)}|{width}x{height}".encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     base = cache_dir / f"{split}-{width}x{height}-{key}"
@@ -55,8 +47,8 @@ def open_split(root: Path, split: str, cache_dir: Path, size_wh: tuple[int, int]
             for stale in cache_dir.glob(f"{split}-{width}x{height}-*"):
                 if not stale.name.startswith(base.name):
                     stale.unlink(missing_ok=True)
-            meta_path.write_text(json.dumps({"root": str(Path(root).resolve()), "split": split,
-                                             "stems": [r.stem for r, _ in pairs]}))
+            atomic_write_text(meta_path, json.dumps({"root": str(Path(root).resolve()), "split": split,
+                                                     "stems": [r.stem for r, _ in pairs]}))
     stems = json.loads(meta_path.read_text())["stems"]
     return DepthSplit(np.load(rgb_path, mmap_mode="r"), np.load(depth_path, mmap_mode="r"), stems)
 

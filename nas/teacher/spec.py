@@ -17,7 +17,7 @@ from typing import Any, Literal
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
-from ..data.layout import list_pairs
+from ..data.layout import list_pairs, pair_stamps
 from ..errors import ConfigError
 from ..files import atomic_write_text
 
@@ -63,10 +63,7 @@ def data_fingerprint(root: Path, splits: tuple[str, ...] = ("train",)) -> str:
         pairs = list_pairs(root, split)
         if not pairs:
             raise ConfigError(root / split, "no RGB/depth pairs (expected rgb/ and depth/ with shared stems)")
-        for rgb, depth in pairs:
-            a, b = rgb.stat(), depth.stat()
-            digest.update(f"{split}/{rgb.stem}|{rgb.suffix}|{a.st_size}|{a.st_mtime_ns}|{depth.suffix}|"
-                          f"{b.st_size}|{b.st_mtime_ns}\n".encode())
+        digest.update(pair_stamps(split, pairs).encode())
     return digest.hexdigest()
 
 
