@@ -118,18 +118,22 @@ class StopAtTrainedTrials:
     """Stop once the study holds `target` trained trials (complete, or pruned while training).
 
     Candidates screened out by the latency bound cost seconds, so they do not use up `--trials`;
-    `max_screened` stops a run whose every candidate is screened out (a space with nothing faster).
+    `max_screened` stops a run whose every candidate is screened out (a space with nothing faster), and
+    `max_failed` one whose trials keep failing (as many failures as trials were asked of the run).
     """
 
-    def __init__(self, target: int, max_screened: int):
+    def __init__(self, target: int, max_screened: int, max_failed: int):
         self.target = target
         self.max_screened = max_screened
+        self.max_failed = max_failed
         self.screened_this_run = 0
+        self.failed_this_run = 0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.user_attrs.get("pruned_before_training"):
-            self.screened_this_run += 1
-        if trained_count(study) >= self.target or self.screened_this_run >= self.max_screened:
+        self.screened_this_run += bool(trial.user_attrs.get("pruned_before_training"))
+        self.failed_this_run += trial.state == optuna.trial.TrialState.FAIL
+        if (trained_count(study) >= self.target or self.screened_this_run >= self.max_screened
+                or self.failed_this_run >= self.max_failed):
             study.stop()
 
 
@@ -157,10 +161,12 @@ def run_search(config: RunConfig) -> optuna.Study:
     console.print(f"study {config.study!r}: {remaining} trial(s) to run, budget {config.budget}, "
                   f"space {space.name}, device(s) {', '.join(d.name for d in devices)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    stopper = StopAtTrainedTrials(config.trials, max_screened=max(50, 10 * config.trials))
+    max_screened = max(50, 10 * config.trials)
+    stopper = StopAtTrainedTrials(config.trials, max_screened=max_screened, max_failed=remaining)
     try:
-        study.optimize(TrialObjective(ctx, artifact_store(config)), timeout=config.timeout, catch=(Exception,),
-                       gc_after_trial=True, callbacks=[stopper])
+        # n_trials bounds the attempts of this run: failed trials use it up too, so a broken device ends the run.
+        study.optimize(TrialObjective(ctx, artifact_store(config)), n_trials=remaining + max_screened,
+                       timeout=config.timeout, catch=(Exception,), gc_after_trial=True, callbacks=[stopper])
     finally:
         ctx.meter.close()
     return study
