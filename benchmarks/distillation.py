@@ -38,7 +38,7 @@ from nas.models import DepthNet  # noqa: E402
 from nas.presets import PRESETS  # noqa: E402
 from nas.train.distill import DistilledLoss  # noqa: E402
 from nas.train.loop import supervised, train, validate  # noqa: E402
-from nas.train.teacher import (align_to_split, ensure_cache, ensure_teacher, folder_lock,  # noqa: E402
+from nas.teacher import (align_to_split, ensure_cache, ensure_teacher, folder_lock,  # noqa: E402
                                resolve_teacher)
 
 console = Console(stderr=True)

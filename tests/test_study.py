@@ -8,7 +8,7 @@ import pytest
 from nas.config import load_config
 from nas.errors import ConfigError
 from nas.presets import PRESETS
-from nas.search import enqueue_baselines
+from nas.search import enqueue_baselines, preset_points
 from nas.space import load_space
 from nas.study import load_study, open_study
 
@@ -23,16 +23,17 @@ def test_study_is_created_then_resumed_with_presets_enqueued_once(tmp_path, stor
     assert study.metric_names == ["final_score"]
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     space = load_space(config.space)
-    assert enqueue_baselines(study, space) == len(PRESETS)
+    points = preset_points(space)  # every preset in fp32 and int8
+    assert len(points) == 2 * len(PRESETS) and points["litedepth-int8"].precision == "int8"
+    assert enqueue_baselines(study, space) == len(points)
     again = open_study(config)  # resume: same study, nothing enqueued twice
     assert enqueue_baselines(again, space) == 0
     waiting = again.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert len(waiting) == len(PRESETS)
-    # the first asked trial samples exactly the enqueued preset
+    assert len(waiting) == len(points)
+    # the first asked trial samples exactly the enqueued preset: the cheapest one comes first
     trial = again.ask()
     arch, _ = space.sample(trial)
-    assert arch in PRESETS.values() and trial.user_attrs["preset"] in PRESETS
-    assert arch == PRESETS[trial.user_attrs["preset"]]
+    assert trial.user_attrs["preset"] == "litedepth" and arch == points["litedepth"]
 
 
 def test_pareto_objective_has_two_named_minimised_metrics(tmp_path):
