@@ -354,7 +354,8 @@ class LatencyMeter:
             cpu=out.get("cpu"), temperature_c=out.get("temperature_c"),
             # Read after timing: sticky "since boot" bits include anything during the runs.
             throttled=out.get("throttled") or env.get("throttled"),
-            measure_start=times[0], measure_end=times[1], tflite_sha256=sha, cached=False)
+            measure_start=times[0], measure_end=times[1], tflite_sha256=sha, cached=False,
+            input_dtype=out.get("input_dtype"), output_dtype=out.get("output_dtype"))
 
     def _log(self, entry: dict[str, Any]) -> None:
         """Append to results/hardware/measurements.jsonl: an audit trail (never secrets)."""
