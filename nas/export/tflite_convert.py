@@ -62,7 +62,8 @@ def check_calibration(calibration: np.ndarray | None, input_hw: tuple[int, int])
     """The calibration images as onnx2tf wants them: float32 NHWC, raw 0..255 (mean 0, std 1).
 
     Only uint8 RGB at the model's own resolution is accepted: float images are often 0..1, which
-    would calibrate every activation range 255 times too small and ruin the model silently.
+    calibrates every activation range for inputs 255 times too dark (on the tiny test arch that gave
+    a model LiteRT's XNNPACK refused to load).
     """
     height, width = input_hw
     if calibration is None or np.size(calibration) == 0:
