@@ -25,7 +25,18 @@ class ConfigError(NasError):
 
 
 class NasRuntimeError(NasError):
-    """A failure during work (training, caching, exporting) on inputs that passed their checks."""
+    """A failure during work (training, caching, exporting) on inputs that passed their checks.
+
+    A trial that raises one fails with `str()` as its reason and the study goes on; a command that
+    raises one (`nas finalize`, `nas arch export`) exits 1 with that line.
+    """
+
+
+class StageError(NasRuntimeError):
+    """A failure of one stage of work that concerns no single user file: the message says it all."""
+
+    def __init__(self, message: str):
+        super().__init__(None, message)
 
 
 class TeacherError(NasRuntimeError):

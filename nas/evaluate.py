@@ -11,7 +11,7 @@ from PIL import Image
 
 from .data.dataset import DepthSplit
 from .export.tflite_convert import TFLiteModel
-from .metrics import METRIC_NAMES, all_metrics
+from .metrics import mean_metrics
 
 
 def evaluate_tflite(tflite_path: Path, split: DepthSplit, threads: int = 2,
@@ -20,20 +20,11 @@ def evaluate_tflite(tflite_path: Path, split: DepthSplit, threads: int = 2,
     model = TFLiteModel(tflite_path, threads=threads)
     if model.input_hw != split.rgb.shape[1:3]:
         raise ValueError(f"model input {model.input_hw} differs from the images' {split.rgb.shape[1:3]}")
-    per_image, first = [], None
-    for i, (rgb, gt) in enumerate(zip(split.rgb, split.depth_mm)):
-        pred_mm = model.predict(rgb) * 1000.0
-        if not np.isfinite(pred_mm).all():
-            raise ValueError(f"the TFLite model predicts non-finite depth on validation image {split.stems[i]}")
-        if first is None:
-            first = pred_mm
-        if (gt > 1).any():
-            per_image.append(all_metrics(pred_mm, gt))
-        if progress:
-            progress(i + 1, len(split))
-    if not per_image:
+    metrics, first = mean_metrics(lambda rgb: model.predict(rgb[0])[None] * 1000.0, split.rgb, split.depth_mm,
+                                  names=split.stems, progress=progress)
+    if not metrics:
         raise ValueError("no validation image has a valid depth pixel")
-    return {k: float(np.mean([m[k] for m in per_image])) for k in METRIC_NAMES}, first
+    return metrics, first
 
 
 def colorize(depth_mm: np.ndarray, vmax_mm: float) -> np.ndarray:

@@ -40,7 +40,7 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     return max(complete, key=lambda t: t.user_attrs.get("final_score", float("-inf")))
 
 
-def write_report(out: Path, record: dict) -> Path:
+def write_model_report(out: Path, record: dict) -> Path:
     m = record["metrics"]
     lines = [
         f"# Final model: trial {record['trial']} of study {record['study']}",
@@ -102,7 +102,7 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
         "distill_lambda": distill_lambda, "created": datetime.now(timezone.utc).isoformat(),
     }
     (out / "metrics.json").write_text(json.dumps(record, indent=2))
-    write_report(out, record)
+    write_model_report(out, record)
     (out / "onnx2tf.log").unlink(missing_ok=True)
     console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
                   f"{lat.median_ms:.1f} ms -> {out}", markup=False)

@@ -12,6 +12,7 @@ score (Ignatov et al., "Fast and Accurate Single-Image Depth Estimation on Mobil
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -61,6 +62,37 @@ def all_metrics(pred_mm: np.ndarray, gt_mm: np.ndarray) -> dict[str, float]:
     """The four MAI metrics of one image pair, keyed as in the trial record."""
     return {"si_rmse": si_rmse(pred_mm, gt_mm), "rmse": rmse(pred_mm, gt_mm),
             "log10": avg_log10(pred_mm, gt_mm), "rel": rel(pred_mm, gt_mm)}
+
+
+# A batch of uint8 RGB images (N, H, W, 3) -> predicted depth (N, H, W) in millimetres.
+BatchPredictor = Callable[[np.ndarray], np.ndarray]
+
+
+def mean_metrics(predict: BatchPredictor, rgb: np.ndarray, depth_mm: np.ndarray, batch_size: int = 1,
+                 names: Sequence[str] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, float], np.ndarray | None]:
+    """Data-set figures of any predictor (PyTorch, TFLite, a teacher): the mean of the per-image metrics.
+
+    The one evaluation loop, so that a figure means the same wherever it is computed. Images whose
+    ground truth has no valid pixel are skipped; a non-finite prediction is an error naming the image
+    (`names`). Returns the metrics ({} when no image counts) and the prediction for the first image.
+    """
+    per_image: list[dict[str, float]] = []
+    first = None
+    for start in range(0, len(rgb), batch_size):
+        pred = np.asarray(predict(np.asarray(rgb[start:start + batch_size])))
+        for offset, (p, gt) in enumerate(zip(pred, depth_mm[start:start + batch_size])):
+            if not np.isfinite(p).all():
+                name = names[start + offset] if names is not None else str(start + offset)
+                raise ValueError(f"the model predicts non-finite depth on image {name}")
+            if first is None:
+                first = p
+            if (np.asarray(gt) > 1).any():
+                per_image.append(all_metrics(p, gt))
+        if progress:
+            progress(min(start + batch_size, len(rgb)), len(rgb))
+    means = {k: float(np.mean([m[k] for m in per_image])) for k in METRIC_NAMES} if per_image else {}
+    return means, first
 
 
 def final_score(si_rmse: float, runtime_s: float, alpha: float = 10.0, c: float = 1.0) -> float:

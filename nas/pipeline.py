@@ -27,9 +27,8 @@ from .console import err as console
 from .data.dataset import DepthSplit
 from .data.frames import open_split
 from .evaluate import evaluate_tflite, write_preview
-from .export.onnx_export import check_onnx_parity, export_onnx
-from .export.tflite_convert import (calibration_sample, check_quantized_parity, check_tflite_parity, convert_to_tflite,
-                                   fp32_companion)
+from .export.pipeline import export_checked
+from .export.tflite_convert import calibration_sample
 from .hardware import LatencyMeter
 from .files import sha256_file
 from .metrics import final_score
@@ -134,22 +133,13 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     cfg = ctx.config
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = model.cpu().eval()
     sample = np.asarray(ctx.val_frames.rgb[:1]).transpose(0, 3, 1, 2).astype(np.float32)
     console.print(f"{label}: exporting to ONNX and TFLite ({arch.precision})")
-    onnx_path = export_onnx(model, workdir / "model.onnx", cfg.deploy_height, cfg.deploy_width)
-    parity: dict[str, Any] = {"onnx_vs_torch": check_onnx_parity(model, onnx_path, sample, cfg.parity_tolerance,
-                                                                 cfg.parity_rtol)}
-    calibration = ctx.calibration_images if arch.precision == "int8" else None
-    tflite_path = convert_to_tflite(onnx_path, workdir / "model.tflite", ctx.onnx2tf_sample,
-                                    log_path=workdir / "onnx2tf.log", precision=arch.precision,
-                                    calibration=calibration)
-    if arch.precision == "int8":
-        # Quantization error is the model's accuracy, not a conversion fault: measured and scored, never failed.
-        parity["tflite_vs_onnx"] = check_quantized_parity(tflite_path, onnx_path, sample)
-    else:
-        parity["tflite_vs_onnx"] = check_tflite_parity(tflite_path, onnx_path, sample, cfg.parity_tolerance,
-                                                       cfg.parity_rtol)
+    exported = export_checked(model, workdir, sample, ctx.onnx2tf_sample, cfg.deploy_height, cfg.deploy_width,
+                              precision=arch.precision,
+                              calibration=ctx.calibration_images if arch.precision == "int8" else None,
+                              tolerance=cfg.parity_tolerance, rtol=cfg.parity_rtol)
+    onnx_path, tflite_path = exported.onnx_path, exported.tflite_path
     seconds["export"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -158,7 +148,7 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     metrics, first_pred = evaluate_tflite(tflite_path, ctx.val_frames)
     fp32_metrics = None
     if arch.precision == "int8":
-        fp32_metrics, _ = evaluate_tflite(fp32_companion(tflite_path), ctx.val_frames)
+        fp32_metrics, _ = evaluate_tflite(exported.fp32_path, ctx.val_frames)
     preview = write_preview(workdir / "preview.png", ctx.val_frames.rgb[0], ctx.val_frames.depth_mm[0], first_pred)
     seconds["evaluate"] = time.perf_counter() - t0
 
@@ -167,7 +157,8 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key)
     seconds["measure"] = time.perf_counter() - t0
     score = final_score(metrics["si_rmse"], latency.median_ms / 1000.0, alpha=cfg.score_alpha, c=cfg.score_c)
-    return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, parity, seconds, fp32_metrics)
+    return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, exported.parity, seconds,
+                    fp32_metrics)
 
 
 @dataclass

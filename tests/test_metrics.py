@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from nas.metrics import all_metrics, avg_log10, final_score, rel, rmse, si_rmse
+from nas.metrics import all_metrics, avg_log10, final_score, mean_metrics, rel, rmse, si_rmse
 
 
 def test_rmse_in_metres_over_valid_pixels_only():
@@ -64,3 +64,36 @@ def test_all_metrics_keys():
     assert set(m) == {"si_rmse", "rmse", "log10", "rel"}
     assert m["rel"] == pytest.approx(0.1)
     assert m["rmse"] == pytest.approx(0.2)
+
+
+def test_mean_metrics_is_the_mean_of_per_image_metrics_for_any_batch_size():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(500, 9000, size=(5, 6, 8))
+    gt[3] = 0  # no valid pixel: skipped, not averaged as zero
+    rgb = rng.integers(0, 255, size=(5, 6, 8, 3), dtype=np.uint8)
+    preds = gt * rng.uniform(0.8, 1.2, size=gt.shape) + 10
+    lookup = {rgb[i].tobytes(): preds[i] for i in range(5)}
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.stack([lookup[image.tobytes()] for image in batch])
+
+    expected = {k: np.mean([all_metrics(preds[i], gt[i])[k] for i in (0, 1, 2, 4)]) for k in ("si_rmse", "rmse")}
+    for batch_size in (1, 2, 5):
+        means, first = mean_metrics(predict, rgb, gt, batch_size)
+        assert means["si_rmse"] == pytest.approx(expected["si_rmse"])
+        assert means["rmse"] == pytest.approx(expected["rmse"])
+        np.testing.assert_array_equal(first, preds[0])
+
+
+def test_mean_metrics_names_the_image_with_a_non_finite_prediction():
+    gt = np.full((3, 4, 4), 2000.0)
+    rgb = np.zeros((3, 4, 4, 3), dtype=np.uint8)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        out = np.full(batch.shape[:3], 1500.0)
+        out[-1, 0, 0] = np.nan
+        return out
+
+    with pytest.raises(ValueError, match="image c"):
+        mean_metrics(predict, rgb, gt, batch_size=3, names=["a", "b", "c"])
+    assert mean_metrics(predict, rgb[:0], gt[:0]) == ({}, None)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from ..errors import StageError
+
 # Deployment precisions a model can be converted to: float32, or int8 weights and activations
 # with float32 input and output (post-training quantization calibrated on training images).
 PRECISIONS = ("fp32", "int8")
 
 
-class ExportError(RuntimeError):
+class ExportError(StageError):
     """A model that could not be exported, converted, or that lost accuracy on the way."""
 
 

@@ -1,8 +1,9 @@
-"""Export one architecture (untrained weights) to ONNX and TFLite with a parity report.
+"""PyTorch → ONNX → TFLite with parity checks: one sequence for trials, `nas finalize` and `nas arch export`.
 
-Used by `nas arch export` and the conversion tests: every point of the space must deploy. The head is
-zero-initialised for training, which would make any parity check trivially pass, so here it gets
-random weights: the comparison then covers every layer.
+`export_checked` is the sequence every deployed model goes through. `export_arch` applies it to an
+untrained architecture (`nas arch export` and the conversion tests: every point of the space must
+deploy). The head is zero-initialised for training, which would make any parity check trivially
+pass, so there it gets random weights: the comparison then covers every layer.
 
 At precision "int8" the float32 model of the same onnx2tf run is checked as strictly as ever (the
 conversion is sound), and the int8 one is only measured against ONNX (quantization error is scored,
@@ -12,7 +13,9 @@ not failed).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +38,38 @@ def calibration_scenes(seed: int, height: int, width: int, count: int = CALIBRAT
     return np.stack([render_scene(seed + 1 + i, width, height)[0] for i in range(count)])
 
 
+@dataclass
+class Exported:
+    """Files of one checked export and what the checks found."""
+
+    onnx_path: Path
+    tflite_path: Path  # the deployed model (int8 when precision is int8)
+    fp32_path: Path  # the float32 model of the same conversion (== tflite_path for fp32)
+    parity: dict[str, Any]  # onnx_vs_torch, tflite_vs_onnx (float32 model, metres), int8_vs_onnx (int8 only)
+
+
+def export_checked(model: torch.nn.Module, out_dir: Path, sample_nchw: np.ndarray, onnx2tf_sample: np.ndarray,
+                   height: int, width: int, *, precision: str = "fp32", calibration: np.ndarray | None = None,
+                   tolerance: float = 1e-3, rtol: float = 1e-4) -> Exported:
+    """Write model.onnx and model.tflite into `out_dir`, checking each step against the one before.
+
+    The float32 graph must match within `tolerance` (ExportError otherwise: the conversion is broken).
+    An int8 model's distance from ONNX is measured, never failed: quantization error is the model's
+    accuracy, which the trial scores.
+    """
+    check_precision(precision)
+    model = model.cpu().eval()
+    onnx_path = export_onnx(model, out_dir / "model.onnx", height, width)
+    parity: dict[str, Any] = {"onnx_vs_torch": check_onnx_parity(model, onnx_path, sample_nchw, tolerance, rtol)}
+    tflite_path = convert_to_tflite(onnx_path, out_dir / "model.tflite", onnx2tf_sample,
+                                    log_path=out_dir / "onnx2tf.log", precision=precision, calibration=calibration)
+    fp32_path = fp32_companion(tflite_path) if precision == "int8" else tflite_path
+    parity["tflite_vs_onnx"] = check_tflite_parity(fp32_path, onnx_path, sample_nchw, tolerance, rtol)
+    if precision == "int8":
+        parity["int8_vs_onnx"] = check_quantized_parity(tflite_path, onnx_path, sample_nchw)
+    return Exported(onnx_path, tflite_path, fp32_path, parity)
+
+
 def export_arch(arch: Arch, out_dir: Path, height: int = 480, width: int = 640, tolerance: float = 1e-3,
                 seed: int = 0, precision: str = "fp32") -> dict:
     """Write model.onnx and model.tflite for `arch` into `out_dir`; the figures of the export.
@@ -50,20 +85,16 @@ def export_arch(arch: Arch, out_dir: Path, height: int = 480, width: int = 640, 
     sample = rgb.transpose(2, 0, 1)[None].astype(np.float32)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    onnx_path = export_onnx(model, out_dir / "model.onnx", height, width)
-    onnx_err = check_onnx_parity(model, onnx_path, sample, tolerance)
     calibration = calibration_scenes(seed, height, width) if precision == "int8" else None
-    tflite_path = convert_to_tflite(onnx_path, out_dir / "model.tflite", calibration_sample([rgb]),
-                                    log_path=out_dir / "onnx2tf.log", precision=precision, calibration=calibration)
-    fp32_path = fp32_companion(tflite_path) if precision == "int8" else tflite_path
-    tflite_err = check_tflite_parity(fp32_path, onnx_path, sample, tolerance)
+    done = export_checked(model, out_dir, sample, calibration_sample([rgb]), height, width, precision=precision,
+                          calibration=calibration, tolerance=tolerance)
     report = {"arch_id": arch.arch_id, "params": count_params(model), "macs": count_macs(model, height, width),
-              "precision": precision, "onnx": str(onnx_path), "tflite": str(tflite_path),
-              "tflite_bytes": tflite_path.stat().st_size,
-              "max_abs_err_onnx_vs_torch_m": onnx_err, "max_abs_err_tflite_vs_onnx_m": tflite_err}
+              "precision": precision, "onnx": str(done.onnx_path), "tflite": str(done.tflite_path),
+              "tflite_bytes": done.tflite_path.stat().st_size,
+              "max_abs_err_onnx_vs_torch_m": done.parity["onnx_vs_torch"],
+              "max_abs_err_tflite_vs_onnx_m": done.parity["tflite_vs_onnx"]}
     if precision == "int8":
-        quant = check_quantized_parity(tflite_path, onnx_path, sample)
-        report.update({"tflite_fp32": str(fp32_path), "tflite_fp32_bytes": fp32_path.stat().st_size,
-                       **{f"int8_vs_onnx_{key}": value for key, value in quant.items()}})
+        report.update({"tflite_fp32": str(done.fp32_path), "tflite_fp32_bytes": done.fp32_path.stat().st_size,
+                       **{f"int8_vs_onnx_{key}": value for key, value in done.parity["int8_vs_onnx"].items()}})
     report["convert_seconds"] = round(time.perf_counter() - start, 2)
     return report

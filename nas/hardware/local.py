@@ -17,7 +17,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Literal
 
-from nas.hardware.profile import DeviceProfile
+from ..errors import StageError
+from .profile import DeviceProfile
 
 RUNNER_PATH = Path(__file__).resolve().parents[2] / "hardware" / "runner.py"
 
@@ -30,7 +31,7 @@ EXIT_INVOKE_FAILED = 5
 Blame = Literal["device", "transient", "model"]
 
 
-class MeasurementError(Exception):
+class MeasurementError(StageError):
     """A latency could not be measured: device unreachable, unhealthy, too hot, or runner failed.
 
     `str()` is the reason, written for the trial's `fail_reason`.

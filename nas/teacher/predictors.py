@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..arch import Arch
 from ..data.dataset import load_split
 from ..errors import ConfigError, TeacherError
-from ..metrics import METRIC_NAMES, all_metrics
+from ..metrics import mean_metrics
 from ..models import DepthNet
 from ..train.loop import default_device
 from .spec import TeacherKind, TeacherSpec
@@ -107,10 +107,6 @@ def evaluate_teacher(predict: Predictor, root: Path, hw: tuple[int, int], batch_
                      limit: int | None = None) -> dict[str, float]:
     """Mean MAI metrics (nas.metrics) of the teacher on the validation split at (H, W)."""
     val = load_split(Path(root), "validation", (hw[1], hw[0]), limit)
-    per_image: list[dict[str, float]] = []
-    for start in range(0, len(val), batch_size):
-        pred = predict(val.rgb[start:start + batch_size], hw) * 1000.0
-        for p, gt in zip(pred, val.depth_mm[start:start + batch_size]):
-            if (gt > 1).any():
-                per_image.append(all_metrics(p, gt))
-    return {name: float(np.mean([m[name] for m in per_image])) for name in METRIC_NAMES} if per_image else {}
+    metrics, _ = mean_metrics(lambda rgb: predict(rgb, hw) * 1000.0, val.rgb, val.depth_mm, batch_size,
+                              names=val.stems)
+    return metrics

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from ..config import Budget
-from ..data.dataset import DepthSplit, to_tensors
-from ..metrics import si_rmse
+from ..data.dataset import DepthSplit
+from ..errors import StageError
+from ..metrics import mean_metrics
 from .batches import Batch, BatchSource, WholeFrameBatches
 from .losses import supervised_loss
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
@@ -27,7 +28,7 @@ LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 EvalCallback = Callable[[int, float], bool]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(StageError):
     """The loss became NaN or infinite; the trial fails with this reason."""
 
 
@@ -54,14 +55,13 @@ def supervised(pred: torch.Tensor, batch: Batch) -> torch.Tensor:
 def validate(model: torch.nn.Module, split: DepthSplit, device: torch.device, batch_size: int = 4) -> float:
     """Mean per-image si-RMSE of the PyTorch model on `split` at the split's resolution."""
     model.eval()
-    scores = []
-    for start in range(0, len(split), batch_size):
-        image, _ = to_tensors(split.rgb[start:start + batch_size], split.depth_mm[start:start + batch_size])
-        pred = model(image.to(device)).float().cpu().numpy()[:, 0] * 1000.0
-        for p, gt in zip(pred, split.depth_mm[start:start + batch_size]):
-            if (gt > 1).any():
-                scores.append(si_rmse(p, gt))
-    return float(np.mean(scores)) if scores else float("nan")
+
+    def predict(rgb: np.ndarray) -> np.ndarray:
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float().to(device)
+        return model(image).float().cpu().numpy()[:, 0] * 1000.0
+
+    metrics, _ = mean_metrics(predict, split.rgb, split.depth_mm, batch_size, names=split.stems)
+    return metrics.get("si_rmse", float("nan"))
 
 
 def train(model: torch.nn.Module, data: DepthSplit | BatchSource, budget: Budget, *, val_split: DepthSplit | None = None,
