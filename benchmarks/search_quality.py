@@ -35,6 +35,7 @@ from nas.study import open_study
 
 
 def arm_config(args: argparse.Namespace, name: str, seed: int, **overrides):
+    overrides.setdefault("baselines", "none")  # a search from scratch unless the arm says otherwise
     return load_config(None, results=args.work / "shared", storage=f"sqlite:///{(args.work / name).as_posix()}.db",
                        study=name, budget=args.budget, seed=seed, teacher=None, **overrides)
 
@@ -131,7 +132,7 @@ def main() -> None:
     presets_study = None
     if "presets" in args.arms:
         count = len(preset_points(load_space(arm_config(args, "presets", 0).space)))
-        study = run_arm(args, "presets", 0, None, enqueue_baselines=True, pruner="none", latency_screen=False,
+        study = run_arm(args, "presets", 0, None, baselines="all", pruner="none", latency_screen=False,
                         trials=count)
         presets_study = study
         arms["presets"] = summarize(study)

@@ -115,7 +115,10 @@ def run(config_file: ConfigFile = None,
         sampler: Annotated[Optional[str], typer.Option(help="tpe | random")] = None,
         seed: Optional[int] = None, results: Results = None,
         enqueue_baselines: Annotated[bool, typer.Option("--enqueue-baselines",
-                                                        help="run the MAI 2021 seed architectures first")] = False,
+                                                        help="start from every seed preset in every precision "
+                                                             "(same as --baselines all)")] = False,
+        baselines: Annotated[Optional[str], typer.Option(
+            help="seed presets to start from: all | none | comma-separated names (default: litedepth)")] = None,
         trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys",
                                                           help="accept and save unknown SSH host keys")] = False) -> None:
     """Create or resume a study and run trials (the embedded default needs no arguments)."""
@@ -124,7 +127,7 @@ def run(config_file: ConfigFile = None,
     config = load_config(config_file, data=data, space=space, hardware=hardware, study=study, storage=storage,
                          trials=trials, timeout=timeout, budget=budget, teacher=teacher,
                          distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
-                         results=results, enqueue_baselines=enqueue_baselines or None,
+                         results=results, baselines="all" if enqueue_baselines else _baselines(baselines),
                          trust_new_host_keys=trust_new_host_keys or None)
     study_obj = run_search(config)
     # Not a terminal (CI, a log file): rich would squeeze the table into 80 columns and cut every figure.
@@ -151,6 +154,13 @@ def finalize_cmd(config_file: ConfigFile = None, study: StudyName = None, storag
                          results=results, distill=False if no_distill else None)
     folder = finalize(config, trial, out_dir)
     out.print(f"shipped: {folder / 'model.tflite'}\nreport: {folder / 'report.md'}")
+
+
+def _baselines(text: str | None) -> list[str] | str | None:
+    """`--baselines` as the config value: all, none, or a list of preset names."""
+    if text is None or text in ("all", "none"):
+        return text
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _resolve_arch(name_or_json: str) -> Arch:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -69,7 +69,10 @@ class RunConfig(BaseModel):
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
     results: Path = Path("results")
-    enqueue_baselines: bool = False
+    baselines: list[str] | Literal["all", "none"] = Field(
+        default_factory=lambda: ["litedepth"],
+        description="seed presets the study starts from: all (every preset in every precision of the space), "
+                    "none, or names (`litedepth`, `fastdepth-int8`, ...); presets outside the space are skipped")
     deploy_height: int = Field(480, ge=32)
     deploy_width: int = Field(640, ge=32)
     score_alpha: float = 10.0
@@ -89,6 +92,18 @@ class RunConfig(BaseModel):
     latency_key: Literal["graph", "file"] = Field("graph", description="graph: time an architecture once per "
                                                   "device; file: time every trained copy again")
     calibration_images: int = Field(32, ge=4, description="training images that calibrate int8 models")
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_presets(cls, value: list[str] | str) -> list[str] | str:
+        from .presets import PRESETS
+        from .export import PRECISIONS
+
+        if isinstance(value, list):
+            known = {name if p == "fp32" else f"{name}-{p}" for name in PRESETS for p in PRECISIONS}
+            if unknown := [v for v in value if v not in known]:
+                raise ValueError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return value
 
     @property
     def storage_url(self) -> str:

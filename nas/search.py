@@ -93,21 +93,27 @@ def preset_points(space: SearchSpace) -> dict[str, Arch]:
     return points
 
 
-def enqueue_baselines(study: optuna.Study, space: SearchSpace) -> int:
-    """Enqueue each seed preset (in each precision) that lies in the space and is not in the study yet.
+def enqueue_baselines(study: optuna.Study, space: SearchSpace, names: list[str] | None = None) -> int:
+    """Enqueue seed presets that lie in the space and are not in the study yet; how many were enqueued.
 
-    In `PRESETS` order, cheapest first (fewest MACs at 640×480), int8 before fp32: once the cheap
-    ones are timed, the latency screen can skip the presets that cannot beat them.
+    `names` None: every preset in every precision of the space, in `PRESETS` order, cheapest first
+    (fewest MACs at 640×480), so that once the cheap ones are timed the latency screen can skip the
+    presets that cannot beat them; a preset outside the space is then skipped with a line saying so.
+    Named presets run in the order given; one outside the space is skipped silently.
     """
     trials = study.get_trials(deepcopy=False)
     seen_archs = {t.user_attrs.get("arch_id") for t in trials}
     seen_presets = {t.user_attrs.get("preset") for t in trials}
+    points = preset_points(space)
+    wanted = list(points) if names is None else [n for n in names if n in points]
     count = 0
-    for name, arch in preset_points(space).items():
+    for name in wanted:
+        arch = points[name]
         if arch.arch_id in seen_archs or name in seen_presets:
             continue
         if problems := space.violations(arch):
-            console.print(f"preset {name} is not a point of this space ({problems[0]}); skipped", markup=False)
+            if names is None:
+                console.print(f"preset {name} is not a point of this space ({problems[0]}); skipped", markup=False)
             continue
         study.enqueue_trial(arch.to_params(), user_attrs={"preset": name}, skip_if_exists=True)
         count += 1
@@ -147,8 +153,9 @@ def run_search(config: RunConfig) -> optuna.Study:
         study = open_study(config)
     except ValueError as exc:  # e.g. resuming a study with another objective
         raise ConfigError(None, f"cannot open study {config.study!r} in {config.storage_url}: {exc}") from None
-    if config.enqueue_baselines:
-        console.print(f"enqueued {enqueue_baselines(study, space)} seed architecture(s)")
+    if config.baselines != "none":
+        if count := enqueue_baselines(study, space, None if config.baselines == "all" else config.baselines):
+            console.print(f"enqueued {count} seed architecture(s) to start from")
     remaining = config.trials - trained_count(study)
     if remaining <= 0:
         console.print(f"study {config.study!r} already has {trained_count(study)} finished trials "

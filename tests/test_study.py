@@ -1,6 +1,7 @@
 """Study setup on both storages, and seed presets enqueued as ordinary trials."""
 
 import uuid
+from pathlib import Path
 
 import optuna
 import pytest
@@ -34,6 +35,20 @@ def test_study_is_created_then_resumed_with_presets_enqueued_once(tmp_path, stor
     trial = again.ask()
     arch, _ = space.sample(trial)
     assert trial.user_attrs["preset"] == "litedepth" and arch == points["litedepth"]
+
+
+def test_named_baselines_are_enqueued_in_order_and_unknown_names_are_refused(tmp_path):
+    config = load_config(None, storage=f"sqlite:///{tmp_path / 'nas.db'}", study="named", results=tmp_path)
+    assert config.baselines == ["litedepth"]  # the default starts from the best-known preset only
+    study = open_study(config)
+    space = load_space(config.space)
+    assert enqueue_baselines(study, space, ["fastdepth-int8", "litedepth"]) == 2
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.user_attrs["preset"] for t in waiting] == ["fastdepth-int8", "litedepth"]
+    smoke = load_space(Path(__file__).parents[1] / "search_spaces" / "smoke.yaml")
+    assert enqueue_baselines(study, smoke, ["litedepth"]) == 0  # not a point of that space: skipped
+    with pytest.raises(ConfigError, match="unknown preset.*litedepht"):
+        load_config(None, baselines=["litedepht"])
 
 
 def test_pareto_objective_has_two_named_minimised_metrics(tmp_path):
