@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial
 
 STAGES = ("train", "export", "evaluate", "measure")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?(?![\w.])")  # a figure, not the 2 of "onnx2tf"
 
 
 @dataclass(frozen=True)
