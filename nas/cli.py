@@ -248,7 +248,7 @@ def devices_check(file: Annotated[Path, typer.Argument(help="hardware profile or
 
 @app.command("dashboard")
 def dashboard(storage: Storage = None, results: Results = None, port: int = 8080, host: str = "127.0.0.1") -> None:
-    """optuna-dashboard over the study database, with the artifact store (models, previews)."""
+    """optuna-dashboard over the study database (default results/nas.db), with the artifact store; prints the URL."""
     from .dashboard import serve
 
     serve(load_config(None, storage=storage, results=results), host, port)
@@ -257,7 +257,8 @@ def dashboard(storage: Storage = None, results: Results = None, port: int = 8080
 @app.command("report")
 def report_cmd(study: StudyName = None, storage: Storage = None, results: Results = None,
                out_dir: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
-    """Tables and plots of a study: trials CSV, latency vs si-RMSE with the Pareto front, summary."""
+    """A study as report.html (Pareto front, history, importances, top trials, previews, cost) with its PNGs,
+    trials.csv and summary.json."""
     from .report import write_study_report
 
     folder = write_study_report(load_config(None, study=study, storage=storage, results=results), out_dir)

@@ -24,6 +24,7 @@ from .pipeline import prepare_context
 from .presets import PRESETS
 from .space import SearchSpace, load_space
 from .study import artifact_store, open_study, trained_count
+from .study_note import write_study_note
 
 SYNTH_MARKER = ".synthetic.json"
 
@@ -153,6 +154,7 @@ def run_search(config: RunConfig) -> optuna.Study:
         study = open_study(config)
     except ValueError as exc:  # e.g. resuming a study with another objective
         raise ConfigError(None, f"cannot open study {config.study!r} in {config.storage_url}: {exc}") from None
+    write_study_note(study, config, space, devices)
     if config.baselines != "none":
         if count := enqueue_baselines(study, space, None if config.baselines == "all" else config.baselines):
             console.print(f"enqueued {count} seed architecture(s) to start from")

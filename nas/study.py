@@ -53,7 +53,8 @@ def open_study(config: RunConfig) -> optuna.Study:
         pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
         directions=["minimize", "minimize"] if pareto else ["maximize"],
     )
-    study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
+    if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
+        study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
     return study
 
 

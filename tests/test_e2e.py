@@ -1,6 +1,7 @@
 """End to end through the real CLI: `nas run` (smoke budget, 2 trials) then `nas finalize`."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,10 @@ def test_report_writes_table_plot_and_summary(search):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trials"] == 2 and summary["pareto_front_trials"]
     assert (out / "pareto.png").stat().st_size > 5000
+    html = (out / "report.html").read_text()
+    images = re.findall(r'<img[^>]* src="([^"]+)"', html)
+    assert "pareto.png" in images and any(name.startswith("preview-trial-") for name in images)
+    assert all((out / name).is_file() for name in images)  # relative links to files beside the page
 
 
 @pytest.mark.slow

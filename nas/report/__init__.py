@@ -1,0 +1,10 @@
+"""`nas report`: what a study found and what it cost, as files a person reads without a server.
+
+One module per job: `trials` reads the study, `cost` sums what it spent, `importance` asks Optuna
+which parameters moved the score, `figures` draws, `previews` copies images out of the artifact
+store, `page` writes the HTML, `write` puts them together.
+"""
+
+from .write import write_study_report
+
+__all__ = ["write_study_report"]

@@ -1,0 +1,143 @@
+"""The report's figures, drawn with matplotlib (Agg: no display, files only).
+
+Each function draws one PNG from scored trials (`trials.scored_trials`) and returns what the page
+needs to caption it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
+from optuna.trial import FrozenTrial  # noqa: E402
+
+from .trials import pareto_front  # noqa: E402
+
+PRECISION_MARKERS = {"fp32": "o", "int8": "s"}
+OTHER_MARKER = "^"
+DPI = 110
+
+
+def equal_score_si_rmse(score: float, latency_ms: float, alpha: float = 10.0, c: float = 1.0) -> float:
+    """The si-RMSE at which a model of this latency scores `score`: the inverse of
+    `final_score = 2^(-alpha·si) / (c·latency_s)`, i.e. si = -log2(score·c·latency_s) / alpha."""
+    return -math.log2(score * c * latency_ms / 1000.0) / alpha
+
+
+def score_levels(best: float, count: int = 4) -> list[float]:
+    """Equal-score lines to draw: the best score and halvings of it, so the best trial lies on one."""
+    return [best / 2 ** k for k in range(count)]
+
+
+def _precision(t: FrozenTrial) -> str:
+    return t.user_attrs.get("precision", t.user_attrs.get("arch", {}).get("precision", "fp32"))
+
+
+def _label(t: FrozenTrial) -> str:
+    return t.user_attrs.get("preset") or f"#{t.number}"
+
+
+def pareto_figure(scored: list[FrozenTrial], path: Path, title: str, alpha: float = 10.0, c: float = 1.0
+                  ) -> list[float]:
+    """si-RMSE against latency (log x): backbones coloured, precisions as markers, seed presets named,
+    the Pareto front, and dashed lines of equal Final Score. Returns the scores of those lines."""
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("latency (ms, median on the device)")
+    ax.set_ylabel("si-RMSE (TFLite, validation)")
+    ax.set_title(title)
+    if not scored:
+        ax.text(0.5, 0.5, "no complete trial", transform=ax.transAxes, ha="center", va="center")
+        _save(fig, path)
+        return []
+    backbones = sorted({t.user_attrs.get("arch", {}).get("backbone", "?") for t in scored})
+    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backbones)}
+    for t in scored:
+        a = t.user_attrs
+        preset = bool(a.get("preset"))
+        ax.scatter(a["latency_ms"], a["si_rmse"], s=70 if preset else 36, zorder=3,
+                   marker=PRECISION_MARKERS.get(_precision(t), OTHER_MARKER),
+                   color=colours[a.get("arch", {}).get("backbone", "?")],
+                   edgecolors="black" if preset else "none", linewidths=1.2)
+        ax.annotate(_label(t), (a["latency_ms"], a["si_rmse"]), fontsize=8 if preset else 7,
+                    fontweight="bold" if preset else "normal", xytext=(4, 3), textcoords="offset points")
+    front = pareto_front([(t.user_attrs["latency_ms"], t.user_attrs["si_rmse"], t.number) for t in scored])
+    ax.plot([p[0] for p in front], [p[1] for p in front], "-", color="0.45", lw=1, zorder=2)
+
+    latencies = [t.user_attrs["latency_ms"] for t in scored]
+    errors = [t.user_attrs["si_rmse"] for t in scored]
+    x_lo, x_hi = min(latencies) / 1.6, max(latencies) * 1.6
+    spread = max(max(errors) - min(errors), 0.02)
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(min(errors) - 0.25 * spread, max(errors) + 0.25 * spread)
+    best = scored[0]
+    levels = score_levels(best.user_attrs["final_score"])
+    xs = [x_lo * (x_hi / x_lo) ** (i / 50) for i in range(51)]
+    for level in levels:
+        ax.plot(xs, [equal_score_si_rmse(level, x, alpha, c) for x in xs], "--", color="0.6", lw=0.8, zorder=1)
+        y_lo, y_hi = ax.get_ylim()
+        x_top = 1000.0 * 2 ** (-alpha * y_hi) / (level * c)  # where the line leaves the plot at the top
+        if x_lo <= x_top <= x_hi:
+            ax.annotate(f"score {level:.3g}", (x_top, y_hi), fontsize=7, color="0.4", ha="left", va="top",
+                        xytext=(2, -2), textcoords="offset points")
+        elif y_lo <= (y := equal_score_si_rmse(level, x_hi, alpha, c)) <= y_hi:
+            ax.annotate(f"score {level:.3g}", (x_hi, y), fontsize=7, color="0.4", ha="right", va="bottom")
+    ax.annotate(f"best: {_label(best)} (trial {best.number}, score {best.user_attrs['final_score']:.3g})",
+                (best.user_attrs["latency_ms"], best.user_attrs["si_rmse"]), xytext=(12, -18),
+                textcoords="offset points", fontsize=8, color="darkred", arrowprops={"arrowstyle": "->", "color": "darkred"})
+    handles = [Line2D([], [], ls="", marker="o", color=colours[b], label=b) for b in backbones]
+    handles += [Line2D([], [], ls="", marker=m, color="0.3", label=p) for p, m in PRECISION_MARKERS.items()]
+    handles += [Line2D([], [], ls="", marker="o", color="white", markeredgecolor="black", label="seed preset"),
+                Line2D([], [], ls="-", color="0.45", label="Pareto front"),
+                Line2D([], [], ls="--", color="0.6", label="equal Final Score")]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    _save(fig, path)
+    return levels
+
+
+def history_figure(scored: list[FrozenTrial], started: datetime, path: Path) -> None:
+    """Best Final Score so far against trial number and against wall-clock time since the study began."""
+    by_number = sorted(scored, key=lambda t: t.number)
+    by_time = sorted(scored, key=lambda t: t.datetime_complete or started)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, trials, x_of, label in (
+            (left, by_number, lambda t: t.number, "trial number"),
+            (right, by_time, lambda t: ((t.datetime_complete or started) - started).total_seconds() / 60,
+             "minutes since the study began")):
+        xs = [x_of(t) for t in trials]
+        scores = [t.user_attrs["final_score"] for t in trials]
+        running = [max(scores[:i + 1]) for i in range(len(scores))]
+        ax.scatter(xs, scores, s=18, color="tab:blue", alpha=0.6, label="trial")
+        ax.step(xs, running, where="post", color="tab:red", label="best so far")
+        ax.set_xlabel(label)
+        ax.ticklabel_format(axis="x", useOffset=False)
+        ax.grid(alpha=0.3)
+    left.set_ylabel("Final Score")
+    left.legend(fontsize=8)
+    fig.suptitle("optimisation history (complete trials)")
+    _save(fig, path)
+
+
+def importance_figure(importances: dict[str, float], path: Path) -> None:
+    """Horizontal bars, most important parameter on top."""
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+    ax.barh(names, [importances[n] for n in names], color="tab:green")
+    ax.set_xlabel("importance for the Final Score (PED-ANOVA, sums to 1)")
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

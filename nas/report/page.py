@@ -1,0 +1,203 @@
+"""The report as one HTML file: inline CSS, images by relative path, no script, no server.
+
+Everything shown comes from `ReportContent`; every string from the study is escaped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
+from string import Template
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+from .cost import STAGES, StudyCost
+from .importance import METHOD
+from .trials import arch_line
+
+
+@dataclass
+class ReportContent:
+    """What the page shows; file names are relative to the report folder."""
+
+    study_name: str
+    objectives: str  # e.g. "final_score (maximize)"
+    storage: str
+    generated: datetime
+    trial_count: int
+    best: FrozenTrial | None
+    table: list[FrozenTrial]
+    cost: StudyCost
+    previews: dict[int, str] = field(default_factory=dict)  # trial number -> preview file
+    preview_trials: list[FrozenTrial] = field(default_factory=list)
+    pareto_png: str | None = None
+    score_levels: list[float] = field(default_factory=list)
+    history_png: str | None = None
+    importances: dict[str, float] | None = None
+    importance_png: str | None = None
+    importance_reason: str = ""
+
+
+PAGE = Template("""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>$title</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; vertical-align: top; }
+th { background: #f3f3f3; } td.text { text-align: left; }
+tr.preset { background: #f6f9ff; }
+img.figure { max-width: 100%; } figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
+.warning { background: #fff3e0; border-left: 4px solid #e65100; padding: 0.6em 1em; }
+.meta { color: #555; }
+</style>
+</head>
+<body>
+$body
+</body>
+</html>
+""")
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    """A figure for a cell; missing values show as an en dash, never as an error."""
+    if value is None or value == "":
+        return "–"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return escape(str(value))
+
+
+def _trial_name(t: FrozenTrial) -> str:
+    preset = t.user_attrs.get("preset")
+    return f"{t.number} ({escape(preset)})" if preset else str(t.number)
+
+
+def _header(c: ReportContent) -> str:
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(c.cost.states.items()))
+    lines = [f"<h1>Study {escape(c.study_name)}</h1>",
+             f"<p class=\"meta\">objective: {escape(c.objectives)} · storage: {escape(c.storage)} · "
+             f"{c.trial_count} trial(s): {escape(states) or 'none'} · written {c.generated:%Y-%m-%d %H:%M}</p>"]
+    if c.best is None:
+        failed = c.cost.states.get("FAIL", 0)
+        pruned = c.cost.states.get("PRUNED", 0)
+        lines.append(f"<p class=\"warning\">No trial completed: {failed} failed and {pruned} pruned, so there is "
+                     f"nothing to rank or plot. Why they stopped is listed under <a href=\"#cost\">Cost</a>.</p>")
+    else:
+        a = c.best.user_attrs
+        lines.append(f"<p>Best trial: <strong>{_trial_name(c.best)}</strong>, Final Score "
+                     f"<strong>{a['final_score']:.4g}</strong> (si-RMSE {a['si_rmse']:.4f}, "
+                     f"{a['latency_ms']:.1f} ms on {escape(str(a.get('device', '?')))}): "
+                     f"{escape(arch_line(a.get('arch', {})))}. Ship it with "
+                     f"<code>nas finalize --study {escape(c.study_name)}</code>.</p>")
+    return "\n".join(lines)
+
+
+def _figure(src: str, alt: str, caption: str) -> str:
+    return (f"<figure><img class=\"figure\" src=\"{escape(src)}\" alt=\"{escape(alt)}\">"
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _pareto(c: ReportContent) -> str:
+    if c.pareto_png is None or c.best is None:
+        return ""
+    levels = ", ".join(f"{s:.3g}" for s in c.score_levels)
+    caption = ("Every complete trial: colour is the backbone, the marker the precision (circle fp32, square int8); "
+               "seed presets have a black edge and their name. The grey line is the Pareto front; the dashed "
+               f"lines are equal Final Score ({escape(levels)}): a point below a line beats that score.")
+    return "<h2>si-RMSE against latency</h2>\n" + _figure(c.pareto_png, "Pareto front", caption)
+
+
+def _history(c: ReportContent) -> str:
+    if c.history_png is None:
+        return ""
+    return "<h2>Optimisation history</h2>\n" + _figure(
+        c.history_png, "optimisation history",
+        "The best Final Score so far, by trial number and by wall-clock time (trial completion).")
+
+
+def _importances(c: ReportContent) -> str:
+    if c.importances is None:
+        return f"<h2>Parameter importances</h2>\n<p>{escape(c.importance_reason)}</p>"
+    rows = "".join(f"<tr><td class=\"text\">{escape(name)}</td><td>{value:.3f}</td></tr>"
+                   for name, value in c.importances.items())
+    figure = _figure(c.importance_png, "parameter importances",
+                     f"Parameter importances for the Final Score ({escape(METHOD)}; optuna.importance), summing to 1.") \
+        if c.importance_png else ""
+    return (f"<h2>Parameter importances</h2>\n{figure}\n"
+            f"<table><tr><th>parameter</th><th>importance</th></tr>{rows}</table>")
+
+
+TABLE_HEADER = ("trial", "architecture", "params", "MMACs", "precision", "si-RMSE", "RMSE (m)", "log10", "REL",
+                "latency ms (median)", "p90 ms", "device", "Final Score", "preview")
+
+
+def _table(c: ReportContent) -> str:
+    if not c.table:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in TABLE_HEADER)
+    rows = []
+    for t in c.table:
+        a = t.user_attrs
+        preview = c.previews.get(t.number)
+        link = f"<a href=\"{escape(preview)}\">preview</a>" if preview else "–"
+        macs = a.get("macs")
+        cells = [f"<td class=\"text\">{_trial_name(t)}</td>",
+                 f"<td class=\"text\">{escape(arch_line(a.get('arch', {})))}</td>",
+                 f"<td>{_fmt(a.get('params'), ',')}</td>",
+                 f"<td>{_fmt(None if macs is None else macs / 1e6, ',.0f')}</td>",
+                 f"<td class=\"text\">{escape(str(a.get('precision', a.get('arch', {}).get('precision', 'fp32'))))}</td>",
+                 f"<td>{_fmt(a.get('si_rmse'), '.4f')}</td>", f"<td>{_fmt(a.get('rmse'), '.3f')}</td>",
+                 f"<td>{_fmt(a.get('log10'), '.4f')}</td>", f"<td>{_fmt(a.get('rel'), '.4f')}</td>",
+                 f"<td>{_fmt(a.get('latency_ms'), '.1f')}</td>", f"<td>{_fmt(a.get('latency_p90_ms'), '.1f')}</td>",
+                 f"<td class=\"text\">{escape(str(a.get('device', '–')))}</td>",
+                 f"<td><strong>{_fmt(a.get('final_score'), '.4g')}</strong></td>", f"<td>{link}</td>"]
+        css = " class=\"preset\"" if a.get("preset") else ""
+        rows.append(f"<tr id=\"trial-{t.number}\"{css}>{''.join(cells)}</tr>")
+    return ("<h2>Top trials and seed presets</h2>\n<p>Best Final Score first; seed presets are shaded and named. "
+            "Figures are those of the TFLite model: validation split at deployment resolution, latency on the "
+            "device.</p>\n" f"<table><tr>{head}</tr>\n" + "\n".join(rows) + "</table>")
+
+
+def _previews(c: ReportContent) -> str:
+    shown = [t for t in c.preview_trials if t.number in c.previews]
+    if not shown:
+        return ""
+    items = [_figure(c.previews[t.number], f"preview of trial {t.number}",
+                     f"Trial {_trial_name(t)}, score {t.user_attrs['final_score']:.4g}: input | ground truth | "
+                     "prediction") for t in shown]
+    return "<h2>Previews of the top trials</h2>\n" + "\n".join(items)
+
+
+def _cost(c: ReportContent) -> str:
+    cost = c.cost
+    states = "".join(f"<tr><td class=\"text\">{escape(s)}</td><td>{n}</td></tr>" for s, n in sorted(cost.states.items()))
+    parts = ["<h2 id=\"cost\">Cost</h2>", f"<table><tr><th>state</th><th>trials</th></tr>{states}</table>"]
+    if cost.trials_with_stages:
+        stages = [s for s in STAGES if s in cost.stage_totals_s] + \
+                 [s for s in cost.stage_totals_s if s not in STAGES]
+        rows = "".join(f"<tr><td class=\"text\">{escape(s)}</td><td>{cost.stage_totals_s[s]:,.1f}</td>"
+                       f"<td>{cost.stage_means_s[s]:,.1f}</td></tr>" for s in stages)
+        parts.append(f"<p>Seconds per stage over the {cost.trials_with_stages} trial(s) that recorded them; "
+                     f"finished trials took {cost.trial_seconds / 60:,.1f} minutes of wall-clock in all.</p>"
+                     f"<table><tr><th>stage</th><th>total s</th><th>mean s per trial</th></tr>{rows}</table>")
+    if cost.reasons:
+        rows = "".join(f"<tr><td class=\"text\">{escape(g.state)}</td><td class=\"text\">{escape(g.reason)}</td>"
+                       f"<td>{g.count}</td><td class=\"text\">{', '.join(map(str, g.trials))}</td></tr>"
+                       for g in cost.reasons)
+        parts.append("<p>Failed and pruned trials by reason (first line of <code>fail_reason</code>, "
+                     "numbers shown as …).</p>"
+                     f"<table><tr><th>state</th><th>reason</th><th>count</th><th>trials</th></tr>{rows}</table>")
+    return "\n".join(parts)
+
+
+def render_page(c: ReportContent) -> str:
+    body = "\n".join(part for part in (_header(c), _pareto(c), _history(c), _importances(c), _table(c),
+                                       _previews(c), _cost(c)) if part)
+    return PAGE.substitute(title=escape(f"nas report: {c.study_name}"), body=body)

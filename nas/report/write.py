@@ -1,0 +1,72 @@
+"""`write_study_report`: read the study once, then write the CSV, figures, previews, summary and page."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+
+from ..config import RunConfig
+from ..study import load_study, open_storage
+from .cost import study_cost
+from .figures import history_figure, importance_figure, pareto_figure
+from .importance import score_importances
+from .page import ReportContent, render_page
+from .previews import copy_previews
+from .trials import COLUMNS, pareto_front, scored_trials, table_trials, trial_rows
+
+TOP_TRIALS = 10  # rows of the table besides the presets
+TOP_PREVIEWS = 5
+
+
+def _objectives(study: optuna.Study) -> str:
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    return ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))
+
+
+def write_study_report(config: RunConfig, out: Path | None) -> Path:
+    """Write report.html with its PNGs, trials.csv and summary.json of `config.study` into `out`
+    (default results/reports/STUDY); returns the folder."""
+    study = load_study(config.storage_url, config.study)
+    out = out or config.results / "reports" / config.study
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    rows = trial_rows(study)
+    with open(out / "trials.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    scored = scored_trials(trials)
+    content = ReportContent(study_name=config.study, objectives=_objectives(study), storage=config.storage_url,
+                            generated=datetime.now(), trial_count=len(trials), best=scored[0] if scored else None,
+                            table=table_trials(scored, TOP_TRIALS), cost=study_cost(trials),
+                            preview_trials=scored[:TOP_PREVIEWS])
+    content.score_levels = pareto_figure(scored, out / "pareto.png", f"study {config.study}",
+                                         alpha=config.score_alpha, c=config.score_c)
+    if scored:
+        content.pareto_png = "pareto.png"
+        started = min(t.datetime_start for t in trials if t.datetime_start is not None)
+        history_figure(scored, started, out / "history.png")
+        content.history_png = "history.png"
+    content.importances, content.importance_reason = score_importances(study, scored)
+    if content.importances:
+        importance_figure(content.importances, out / "importances.png")
+        content.importance_png = "importances.png"
+    store = FileSystemArtifactStore(str(config.artifact_dir)) if config.artifact_dir.is_dir() else None
+    shown = list({t.number: t for t in content.table + content.preview_trials}.values())
+    content.previews = copy_previews(shown,
+                                     open_storage(config.storage_url, heartbeat=False), store, out)
+    (out / "report.html").write_text(render_page(content), encoding="utf-8")
+
+    front = pareto_front([(t.user_attrs["latency_ms"], t.user_attrs["si_rmse"], t.number) for t in scored])
+    best_row = next((r for r in rows if scored and r["number"] == scored[0].number), None)
+    summary = {"study": config.study, "trials": len(rows), "states": content.cost.states, "best": best_row,
+               "pareto_front_trials": [n for _, _, n in front], "importances": content.importances,
+               "report": "report.html"}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return out

@@ -1,0 +1,78 @@
+"""The study's note in optuna-dashboard: what this search is, in Markdown, beside its trials.
+
+Someone opening the dashboard sees the data set, space, devices, budget, teacher and precisions
+without reading the command line that started the run, and how to ship the best trial. The note is
+rewritten at each `nas run` (settings may change on resume) unless a person has edited it: the
+footer line marks a note as ours, and removing it keeps the note as the person wrote it.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna_dashboard import get_note, save_note
+
+from .config import RunConfig
+from .hardware.profile import DeviceProfile
+from .space import SearchSpace
+
+FOOTER = "_Written by `nas run` at each start; delete this line to keep your own edits._"
+
+
+def _data_line(config: RunConfig) -> str:
+    if config.data is not None:
+        return f"`{config.data}`"
+    return (f"synthetic scenes under `{config.results / 'data'}` ({config.synth_train} train, {config.synth_val} "
+            f"validation, {config.synth_test} test frames, seed {config.synth_seed})")
+
+
+def _teacher_line(config: RunConfig) -> str:
+    if not config.distill:
+        return "none (`--no-distill`): supervised loss only"
+    where = config.teacher if config.teacher is not None else config.results / "teacher" / config.budget
+    return f"`{where}` (distillation λ {config.distill_lambda}, unless the space samples it)"
+
+
+def _device_line(device: DeviceProfile) -> str:
+    where = f"{device.host}:{device.port}" if device.kind == "ssh" else "this machine"
+    return f"`{device.name}` ({device.kind}, {where}, {device.threads} thread(s))"
+
+
+def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfile]) -> str:
+    """The note's Markdown."""
+    budget = config.train_budget
+    precision = next((p for p in space.params if p.name == "precision"), None)
+    precisions = ", ".join(precision.choices) if precision is not None and precision.choices else "fp32"
+    objective = (f"Final Score `2^(-{config.score_alpha:g}·si-RMSE) / ({config.score_c:g}·latency_s)`, maximised"
+                 if config.objective == "score"
+                 else "Pareto front of si-RMSE and latency (ms), both minimised")
+    lines = [
+        f"## nas study `{config.study}`",
+        "",
+        f"- **Objective:** {objective}",
+        f"- **Data set:** {_data_line(config)}; scored at {config.deploy_width}×{config.deploy_height}",
+        f"- **Search space:** `{space.name}` (`{config.space}`)",
+        f"- **Device(s):** {', '.join(_device_line(d) for d in devices)}",
+        f"- **Budget:** `{budget.name}`: {budget.steps} steps × batch {budget.batch_size} at "
+        f"{budget.train_width}×{budget.train_height} internal; {config.trials} trained trial(s) targeted",
+        f"- **Teacher:** {_teacher_line(config)}",
+        f"- **Precision choices:** {precisions}",
+        f"- **Sampler / pruner:** {config.sampler} / {config.pruner if config.objective == 'score' else 'none'}",
+        "",
+        "Each trial's artifacts hold its `model.tflite`, `preview.png` (input | ground truth | prediction) and "
+        "arch JSON.",
+        "",
+        f"**Finalize:** `nas finalize --study {config.study} --storage {config.storage_url}` trains the best "
+        "trial fully and ships its `.tflite`; `nas report` writes an HTML report.",
+        "",
+        FOOTER,
+    ]
+    return "\n".join(lines)
+
+
+def write_study_note(study: optuna.Study, config: RunConfig, space: SearchSpace, devices: list[DeviceProfile]) -> None:
+    """Save the note unless a person's own note is there (one without our footer)."""
+    current = get_note(study)
+    text = study_note(config, space, devices)
+    if current == text or (current.strip() and FOOTER not in current):
+        return
+    save_note(study, text)

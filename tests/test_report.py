@@ -1,0 +1,160 @@
+"""`nas report` on studies built without training: a full one, one trial, only failures, a Pareto study."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from optuna_dashboard import get_note, save_note
+from study_builder import FakeTrial, build_study, demo_trials, make_config, preset, searched
+
+from nas.config import load_config
+from nas.hardware.profile import load_hardware
+from nas.metrics import final_score
+from nas.report import write_study_report
+from nas.report.cost import reason_key
+from nas.report.figures import equal_score_si_rmse, score_levels
+from nas.space import load_space
+from nas.study import open_study
+from nas.study_note import FOOTER, write_study_note
+
+
+def referenced_files(html: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"#]+)"', html)
+
+
+def assert_self_contained(folder: Path) -> str:
+    """Every image or link of report.html is a file beside it (relative path), and no script is needed."""
+    html = (folder / "report.html").read_text()
+    for name in referenced_files(html):
+        assert "/" not in name and ":" not in name, name
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    assert "<script" not in html
+    return html
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("demo")
+    config = make_config(root / "results")
+    build_study(config, demo_trials())
+    out = write_study_report(config, root / "report")
+    return out, assert_self_contained(out)
+
+
+def test_report_names_presets_and_ranks_top_trials_with_previews(demo_report):
+    out, html = demo_report
+    for name in ("litedepth", "litedepth-int8", "fastdepth"):
+        assert f"({name})</td>" in html  # each preset has its named row in the table
+    rows = re.findall(r'<tr id="trial-(\d+)"', html)
+    assert sorted(map(int, rows)) == list(range(7))  # 7 complete trials: top 10 and presets, no failed ones
+    assert rows[0] == "4"  # the best Final Score (24 ms, si-RMSE 0.29) leads
+    assert "Best trial: <strong>4</strong>" in html and "nas finalize --study demo" in html
+    previews = sorted(p.name for p in out.glob("preview-trial-*.png"))
+    assert previews == [f"preview-trial-{n}.png" for n in range(7)]
+    assert (out / "preview-trial-4.png").read_bytes().startswith(b"\x89PNG")
+    assert 'href="preview-trial-2.png"' in html  # the fastdepth row links its preview
+    for figure in ("pareto.png", "history.png", "importances.png"):
+        assert f'src="{figure}"' in html
+
+
+def test_equal_score_lines_are_drawn_through_the_best_score(demo_report):
+    out, html = demo_report
+    best = final_score(0.29, 0.024)
+    levels = score_levels(best)
+    assert levels[0] == pytest.approx(best) and levels[1] == pytest.approx(best / 2)
+    assert f"equal Final Score ({', '.join(f'{s:.3g}' for s in levels)})" in html
+    # a line of equal score is the inverse of the Final Score: points on it score exactly that
+    for latency_ms in (10.0, 24.0, 300.0):
+        si = equal_score_si_rmse(levels[1], latency_ms)
+        assert final_score(si, latency_ms / 1000) == pytest.approx(levels[1])
+    assert equal_score_si_rmse(best, 24.0) == pytest.approx(0.29)
+
+
+def test_cost_groups_reasons_and_sums_stages(demo_report):
+    out, html = demo_report
+    assert reason_key("pruned at step 50: estimated score 0.912\nsecond line") == "pruned at step …: estimated score …"
+    assert reason_key(None) == "(no reason recorded)"
+    # the two pruned-while-training trials share one reason row, counted 2, with their numbers
+    assert re.search(r"<td class=\"text\">PRUNED</td><td class=\"text\">pruned at step …: estimated score … "
+                     r"\(validation si-RMSE …, predicted latency … ms\)</td><td>2</td><td class=\"text\">8, 9</td>", html)
+    assert "PRUNED before training</td><td class=\"text\">latency bound:" in html
+    assert "ExportError: onnx2tf failed on Resize</td><td>1</td>" in html and "Traceback" not in html
+    # train seconds: 7 complete trials (95 + 3i) and 2 pruned while training (40 each)
+    train_total = sum(95.0 + 3 * i for i in range(7)) + 80.0
+    assert f"<td class=\"text\">train</td><td>{train_total:,.1f}</td><td>{train_total / 9:,.1f}</td>" in html
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["states"] == {"COMPLETE": 7, "FAIL": 1, "PRUNED": 3} and summary["best"]["number"] == 4
+    assert summary["report"] == "report.html" and set(summary["importances"]) == {
+        "backbone", "input_scale", "precision", "distill_lambda"}
+    with open(out / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["number"] for r in rows] == [str(n) for n in range(11)] and rows[2]["preset"] == "fastdepth"
+
+
+def test_one_trial_study_explains_missing_importances(tmp_path):
+    config = make_config(tmp_path / "results", study="single")
+    build_study(config, [FakeTrial(preset("litedepth"), si_rmse=0.3, latency_ms=40.0, preset="litedepth")])
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    assert "Parameter importances need at least 4 complete trials; this study has 1." in html
+    assert 'src="importances.png"' not in html and not (out / "importances.png").exists()
+    assert "(litedepth)</td>" in html and 'src="pareto.png"' in html and 'src="preview-trial-0.png"' in html
+
+
+def test_study_of_only_failed_trials_says_so_plainly(tmp_path):
+    config = make_config(tmp_path / "results", study="broken")
+    build_study(config, [FakeTrial(searched("mobilenetv1_100"), TrialState.FAIL,
+                                   fail_reason="NasRuntimeError: device local-cpu unreachable") for _ in range(3)])
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    assert "No trial completed: 3 failed and 0 pruned" in html
+    assert "<img" not in html and "Top trials" not in html
+    assert "NasRuntimeError: device local-cpu unreachable</td><td>3</td>" in html
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"] is None and summary["pareto_front_trials"] == []
+
+
+def test_pareto_study_is_reported_from_user_attributes(tmp_path):
+    config = make_config(tmp_path / "results", study="front", objective="pareto")
+    study = build_study(config, demo_trials())
+    assert len(study.directions) == 2 and study.metric_names == ["si_rmse", "latency_ms"]
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    assert "objective: si_rmse (minimize), latency_ms (minimize)" in html
+    assert "Best trial: <strong>4</strong>" in html and "(fastdepth)</td>" in html
+    assert json.loads((out / "summary.json").read_text())["pareto_front_trials"] == [4, 3, 5]
+
+
+def test_rerunning_the_report_replaces_its_files(demo_report, tmp_path):
+    config = make_config(tmp_path / "results", study="again")
+    build_study(config, demo_trials()[:2])
+    out = write_study_report(config, tmp_path / "report")
+    first = (out / "preview-trial-0.png").read_bytes()
+    write_study_report(config, out)  # the preview files exist already: replaced, not an error
+    assert (out / "preview-trial-0.png").read_bytes() == first
+
+
+def test_study_note_names_the_search_and_respects_a_persons_edit(tmp_path):
+    config = load_config(None, results=tmp_path, study="noted", budget="smoke")
+    study = open_study(config)
+    space, devices = load_space(config.space), load_hardware(config.hardware)
+    write_study_note(study, config, space, devices)
+    note = get_note(study)
+    for text in ("## nas study `noted`", "synthetic scenes", f"`{space.name}`", f"`{devices[0].name}`",
+                 "`smoke`", "fp32, int8", "nas finalize --study noted", FOOTER):
+        assert text in note, text
+    save_note(study, "my own findings")
+    write_study_note(study, config, space, devices)
+    assert get_note(study) == "my own findings"
+
+
+def test_metric_names_are_set_once(tmp_path):
+    config = make_config(tmp_path, study="named")
+    study = open_study(config)
+    study.set_metric_names(["score"])
+    assert open_study(config).metric_names == ["score"]  # a resumed study keeps what it has
