@@ -137,7 +137,9 @@ def importance_figure(importances: dict[str, float], path: Path) -> None:
     _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
+def _save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
+    """Write the PNG and free the figure; `tight=False` for figures laid out by matplotlib's constrained layout."""
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
