@@ -1,0 +1,133 @@
+"""`nas finalize`'s page: the shipped model's figures beside its search trial's, training, parity, previews.
+
+Built from the release record (`metrics.json`) with the study report's page helpers, so both pages
+look and escape alike, and open from their folder with no server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .page import PAGE, _figure, _fmt
+from .trials import arch_line
+
+# Release files the page links when they are in the folder.
+RELEASE_FILES = (("model.tflite", "ship this"), ("model.onnx", "ONNX"), ("model.pt", "PyTorch weights"),
+                 ("metrics.json", "every figure on this page"), ("report.md", "this page in Markdown"),
+                 ("preview.png", "first validation image, as in the search"))
+
+# The trial attributes compared, as (label, key, format); `record["search_trial"]` holds the trial's.
+FIGURES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("Final Score", "final_score", lambda v: _fmt(v, ".4f")),
+    ("si-RMSE", "si_rmse", lambda v: _fmt(v, ".4f")),
+    ("RMSE (m)", "rmse", lambda v: _fmt(v, ".3f")),
+    ("log10", "log10", lambda v: _fmt(v, ".4f")),
+    ("REL", "rel", lambda v: _fmt(v, ".4f")),
+    ("latency median (ms)", "latency_ms", lambda v: _fmt(v, ".1f")),
+    ("latency p90 (ms)", "latency_p90_ms", lambda v: _fmt(v, ".1f")),
+    ("device", "device", lambda v: _fmt(v)),
+    ("threads", "threads", lambda v: _fmt(v)),
+    ("precision", "precision", lambda v: _fmt(v)),
+    ("parameters", "params", lambda v: _fmt(v, ",")),
+    ("MACs (M)", "macs", lambda v: _fmt(None if v in (None, "") else v / 1e6, ",.0f")),
+    ("TFLite file (MB)", "tflite_bytes", lambda v: _fmt(None if v in (None, "") else v / 1e6, ".2f")),
+)
+SEARCH_KEYS = tuple(key for _, key, _ in FIGURES) + ("stage_seconds",)
+
+PARITY_CHECKS = {"onnx_vs_torch": "ONNX against PyTorch",
+                 "tflite_vs_onnx": "TFLite (float32 model) against ONNX",
+                 "int8_vs_onnx": "int8 TFLite against ONNX (measured, never failed: it is the model's accuracy)"}
+PARITY_FIGURES = {"max_abs_err_m": ("max |difference|", ".3g", " m"),
+                  "median_rel_err": ("median relative difference", ".3g", ""),
+                  "si_rmse": ("si-RMSE", ".4f", "")}  # quantization_error's figures: (label, format, unit)
+
+
+def search_figures(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The search trial's attributes the page compares with the final model (what metrics.json keeps)."""
+    return {k: attrs[k] for k in SEARCH_KEYS if k in attrs}
+
+
+def _figures_table(record: dict[str, Any]) -> str:
+    search = record.get("search_trial") or {"final_score": record.get("search_score"),
+                                            "si_rmse": record.get("search_si_rmse")}
+    rows = "".join(f"<tr><td class=\"text\">{escape(label)}</td><td>{fmt(search.get(key))}</td>"
+                   f"<td><strong>{fmt(record.get(key))}</strong></td></tr>" for label, key, fmt in FIGURES)
+    search_train = (search.get("stage_seconds") or {}).get("train")
+    rows += (f"<tr><td class=\"text\">training time (s)</td><td>{_fmt(search_train, ',.0f')}</td>"
+             f"<td><strong>{_fmt(record.get('train_seconds'), ',.0f')}</strong></td></tr>")
+    return (f"<h2>Search trial against final model</h2>\n<p>Errors are those of the TFLite model on validation "
+            f"frames at {escape(str(record.get('resolution', '?')))} ({_fmt(record.get('val_images'))} for the final "
+            f"model; the search used its budget's frames); latency is the median on the device.</p>\n"
+            f"<table><tr><th>figure</th><th>search trial {_fmt(record.get('trial'))}</th><th>final model</th></tr>"
+            f"{rows}</table>")
+
+
+def _training(record: dict[str, Any]) -> str:
+    items = [f"budget <strong>{_fmt(record.get('budget'))}</strong>", f"{_fmt(record.get('train_steps'), ',')} steps",
+             f"{_fmt(record.get('train_seconds'), ',.0f')} s"]
+    if record.get("distill_lambda"):
+        items.append(f"distillation λ {_fmt(record['distill_lambda'], '.2f')}")
+    stages = record.get("stage_seconds") or {}
+    stage_text = ", ".join(f"{escape(k)} {_fmt(v, ',.1f')} s" for k, v in stages.items())
+    return (f"<h2>Training</h2>\n<p>{', '.join(items)}.</p>"
+            + (f"\n<p class=\"meta\">Seconds per stage: {stage_text}.</p>" if stage_text else ""))
+
+
+def _parity_value(value: Any) -> str:
+    if isinstance(value, dict):
+        parts = []
+        for key, figure in value.items():
+            label, spec, unit = PARITY_FIGURES.get(key, (key, ".4g", ""))
+            parts.append(f"{escape(label)} {_fmt(figure, spec)}{unit}")
+        return ", ".join(parts)
+    return f"max |difference| {_fmt(value, '.3g')} m"
+
+
+def _parity(record: dict[str, Any]) -> str:
+    parity = record.get("parity") or {}
+    if not parity:
+        return "<h2>Parity checks</h2>\n<p>No parity figures recorded.</p>"
+    rows = "".join(f"<tr><td class=\"text\">{escape(PARITY_CHECKS.get(name, name))}</td>"
+                   f"<td class=\"text\">{_parity_value(value)}</td></tr>" for name, value in parity.items())
+    return ("<h2>Parity checks</h2>\n<p>Each conversion step against the one before, on one validation frame; "
+            "the float32 steps must agree within the configured tolerance or the export fails.</p>\n"
+            f"<table><tr><th>check</th><th>figures</th></tr>{rows}</table>")
+
+
+def _previews(preview_png: str | None, caption: str) -> str:
+    if preview_png is None:
+        return f"<h2>Previews</h2>\n<p>{escape(caption)}</p>"
+    return "<h2>Previews</h2>\n" + _figure(preview_png, "previews of the final model", escape(caption))
+
+
+def _files(out: Path) -> str:
+    items = [f"<li><a href=\"{escape(name)}\">{escape(name)}</a>: {escape(what)}</li>"
+             for name, what in RELEASE_FILES if (out / name).is_file()]
+    return "<h2>Files</h2>\n<ul>" + "".join(items) + "</ul>" if items else ""
+
+
+def render_model_page(record: dict[str, Any], out: Path, preview_png: str | None, preview_caption: str) -> str:
+    """The page's HTML; `preview_png` is a file name in `out` (None: `preview_caption` says why there is none)."""
+    header = (f"<h1>Final model: trial {_fmt(record.get('trial'))} of study {escape(str(record.get('study')))}</h1>\n"
+              f"<p class=\"meta\">{escape(str(record.get('precision', 'fp32')))} · written "
+              f"{escape(str(record.get('created', '?')))}</p>\n"
+              f"<p>Final Score <strong>{_fmt(record.get('final_score'), '.4f')}</strong> "
+              f"(2^(−10·si-RMSE) / (C·runtime s), C = {_fmt(record.get('score_c'))}) with si-RMSE "
+              f"{_fmt(record.get('si_rmse'), '.4f')} and {_fmt(record.get('latency_ms'), '.1f')} ms on "
+              f"{escape(str(record.get('device', '?')))}: {escape(arch_line(record.get('arch', {})))}.</p>")
+    arch = f"<h2>Architecture</h2>\n<pre>{escape(json.dumps(record.get('arch', {}), indent=2))}</pre>"
+    body = "\n".join((header, _figures_table(record), _training(record), _parity(record),
+                      _previews(preview_png, preview_caption), arch, _files(out)))
+    title = f"nas finalize: study {record.get('study')}, trial {record.get('trial')}"
+    return PAGE.substitute(title=escape(title), body=body)
+
+
+def write_model_page(out: Path, record: dict[str, Any], preview_png: str | None, preview_caption: str) -> Path:
+    """Write `out/report.html`; returns its path."""
+    path = out / "report.html"
+    path.write_text(render_model_page(record, out, preview_png, preview_caption), encoding="utf-8")
+    return path
