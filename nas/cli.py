@@ -147,13 +147,13 @@ def finalize_cmd(config_file: ConfigFile = None, study: StudyName = None, storag
                  no_distill: Annotated[bool, typer.Option("--no-distill")] = False,
                  results: Results = None,
                  out_dir: Annotated[Optional[Path], typer.Option("--out", help="release folder")] = None) -> None:
-    """Train the best architecture fully; write its .tflite, .onnx, metrics.json and report.md."""
+    """Train the best architecture fully; write its .tflite, .onnx, metrics.json, report.html and report.md."""
     from .finalize import finalize
 
     config = load_config(config_file, study=study, storage=storage, budget=budget, data=data, hardware=hardware,
                          results=results, distill=False if no_distill else None)
     folder = finalize(config, trial, out_dir)
-    out.print(f"shipped: {folder / 'model.tflite'}\nreport: {folder / 'report.md'}")
+    out.print(f"shipped: {folder / 'model.tflite'}\nreport: {folder / 'report.html'}")
 
 
 def _baselines(text: str | None) -> list[str] | str | None:

@@ -12,10 +12,14 @@ import torch
 from .arch import Arch
 from .config import BUDGETS, RunConfig
 from .console import err as console
+from .data.dataset import DepthSplit, load_split
 from .errors import ConfigError
+from .export.tflite_convert import TFLiteModel
 from .latency_model import graph_figures
 from .models import DepthNet, count_params
 from .pipeline import TrialRecord, deploy, prepare_context, train_candidate
+from .report.depth_previews import depth_previews
+from .report.model_page import search_figures, write_model_page
 from .search import check_inputs, ensure_synthetic_data
 from .study import load_study
 
@@ -62,11 +66,39 @@ def write_model_report(out: Path, record: dict) -> Path:
         "```",
         "",
         f"Files: `model.tflite` ({record['precision']}, float32 input and output: ship this), `model.onnx`, "
-        "`model.pt` (PyTorch weights), `metrics.json`, `preview.png` (input | ground truth | prediction).",
+        "`model.pt` (PyTorch weights), `metrics.json`, `preview.png` (input | ground truth | prediction), "
+        "`report.html` (this report as a page: search trial against final model, parity checks, and `previews.png`, "
+        "input | ground truth | prediction | error on test images).",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+PREVIEW_IMAGES = 4
+
+
+def preview_split(config: RunConfig) -> tuple[DepthSplit, str]:
+    """A few test images at deployment resolution, or validation ones when the test split is empty
+    (the split's name then says so)."""
+    size = (config.deploy_width, config.deploy_height)
+    try:
+        return load_split(config.data_root, "test", size, PREVIEW_IMAGES), "test"
+    except FileNotFoundError:
+        return (load_split(config.data_root, "validation", size, PREVIEW_IMAGES),
+                "validation (the test split is empty)")
+
+
+def write_model_previews(out: Path, config: RunConfig, tflite_path: Path) -> tuple[str, str]:
+    """previews.png of the shipped `.tflite` on test images; returns its file name and the page's caption."""
+    split, split_name = preview_split(config)
+    model = TFLiteModel(tflite_path)
+    depth_previews(out / "previews.png", split.rgb, split.depth_mm, model.predict, names=split.stems)
+    caption = (f"The shipped model.tflite on {len(split)} {split_name} image(s) at "
+               f"{config.deploy_width}×{config.deploy_height}: input | ground truth | prediction | error "
+               "(prediction − ground truth). Ground truth and prediction share one colour bar in metres; "
+               "grey pixels have no ground truth.")
+    return "previews.png", caption
 
 
 def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> Path:
@@ -99,10 +131,13 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
         "train_seconds": result.seconds, "val_images": len(ctx.val_frames),
         "resolution": f"{config.deploy_width}×{config.deploy_height}",
         "search_score": trial.user_attrs.get("final_score"), "search_si_rmse": trial.user_attrs.get("si_rmse"),
+        "search_trial": search_figures(trial.user_attrs),
         "distill_lambda": distill_lambda, "created": datetime.now(timezone.utc).isoformat(),
     }
     (out / "metrics.json").write_text(json.dumps(record, indent=2))
     write_model_report(out, record)
+    with console.status("drawing previews on test images"):
+        write_model_page(out, record, *write_model_previews(out, config, deployed.tflite_path))
     (out / "onnx2tf.log").unlink(missing_ok=True)
     console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
                   f"{lat.median_ms:.1f} ms -> {out}", markup=False)

@@ -68,13 +68,20 @@ def test_finalize_ships_the_best_trial(search):
     out = work / "final"
     nas("finalize", "--study", "e2e", "--results", work / "results", "--budget", "smoke",
         "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, cwd=work)
-    for name in ("model.tflite", "model.onnx", "metrics.json", "report.md", "preview.png"):
+    for name in ("model.tflite", "model.onnx", "metrics.json", "report.md", "report.html", "preview.png",
+                 "previews.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("si_rmse", "rmse", "log10", "rel", "latency_ms", "final_score", "arch"):
         assert key in metrics
     assert metrics["final_score"] == pytest.approx(2 ** (-10 * metrics["si_rmse"]) / (metrics["latency_ms"] / 1000))
     assert "Final Score" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert "Parity checks" in html and f"search trial {metrics['trial']}" in html
+    images = re.findall(r'<img[^>]* src="([^"]+)"', html)
+    assert "previews.png" in images
+    for name in re.findall(r'(?:src|href)="([^"#]+)"', html):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
 
 
 def test_bad_inputs_fail_before_work(tmp_path):
