@@ -113,3 +113,18 @@ def test_page_of_an_fp32_model_without_previews_says_why(tmp_path):
     html = write_model_page(tmp_path, record("fp32"), None, "no test or validation image").read_text()
     assert "int8 TFLite against ONNX" not in html and "TFLite (float32 model) against ONNX" in html
     assert "<img" not in html and "no test or validation image" in html
+
+
+def test_previews_use_the_test_split_or_say_they_fall_back_to_validation(tmp_path):
+    from nas.config import load_config
+    from nas.data.synth import synthesize
+    from nas.finalize import PREVIEW_IMAGES, preview_split
+
+    with_test, without_test = tmp_path / "with", tmp_path / "without"
+    synthesize(with_test, {"validation": 1, "test": PREVIEW_IMAGES + 2}, width=64, height=48)
+    synthesize(without_test, {"validation": 2}, width=64, height=48)
+    config = load_config(None, results=tmp_path / "results", data=with_test, deploy_width=64, deploy_height=48)
+    split, name = preview_split(config)
+    assert name == "test" and len(split) == PREVIEW_IMAGES and split.rgb.shape[1:] == (48, 64, 3)
+    split, name = preview_split(config.model_copy(update={"data": without_test}))
+    assert name.startswith("validation") and "test split is empty" in name and len(split) == 2
