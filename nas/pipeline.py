@@ -12,14 +12,15 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from .arch import Arch
 from .config import Budget, RunConfig
@@ -87,15 +88,33 @@ def graph_key(arch: Arch, config: RunConfig) -> str:
 
 
 def _progress(label: str) -> tuple[Progress, Callable[[int, int, float], None]]:
+    """The training bar. Off where the console is not interactive (a log file): rich would draw nothing
+    there but still end each bar with an empty line."""
     progress = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                         TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console,
-                        transient=True)
+                        transient=True, disable=not console.is_interactive)
     task = progress.add_task(label, total=1, loss=float("nan"))
 
     def update(step: int, total: int, loss: float) -> None:
         progress.update(task, completed=step, total=total, loss=loss)
 
     return progress, update
+
+
+@contextmanager
+def stage_spinner(label: str, stage: str, unit: str = "") -> Iterator[Callable[[int, int], None]]:
+    """A spinner with the stage, its steps when told (`update(done, total)`, counted in `unit`) and elapsed
+    time, while one deploy stage runs. Transient, and off where the console is not interactive, so a log
+    file keeps just the stage lines printed around it."""
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[steps]}"),
+                        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_interactive)
+    task = progress.add_task(f"{label}: {stage}", total=None, steps="")
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, steps=f"{done}/{total} {unit}".rstrip())
+
+    with progress:
+        yield update
 
 
 def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budget: Budget, label: str, seed: int,
@@ -135,26 +154,30 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     t0 = time.perf_counter()
     sample = np.asarray(ctx.val_frames.rgb[:1]).transpose(0, 3, 1, 2).astype(np.float32)
     console.print(f"{label}: exporting to ONNX and TFLite ({arch.precision})")
-    exported = export_checked(model, workdir, sample, ctx.onnx2tf_sample, cfg.deploy_height, cfg.deploy_width,
-                              precision=arch.precision,
-                              calibration=ctx.calibration_images if arch.precision == "int8" else None,
-                              tolerance=cfg.parity_tolerance, rtol=cfg.parity_rtol)
+    with stage_spinner(label, "export"):
+        exported = export_checked(model, workdir, sample, ctx.onnx2tf_sample, cfg.deploy_height, cfg.deploy_width,
+                                  precision=arch.precision,
+                                  calibration=ctx.calibration_images if arch.precision == "int8" else None,
+                                  tolerance=cfg.parity_tolerance, rtol=cfg.parity_rtol)
     onnx_path, tflite_path = exported.onnx_path, exported.tflite_path
     seconds["export"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     console.print(f"{label}: scoring the TFLite model on {len(ctx.val_frames)} validation frames "
                   f"at {cfg.deploy_width}×{cfg.deploy_height}")
-    metrics, first_pred = evaluate_tflite(tflite_path, ctx.val_frames)
+    with stage_spinner(label, "evaluate", "frames") as frames:
+        metrics, first_pred = evaluate_tflite(tflite_path, ctx.val_frames, progress=frames)
     fp32_metrics = None
     if arch.precision == "int8":
-        fp32_metrics, _ = evaluate_tflite(exported.fp32_path, ctx.val_frames)
+        with stage_spinner(label, "evaluate the float32 twin", "frames") as frames:
+            fp32_metrics, _ = evaluate_tflite(exported.fp32_path, ctx.val_frames, progress=frames)
     preview = write_preview(workdir / "preview.png", ctx.val_frames.rgb[0], ctx.val_frames.depth_mm[0], first_pred)
     seconds["evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     key = graph_key(arch, cfg) if cfg.latency_key == "graph" else None
-    latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key)
+    with stage_spinner(label, "measure"):
+        latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key)
     seconds["measure"] = time.perf_counter() - t0
     score = final_score(metrics["si_rmse"], latency.median_ms / 1000.0, alpha=cfg.score_alpha, c=cfg.score_c)
     return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, exported.parity, seconds,
