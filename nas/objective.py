@@ -25,6 +25,7 @@ from .latency_model import LatencyPoint, LatencyPredictor, best_possible_score, 
 from .metrics import final_score
 from .models import DepthNet, count_params
 from .pipeline import TrialContext, TrialRecord, deploy, graph_key, train_candidate
+from .progress import StudyProgress
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,10 @@ def screen_reason(ctx: TrialContext, study: optuna.Study, estimate: LatencyEstim
 class TrialObjective:
     """The Optuna objective: returns the Final Score (or (si_rmse, latency_ms) for a Pareto search)."""
 
-    def __init__(self, ctx: TrialContext, store):
+    def __init__(self, ctx: TrialContext, store, progress: StudyProgress | None = None):
         self.ctx = ctx
         self.store = store
+        self.progress = progress  # prints where the study stands as each trial starts
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
@@ -120,6 +122,8 @@ class TrialObjective:
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, cfg = self.ctx, self.ctx.config
         label = f"trial {trial.number}"
+        if self.progress is not None:
+            console.print(self.progress.line(trial.study), markup=False, highlight=False, soft_wrap=True)
         try:
             arch, training = ctx.space.sample(trial)
         except ArchError as exc:

@@ -21,6 +21,7 @@ from .console import err as console
 from .hardware import load_hardware
 from .objective import TrialObjective
 from .pipeline import prepare_context
+from .progress import StudyProgress
 from .presets import PRESETS
 from .space import SearchSpace, load_space
 from .study import artifact_store, open_study, trained_count
@@ -172,10 +173,12 @@ def run_search(config: RunConfig) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     max_screened = max(50, 10 * config.trials)
     stopper = StopAtTrainedTrials(config.trials, max_screened=max_screened, max_failed=remaining)
+    progress = StudyProgress(config.trials)
     try:
         # n_trials bounds the attempts of this run: failed trials use it up too, so a broken device ends the run.
-        study.optimize(TrialObjective(ctx, artifact_store(config)), n_trials=remaining + max_screened,
-                       timeout=config.timeout, catch=(Exception,), gc_after_trial=True, callbacks=[stopper])
+        study.optimize(TrialObjective(ctx, artifact_store(config), progress), n_trials=remaining + max_screened,
+                       timeout=config.timeout, catch=(Exception,), gc_after_trial=True,
+                       callbacks=[stopper, progress])
     finally:
         ctx.meter.close()
     return study

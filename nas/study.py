@@ -76,7 +76,11 @@ def artifact_store(config: RunConfig) -> FileSystemArtifactStore:
 COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
+def is_trained(trial: optuna.trial.FrozenTrial) -> bool:
+    """Complete, or pruned while training: a trial that counts towards `--trials`."""
+    return trial.state in COUNTED_STATES and not trial.user_attrs.get("pruned_before_training")
+
+
 def trained_count(study: optuna.Study) -> int:
     """Complete trials and trials pruned while training."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED_STATES)
-               if not t.user_attrs.get("pruned_before_training"))
+    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED_STATES) if is_trained(t))

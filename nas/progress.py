@@ -1,0 +1,63 @@
+"""Where a running study stands, as one line at the start of each trial.
+
+`trial k of N (M trained so far), best X.XXX (trial j), elapsed HH:MM, about HH:MM left`: k and M
+count trained trials (what `--trials` counts, see `nas.study.trained_count`), the estimate is this
+run's mean wall time per trained trial times the trials left. A plain line, so a log file reads as
+well as a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .study import is_trained, trained_count
+
+
+def hh_mm(seconds: float) -> str:
+    """Seconds as HH:MM (hours beyond 99 simply grow), rounded to the minute."""
+    minutes = round(max(seconds, 0.0) / 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def study_line(trained: int, target: int, best: tuple[float, int] | None, elapsed_s: float,
+               mean_trial_s: float | None) -> str:
+    """The line for the trial about to start; no estimate of time left until a trial of this run has
+    finished (`mean_trial_s` None)."""
+    parts = [f"trial {trained + 1} of {target} ({trained} trained so far)",
+             "no score yet" if best is None else f"best {best[0]:.3f} (trial {best[1]})",
+             f"elapsed {hh_mm(elapsed_s)}"]
+    if mean_trial_s is not None:
+        parts.append(f"about {hh_mm(mean_trial_s * max(target - trained, 0))} left")
+    return ", ".join(parts)
+
+
+def best_score(study: optuna.Study) -> tuple[float, int] | None:
+    """The best Final Score and its trial, from user attributes (so a Pareto study has one too)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    scored = [t for t in complete if "final_score" in t.user_attrs]
+    if not scored:
+        return None
+    best = max(scored, key=lambda t: (t.user_attrs["final_score"], -t.number))
+    return best.user_attrs["final_score"], best.number
+
+
+class StudyProgress:
+    """An Optuna callback that times this run's trained trials; `line(study)` says where the study stands."""
+
+    def __init__(self, target: int, clock: Callable[[], float] = time.monotonic):
+        self.target = target
+        self.clock = clock
+        self.started = clock()
+        self.trial_seconds: list[float] = []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if is_trained(trial) and trial.datetime_start is not None and trial.datetime_complete is not None:
+            self.trial_seconds.append((trial.datetime_complete - trial.datetime_start).total_seconds())
+
+    def line(self, study: optuna.Study) -> str:
+        mean = sum(self.trial_seconds) / len(self.trial_seconds) if self.trial_seconds else None
+        return study_line(trained_count(study), self.target, best_score(study), self.clock() - self.started, mean)
