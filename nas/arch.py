@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +53,33 @@ class Arch:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        self._check_types()
         object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
         object.__setattr__(self, "skips", tuple(self.skips))
         object.__setattr__(self, "blocks", tuple(self.blocks))
         self.validate()
+
+    def _check_types(self) -> None:
+        """ArchError naming the field whose value has the wrong type (arch JSON is user input)."""
+        def is_int(v: Any) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        expected = {"backbone": (str, "a string"), "upsample": (str, "a string"), "input_scale": (str, "a string"),
+                    "head": (str, "a string"), "precision": (str, "a string"), "ffm": (bool, "true or false"),
+                    "rfdb_esa": (bool, "true or false")}
+        for name, (kind, words) in expected.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ArchError(f"{name} must be {words}, got {getattr(self, name)!r}")
+        if not is_int(self.depth):
+            raise ArchError(f"depth must be an integer, got {self.depth!r}")
+        if isinstance(self.max_depth, bool) or not isinstance(self.max_depth, numbers.Real):
+            raise ArchError(f"max_depth must be a number of metres, got {self.max_depth!r}")
+        if not isinstance(self.decoder_channels, (list, tuple)) or not all(map(is_int, self.decoder_channels)):
+            raise ArchError(f"decoder_channels must be a list of integers, got {self.decoder_channels!r}")
+        for name in ("skips", "blocks"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ArchError(f"{name} must be a list of names, got {value!r}")
 
     def validate(self) -> None:
         """Raise `ArchError` with the reason when the arch cannot be built."""
@@ -113,7 +137,13 @@ class Arch:
 
     @classmethod
     def from_json(cls, text: str) -> Arch:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ArchError("arch JSON must be an object of arch fields")
+        return cls.from_dict(data)
 
     @property
     def arch_id(self) -> str:

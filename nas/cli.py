@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import click
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 from .arch import Arch, ArchError
@@ -40,7 +41,7 @@ class ErrorBoundary(TyperGroup):
             return super().invoke(ctx)
         except ConfigError as exc:
             for problem in getattr(exc, "problems", ()):  # a data set check: every bad file, then the summary
-                err.print(str(problem), highlight=False, markup=False)
+                err.print(str(problem), highlight=False, soft_wrap=True)
             fail(str(exc), EXIT_BAD_INPUT)
         except NasRuntimeError as exc:
             fail(str(exc), EXIT_FAILED)
@@ -90,9 +91,9 @@ def data_check(root: Annotated[Path, typer.Argument(help="data set root")]) -> N
 
     problems = check_dataset(root)
     for problem in problems:
-        out.print(str(problem), highlight=False, markup=False)
+        out.print(str(problem), highlight=False, soft_wrap=True)
     if problems:
-        err.print(f"[red]{len(problems)} problem(s)[/red] in {root}")
+        err.print(Text.assemble((f"{len(problems)} problem(s)", "red"), f" in {root}"))
         raise typer.Exit(EXIT_FAILED)
     out.print(f"{root}: OK")
 
@@ -135,9 +136,9 @@ def run(config_file: ConfigFile = None,
     if line := standing_line(study_obj):
         out.print(line, highlight=False, markup=False)
     artifacts = config.artifact_dir
-    out.print(f"browse: nas dashboard --storage {config.storage_url} --results {config.results}\n"
-              f"   or: optuna-dashboard {config.storage_url} --artifact-dir {artifacts}\n"
-              f"ship the best: nas finalize --study {config.study} --storage {config.storage_url}", highlight=False)
+    out.print(f"browse: nas dashboard --storage {config.storage_shown} --results {config.results}\n"
+              f"   or: optuna-dashboard {config.storage_shown} --artifact-dir {artifacts}\n"
+              f"ship the best: nas finalize --study {config.study} --storage {config.storage_shown}", highlight=False)
 
 
 @app.command("finalize")

@@ -110,6 +110,11 @@ class RunConfig(BaseModel):
         return self.storage or f"sqlite:///{(self.results / 'nas.db').as_posix()}"
 
     @property
+    def storage_shown(self) -> str:
+        """The storage URL as printed (logs, notes, reports): no password."""
+        return hide_password(self.storage_url)
+
+    @property
     def data_root(self) -> Path:
         return self.data or self.results / "data"
 
@@ -120,6 +125,17 @@ class RunConfig(BaseModel):
     @property
     def artifact_dir(self) -> Path:
         return self.results / "artifacts"
+
+
+def hide_password(url: str) -> str:
+    """A storage URL fit to print or store: the password (if any) replaced by ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def _describe(error: ValidationError) -> str:
@@ -136,7 +152,9 @@ def read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(path, "file does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from exc
 

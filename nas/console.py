@@ -6,10 +6,12 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
-out = Console()
-err = Console(stderr=True)
+# Markup off: what we print is data (paths, hosts like `[pi.local]:2222`, lists), never rich markup.
+# Colour comes from `style=` and `Text`.
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 EXIT_FAILED = 1  # a failure during work, or a check that found problems
 EXIT_BAD_INPUT = 2  # bad input, found before work starts (as click's own usage errors)
@@ -21,5 +23,5 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
 
     The message is printed as it is: a `[...]` in it (a list of file names, say) is text, not markup.
     """
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)

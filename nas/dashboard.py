@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from .config import RunConfig
+from .config import RunConfig, hide_password
 from .errors import ConfigError
 from .study import open_storage
 
@@ -29,7 +29,7 @@ def usable_storage(url: str) -> optuna.storages.RDBStorage:
         storage.get_all_studies()
     except Exception as exc:  # SQLAlchemy's driver and schema errors, Optuna's version check: all "unusable"
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(None, f"cannot open the storage {url}: {first_line}") from None
+        raise ConfigError(None, f"cannot open the storage {hide_password(url)}: {first_line}") from None
     return storage
 
 
@@ -59,7 +59,7 @@ def serve(config: RunConfig, host: str, port: int) -> None:
     storage = usable_storage(config.storage_url)
     check_port_free(host, port)
     config.artifact_dir.mkdir(parents=True, exist_ok=True)
-    print(f"optuna-dashboard: {dashboard_url(host, port)} ({config.storage_url}, artifacts {config.artifact_dir})",
+    print(f"optuna-dashboard: {dashboard_url(host, port)} ({config.storage_shown}, artifacts {config.artifact_dir})",
           flush=True)
     optuna_dashboard.run_server(storage, host=host, port=port,
                                 artifact_store=FileSystemArtifactStore(str(config.artifact_dir)))

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from sqlalchemy.exc import SQLAlchemyError
 from rich.progress import Progress
 from rich.table import Table
 
 from .config import RunConfig
-from .data.check import check_dataset
+from .data.check import require_valid_dataset
 from .data.layout import list_pairs
 from .data.synth import synthesize
 from .errors import ConfigError
@@ -28,14 +29,6 @@ from .study import artifact_store, open_study, trained_count
 from .study_note import write_study_note
 
 SYNTH_MARKER = ".synthetic.json"
-
-
-class DataError(ConfigError):
-    """A data set that fails the check; `problems` lists every bad file."""
-
-    def __init__(self, root: Path, problems: list):
-        self.problems = problems
-        super().__init__(root, f"{len(problems)} problem(s) in the data set, first: {problems[0]}")
 
 
 def ensure_synthetic_data(config: RunConfig) -> Path:
@@ -60,9 +53,7 @@ def check_inputs(config: RunConfig) -> tuple[SearchSpace, list]:
     space = load_space(config.space)
     devices = load_hardware(config.hardware)
     if config.data is not None:
-        problems = check_dataset(config.data)
-        if problems:
-            raise DataError(config.data, problems)
+        require_valid_dataset(config.data)
     check_calibration_set(config, space)
     return space, devices
 
@@ -154,7 +145,10 @@ def run_search(config: RunConfig) -> optuna.Study:
     try:
         study = open_study(config)
     except ValueError as exc:  # e.g. resuming a study with another objective
-        raise ConfigError(None, f"cannot open study {config.study!r} in {config.storage_url}: {exc}") from None
+        raise ConfigError(None, f"cannot open study {config.study!r} in {config.storage_shown}: {exc}") from None
+    except SQLAlchemyError as exc:  # unreachable server, wrong credentials, no such database
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ConfigError(None, f"cannot reach the study database {config.storage_shown}: {reason}") from None
     write_study_note(study, config, space, devices)
     if config.baselines != "none":
         if count := enqueue_baselines(study, space, None if config.baselines == "all" else config.baselines):

@@ -24,7 +24,7 @@ from .errors import ConfigError
 
 PER_STAGE_FIELDS = ("decoder_channels", "skips", "blocks")
 ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(Arch))
-TRAINING_PARAMS = ("distill_lambda", "lr")
+TRAINING_PARAMS = ("distill_lambda",)  # read by the objective; the learning rate is the budget's
 PARAM_KEYS = {"choices", "low", "high", "step", "log", "per_stage", "stage_choices", "when"}
 
 
@@ -118,6 +118,9 @@ def _parse_param(path: Path, name: str, spec: Any, earlier: set[str]) -> Param:
         raise bad("expected a mapping with 'choices' or 'low'/'high'")
     if unknown := set(spec) - PARAM_KEYS:
         raise bad(f"unknown key(s) {', '.join(sorted(unknown))}")
+    for flag in ("per_stage", "log"):
+        if flag in spec and not isinstance(spec[flag], bool):
+            raise bad(f"{flag} must be true or false, got {spec[flag]!r}")
     per_stage = bool(spec.get("per_stage", False))
     if per_stage != (name in PER_STAGE_FIELDS):
         raise bad("per_stage must be true exactly for " + ", ".join(PER_STAGE_FIELDS))
@@ -154,6 +157,13 @@ def _check_values(path: Path, param: Param) -> None:
     import timm
 
     options = list(param.choices or ()) + [c for stage in (param.stage_choices or ()) for c in stage]
+    if param.name in ARCH_FIELDS and param.low is not None:  # a range: both ends must be valid values
+        if param.name not in ("depth", "decoder_channels", "max_depth"):
+            raise ConfigError(path, f"parameter {param.name!r}: a range (low/high) only fits numeric arch fields "
+                                    "(depth, decoder_channels, max_depth); give choices")
+        if param.name != "max_depth" and not all(isinstance(v, int) for v in (param.low, param.high)):
+            raise ConfigError(path, f"parameter {param.name!r}: low and high must be integers")
+        options += [param.low, param.high]
     if param.name == "backbone":
         known = set(timm.list_models())
         if unknown := [b for b in options if b not in known]:

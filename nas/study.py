@@ -16,7 +16,7 @@ from optuna.artifacts import FileSystemArtifactStore
 # Heartbeats, metric names and the retry callback are stable in practice; keep users' logs readable.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-from .config import RunConfig
+from .config import RunConfig, hide_password
 from .errors import ConfigError
 
 SCORE_METRICS = ["final_score"]
@@ -63,7 +63,7 @@ def load_study(storage_url: str, study_name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=False))
     except KeyError:
-        raise ConfigError(None, f"no study {study_name!r} in {storage_url}") from None
+        raise ConfigError(None, f"no study {study_name!r} in {hide_password(storage_url)}") from None
 
 
 def artifact_store(config: RunConfig) -> FileSystemArtifactStore:

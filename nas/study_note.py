@@ -61,7 +61,7 @@ def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfil
         "Each trial's artifacts hold its `model.tflite`, `preview.png` (input | ground truth | prediction) and "
         "arch JSON.",
         "",
-        f"**Finalize:** `nas finalize --study {config.study} --storage {config.storage_url}` trains the best "
+        f"**Finalize:** `nas finalize --study {config.study} --storage {config.storage_shown}` trains the best "
         "trial fully and ships its `.tflite`; `nas report` writes an HTML report.",
         "",
         FOOTER,

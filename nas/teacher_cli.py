@@ -12,6 +12,7 @@ import typer
 
 from .config import BUDGETS
 from .console import out
+from .data.check import require_valid_dataset
 from .errors import ConfigError
 
 teacher_app = typer.Typer(help="The distillation teacher: train one, or cache a teacher's depth on a data set.",
@@ -41,6 +42,7 @@ def train_cmd(data: Data, out_dir: Annotated[Path, typer.Option("--out", help="t
     from .teacher import train_teacher
 
     _check_budget(budget)
+    require_valid_dataset(data)
     spec = train_teacher(data, out_dir, budget, backbone, init, steps, seed)
     si = (spec.val_metrics or {}).get("si_rmse", float("nan"))
     out.print(f"teacher {spec.label} in {out_dir}: validation si-RMSE {si:.4f}; use it with "
@@ -60,6 +62,7 @@ def cache_cmd(data: Data, out_dir: TeacherDir, model: UserModel = None, budget: 
     from .teacher import cache_teacher
 
     _check_budget(budget)
+    require_valid_dataset(data)
     b = BUDGETS[budget]
     cache, spec = cache_teacher(out_dir, data, b.train_height, b.train_width, model)
     state = "rebuilt" if cache.rebuilt else "fresh, reused"

@@ -75,3 +75,23 @@ def test_bad_space_file_names_file_and_problem(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_space(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(("param", "words"), [
+    ({"ffm": {"choices": [False, True], "log": "false"}}, "log must be true or false"),
+    ({"depth": {"low": 2, "high": 7}}, "depth"),
+    ({"decoder_channels": {"per_stage": True, "low": 1, "high": 64}}, "at least 4"),
+    ({"head": {"low": 1, "high": 2}}, "only fits numeric arch fields"),
+    ({"lr": {"low": 0.001, "high": 0.01}}, "unknown parameter"),
+])
+def test_space_files_with_bad_flags_ranges_or_unused_parameters_are_refused(tmp_path, param, words):
+    import yaml
+
+    from nas.errors import ConfigError
+    from nas.space import load_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"params": {"backbone": {"choices": ["mobilenetv3_small_100"]}, **param}}))
+    with pytest.raises(ConfigError, match=words) as info:
+        load_space(path)
+    assert str(path) in str(info.value)

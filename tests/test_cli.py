@@ -74,3 +74,59 @@ def test_python_m_nas_documents_exit_codes() -> None:
 
 def test_budget_names_of_the_config_are_the_budgets() -> None:
     assert set(typing.get_args(RunConfig.model_fields["budget"].annotation)) == set(BUDGETS)
+
+
+def test_brackets_in_any_printed_message_are_text_not_markup() -> None:
+    from nas.console import err, out
+
+    for console in (out, err):
+        with console.capture() as captured:
+            console.print("connect with ssh -p 2222 [pi.local]:2222, then [/x] stays")
+        assert "[pi.local]:2222" in captured.get() and "[/x]" in captured.get()
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path) -> None:
+    config = tmp_path / "my.yaml"
+    config.write_bytes("study: caf\xe9\n".encode("latin-1"))
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2 and str(config) in result.output and "UTF-8" in result.output
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('{"decoder_channels": 5}', "decoder_channels must be a list of integers"),
+    ('{"depth": "5"}', "depth must be an integer"),
+    ('{"ffm": "yes"}', "ffm must be true or false"),
+    ("[1, 2]", "must be an object"),
+])
+def test_arch_json_with_wrong_types_is_bad_input(tmp_path, text: str, words: str) -> None:
+    (tmp_path / "arch.json").write_text(text)
+    result = CliRunner().invoke(app, ["arch", "show", str(tmp_path / "arch.json")])
+    assert result.exit_code == 2 and words in " ".join(result.output.split())
+
+
+def test_teacher_commands_check_the_data_set_first(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from nas.data.synth import synthesize
+
+    data = tmp_path / "data"
+    synthesize(data, {"train": 2, "validation": 1}, seed=0, width=64, height=48)
+    (data / "train" / "rgb" / "00000.png").write_bytes(b"\x89PNG broken")
+    Image.fromarray(np.full((48, 64), 200, np.uint8)).save(data / "train" / "depth" / "00001.png")  # 8-bit
+    for command in (["teacher", "train", "--budget", "smoke"], ["teacher", "cache"]):
+        result = CliRunner().invoke(app, [*command, "--data", str(data), "--out", str(tmp_path / "t")])
+        assert result.exit_code == 2, result.output
+        text = " ".join(result.output.split())
+        assert "00000.png: unreadable" in text and "00001.png: depth map has mode L" in text
+        assert not (tmp_path / "t").exists()  # nothing started
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(tmp_path) -> None:
+    url = "postgresql://nas:s3cret@127.0.0.1:1/nas"  # nothing listens on port 1
+    result = CliRunner().invoke(app, ["run", "--storage", url, "--results", str(tmp_path), "--space",
+                                      str(RunConfig().space.parent / "smoke.yaml")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "cannot reach the study database" in text
+    assert "s3cret" not in result.output and "postgresql://nas:***@127.0.0.1:1/nas" in text
+    assert "Traceback" not in result.output

@@ -65,6 +65,16 @@ def test_checker_names_every_bad_file(tiny_dataset):
     assert len(problems) == 5
 
 
+def test_checker_refuses_depth_without_valid_pixels_and_32_bit_depth(tiny_dataset):
+    train = tiny_dataset / "train" / "depth"
+    Image.fromarray(np.ones((48, 64), np.uint16)).save(train / "00000.png")  # every pixel "unknown"
+    Image.fromarray(np.full((48, 64), 70000, np.int32)).save(train / "00001.png", format="TIFF")  # 32-bit
+    problems = {p.path.name: p.message for p in check_dataset(tiny_dataset)}
+    assert "no valid pixel" in problems["00000.png"]
+    assert "TIFF" in problems["00001.png"]
+    assert len(problems) == 2
+
+
 def test_checker_reports_missing_folder(tmp_path):
     problems = check_dataset(tmp_path / "nowhere")
     assert len(problems) == 1 and "does not exist" in problems[0].message

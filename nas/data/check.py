@@ -6,8 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
+from ..errors import ConfigError
 from .layout import REQUIRED_SPLITS, SPLITS, list_images
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -30,6 +32,20 @@ def _inspect(path: Path) -> tuple[str, tuple[int, int]] | str:
             return im.mode, im.size
     except Exception as exc:  # PIL raises many kinds for broken files
         return f"unreadable image ({type(exc).__name__}: {exc})"
+
+
+def _depth_values_problem(path: Path) -> str | None:
+    """What is wrong with a 16-bit depth map's values: none valid, or beyond 16 bits (a 32-bit image)."""
+    with Image.open(path) as im:
+        if im.format != "PNG":
+            return f"depth map is a {im.format} file named .png; expected a 16-bit single-channel PNG"
+        values = np.asarray(im)
+    if values.max(initial=0) > 65535 or values.min(initial=0) < 0:
+        return (f"depth values span {values.min()}..{values.max()}, outside 16-bit millimetres; "
+                "expected a 16-bit single-channel PNG")
+    if not (values > 1).any():
+        return "depth map has no valid pixel (every value is 0 or 1 mm): nothing to train or score on"
+    return None
 
 
 def check_dataset(root: Path, splits: tuple[str, ...] = SPLITS) -> list[Problem]:
@@ -67,6 +83,8 @@ def check_dataset(root: Path, splits: tuple[str, ...] = SPLITS) -> list[Problem]
             elif depth_info[0] not in SIXTEEN_BIT_MODES:
                 problems.append(Problem(depth[stem], f"depth map has mode {depth_info[0]}; expected a "
                                                      "16-bit single-channel PNG (millimetres)"))
+            elif problem := _depth_values_problem(depth[stem]):
+                problems.append(Problem(depth[stem], problem))
             if isinstance(rgb_info, str) or isinstance(depth_info, str):
                 continue
             if rgb_info[1] != depth_info[1]:
@@ -82,3 +100,17 @@ def check_dataset(root: Path, splits: tuple[str, ...] = SPLITS) -> list[Problem]
                 problems.append(Problem(path, f"size {size[0]}×{size[1]} differs from the data set's "
                                               f"{common[0]}×{common[1]}"))
     return problems
+
+
+class DataError(ConfigError):
+    """A data set that fails the check; `problems` lists every bad file (the CLI prints them all)."""
+
+    def __init__(self, root: Path, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(root, f"{len(problems)} problem(s) in the data set, first: {problems[0]}")
+
+
+def require_valid_dataset(root: Path, splits: tuple[str, ...] = SPLITS) -> None:
+    """DataError naming every bad file, before any work reads the data set."""
+    if problems := check_dataset(root, splits):
+        raise DataError(Path(root), problems)

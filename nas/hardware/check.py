@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from nas.files import atomic_write_bytes, sha256_file
 from nas.hardware.local import Backend, MeasurementError
@@ -21,7 +22,8 @@ from nas.hardware.meter import default_holder, make_backend
 from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
 from nas.hardware.profile import DeviceProfile, load_hardware
 
-OK, WARN, FAIL = "[green]ok[/]", "[yellow]warn[/]", "[red]FAIL[/]"
+# Styled cells: the consoles print text as it is (no markup), so messages with brackets survive.
+OK, WARN, FAIL = Text("ok", style="green"), Text("warn", style="yellow"), Text("FAIL", style="red")
 
 # vcgencmd get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).
 _THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled", 3: "soft temperature limit"}
@@ -146,7 +148,7 @@ def check_devices(path: str | Path, *, storage_url: str | None = None,
     A bad profile raises ConfigError (the CLI reports it as one line). With `storage_url` the
     check leases each device, so it never disturbs a worker that is timing on it.
     """
-    console = console or Console()
+    console = console or Console(markup=False)
     devices = load_hardware(path)
     model = reference_model(results_dir)
     pool = LeasePool(make_engine(storage_url), f"devices-check:{default_holder()}") if storage_url else None
@@ -170,7 +172,7 @@ def check_devices(path: str | Path, *, storage_url: str | None = None,
         console.print(table)
         failed += not ok
     summary = f"{len(devices) - failed} of {len(devices)} device(s) ready"
-    console.print(f"[green]{summary}[/]" if not failed else f"[red]{summary}[/]")
+    console.print(Text(summary, style="red" if failed else "green"))
     return 0 if not failed else 1
 
 

@@ -42,7 +42,7 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
         writer.writerows(rows)
 
     scored = scored_trials(trials)
-    content = ReportContent(study_name=config.study, objectives=_objectives(study), storage=config.storage_url,
+    content = ReportContent(study_name=config.study, objectives=_objectives(study), storage=config.storage_shown,
                             generated=datetime.now(), trial_count=len(trials), best=scored[0] if scored else None,
                             table=table_trials(scored, TOP_TRIALS), cost=study_cost(trials),
                             preview_trials=scored[:TOP_PREVIEWS])
