@@ -221,6 +221,19 @@ def test_a_trial_carries_its_encoder_weights_before_training(tmp_path, weights_d
     ctx.meter.close()
 
 
+def test_the_teacher_starts_from_folder_weights_and_says_so(tmp_path, weights_dir):
+    from nas.data.synth import synthesize
+    from nas.teacher import train_teacher
+
+    synthesize(tmp_path / "data", {"train": 4, "validation": 1}, seed=0, width=128, height=96)
+    spec = train_teacher(tmp_path / "data", tmp_path / "teacher", "smoke", backbone=MINIMAL, steps=1,
+                         pretrained=weights_dir)
+    source = resolve_weights(weights_dir, [MINIMAL])[MINIMAL]
+    assert spec.encoder_weights == source.record()
+    trained = torch.load(tmp_path / "teacher" / "teacher.pt", weights_only=True)["encoder.model.conv_stem.weight"]
+    assert torch.allclose(trained, full_state(MINIMAL, 1)["conv_stem.weight"], atol=1e-2)  # one small step away
+
+
 def test_nas_run_refuses_a_bad_weights_folder_before_any_work(tmp_path, weights_dir):
     from typer.testing import CliRunner
 
