@@ -184,4 +184,5 @@ def fallback_line(setting: str | Path, sources: dict[str, WeightSource]) -> str 
     notes = sorted({sources[b].note or "" for b in random})
     hint = ("; --pretrained imagenet downloads them, --pretrained FOLDER reads local files"
             if str(setting) == "auto" else "")
-    return (f"encoders of {', '.join(random)} start from random weights ({'; '.join(notes)}){hint}")
+    which = "encoders" if len(random) == len(sources) else f"encoders of {', '.join(random)}"
+    return f"{which} start from random weights ({'; '.join(notes)}){hint}"
