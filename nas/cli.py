@@ -66,6 +66,9 @@ StudyName = Annotated[Optional[str], typer.Option("--study", help="study name")]
 Storage = Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///RESULTS/nas.db)")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (keys as the flags)")]
 Results = Annotated[Optional[Path], typer.Option(help="output folder (default results/)")]
+Pretrained = Annotated[Optional[str], typer.Option(
+    help="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else random) | none | "
+         "imagenet (download if needed) | FOLDER with <backbone>.safetensors or .pth per backbone")]
 
 
 @data_app.command("synth")
@@ -121,7 +124,8 @@ def run(config_file: ConfigFile = None,
         baselines: Annotated[Optional[str], typer.Option(
             help="seed presets to start from: all | none | comma-separated names (default: litedepth)")] = None,
         trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys",
-                                                          help="accept and save unknown SSH host keys")] = False) -> None:
+                                                          help="accept and save unknown SSH host keys")] = False,
+        pretrained: Pretrained = None) -> None:
     """Create or resume a study and run trials (the embedded default needs no arguments)."""
     from .search import run_search, standing_line, summary_table
 
@@ -129,7 +133,7 @@ def run(config_file: ConfigFile = None,
                          trials=trials, timeout=timeout, budget=budget, teacher=teacher,
                          distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
                          results=results, baselines="all" if enqueue_baselines else _baselines(baselines),
-                         trust_new_host_keys=trust_new_host_keys or None)
+                         trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained)
     study_obj = run_search(config)
     # Not a terminal (CI, a log file): rich would squeeze the table into 80 columns and cut every figure.
     out.print(summary_table(study_obj), width=None if out.is_terminal else 200)
@@ -147,12 +151,13 @@ def finalize_cmd(config_file: ConfigFile = None, study: StudyName = None, storag
                  budget: BudgetOption = "full", data: Optional[Path] = None, hardware: Optional[Path] = None,
                  no_distill: Annotated[bool, typer.Option("--no-distill")] = False,
                  results: Results = None,
-                 out_dir: Annotated[Optional[Path], typer.Option("--out", help="release folder")] = None) -> None:
+                 out_dir: Annotated[Optional[Path], typer.Option("--out", help="release folder")] = None,
+                 pretrained: Pretrained = None) -> None:
     """Train the best architecture fully; write its .tflite, .onnx, metrics.json, report.html and report.md."""
     from .finalize import finalize
 
     config = load_config(config_file, study=study, storage=storage, budget=budget, data=data, hardware=hardware,
-                         results=results, distill=False if no_distill else None)
+                         results=results, distill=False if no_distill else None, pretrained=pretrained)
     folder = finalize(config, trial, out_dir)
     out.print(f"shipped: {folder / 'model.tflite'}\nreport: {folder / 'report.html'}")
 

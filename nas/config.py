@@ -92,6 +92,9 @@ class RunConfig(BaseModel):
     latency_key: Literal["graph", "file"] = Field("graph", description="graph: time an architecture once per "
                                                   "device; file: time every trained copy again")
     calibration_images: int = Field(32, ge=4, description="training images that calibrate int8 models")
+    pretrained: Literal["auto", "none", "imagenet"] | Path = Field(
+        "auto", description="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else "
+                            "random), none, imagenet (download if needed), or a folder of <backbone>.safetensors/.pth")
 
     @field_validator("baselines")
     @classmethod

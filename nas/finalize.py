@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .export.tflite_convert import TFLiteModel
 from .latency_model import graph_figures
 from .models import DepthNet, count_params
-from .pipeline import TrialRecord, deploy, prepare_context, train_candidate
+from .pipeline import TrialRecord, deploy, encoder_weights, prepare_context, train_candidate
 from .report.depth_previews import depth_previews
 from .report.model_page import search_figures, write_model_page
 from .search import check_inputs, ensure_synthetic_data
@@ -107,14 +107,16 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     trial = pick_trial(study, trial_number)
     arch = Arch.from_dict(trial.user_attrs["arch"])
     space, devices = check_inputs(config)
+    weights = encoder_weights(config, [arch.backbone])
     if config.data is None:
         ensure_synthetic_data(config)
     budget = BUDGETS[config.budget]
-    ctx = prepare_context(config, space, devices, budget)
+    ctx = prepare_context(config, space, devices, budget, weights)
     out = out or config.results / "final" / f"{config.study}-trial{trial.number}"
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"finalizing trial {trial.number} ({arch.arch_id}, {arch.precision}) with budget {config.budget}")
-    model = DepthNet(arch)
+    source = ctx.weights_for(arch.backbone)
+    model = DepthNet(arch, source.file)
     figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
     distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
     result = train_candidate(ctx, model, arch, budget, "final training", config.seed, distill_lambda)
@@ -124,7 +126,8 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     finally:
         ctx.meter.close()
     lat = deployed.latency
-    trial_record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds})
+    trial_record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},
+                                     source.record())
     record = {
         "study": config.study, "trial": trial.number, **trial_record.as_attrs(), "metrics": deployed.metrics,
         "score_c": config.score_c, "budget": config.budget, "train_steps": result.steps,

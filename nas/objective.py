@@ -131,13 +131,15 @@ class TrialObjective:
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_id", arch.arch_id)
         trial.set_user_attr("precision", arch.precision)
-        model = DepthNet(arch)
+        weights = ctx.weights_for(arch.backbone)
+        trial.set_user_attr("encoder_weights", weights.record())
+        model = DepthNet(arch, weights.file)
         figures = {"params": count_params(model), **graph_figures(model, cfg.deploy_height, cfg.deploy_width)}
         for key, value in figures.items():
             trial.set_user_attr(key, value)
         console.print(f"{label}: {arch.backbone}, depth {arch.depth}, decoder {list(arch.decoder_channels)}, "
                       f"skips {list(arch.skips)}, blocks {list(arch.blocks)}, {arch.upsample}, "
-                      f"scale {arch.input_scale}, {arch.precision}", markup=False)
+                      f"scale {arch.input_scale}, {arch.precision}, encoder weights {weights.kind}", markup=False)
 
         study = trial.study
         estimate = estimate_latency(ctx, study, arch, figures) if cfg.objective == "score" else None
@@ -175,7 +177,7 @@ class TrialObjective:
             workdir = Path(tmp)
             deployed = deploy(ctx, model, arch, workdir, label)
             stage_seconds.update(deployed.stage_seconds)
-            record = TrialRecord.build(arch, figures, deployed, stage_seconds)
+            record = TrialRecord.build(arch, figures, deployed, stage_seconds, weights.record())
             arch_json = workdir / f"arch-{arch.arch_id}.json"
             arch_json.write_text(json.dumps(arch.to_dict(), indent=2))
             # Artifacts first: a record is written only once the files it points to are stored.

@@ -33,6 +33,7 @@ from .export.tflite_convert import calibration_sample
 from .hardware import LatencyMeter
 from .files import sha256_file
 from .metrics import final_score
+from .models.pretrained import RANDOM, WeightSource, fallback_line, resolve_weights
 from .space import SearchSpace
 from .train.batches import PixelScaleBatches, training_crop
 from .train.distill import Distillation
@@ -50,6 +51,11 @@ class TrialContext:
     onnx2tf_sample: np.ndarray  # onnx2tf's own sample-image file, made from our images (it would download one)
     meter: LatencyMeter
     distillation: Distillation | None = None
+    encoder_weights: dict[str, WeightSource] = field(default_factory=dict)  # per backbone, checked up front
+
+    def weights_for(self, backbone: str) -> WeightSource:
+        """Where `backbone`'s encoder starts from (random when it was not resolved)."""
+        return self.encoder_weights.get(backbone, RANDOM)
 
     @property
     def calibration_images(self) -> np.ndarray:
@@ -57,9 +63,21 @@ class TrialContext:
         return np.asarray(self.train_frames.rgb[:self.config.calibration_images])
 
 
-def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget: Budget | None = None
-                    ) -> TrialContext:
-    """Decode (once) and open the splits, connect the meter, make the teacher's depth ready."""
+def encoder_weights(config: RunConfig, backbones: list[str]) -> dict[str, WeightSource]:
+    """`config.pretrained` resolved and checked for `backbones` before any work starts (ConfigError names a bad
+    file); says in one line which encoders start from random weights although weights were wanted."""
+    sources = resolve_weights(config.pretrained, backbones)
+    if line := fallback_line(config.pretrained, sources):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return sources
+
+
+def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget: Budget | None = None,
+                    weights: dict[str, WeightSource] | None = None) -> TrialContext:
+    """Decode (once) and open the splits, connect the meter, make the teacher's depth ready.
+
+    `weights`: each backbone's starting weights (`encoder_weights`); None: every encoder starts random.
+    """
     budget = budget or config.train_budget
     deploy_wh = (config.deploy_width, config.deploy_height)
     cache_dir = config.results / "cache" / "frames"
@@ -75,7 +93,7 @@ def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget
         distillation = prepare_distillation(config, train_frames, budget)
     return TrialContext(config=config, space=space, train_frames=train_frames, val_frames=val_frames,
                         onnx2tf_sample=calibration_sample(list(np.asarray(val_frames.rgb[:20]))), meter=meter,
-                        distillation=distillation)
+                        distillation=distillation, encoder_weights=dict(weights or {}))
 
 
 def graph_key(arch: Arch, config: RunConfig) -> str:
@@ -215,10 +233,11 @@ class TrialRecord:
     latency: dict[str, Any]
     si_rmse_fp32: float | None = None
     quantization_si_rmse_delta: float | None = None
+    encoder_weights: dict[str, Any] | None = None  # WeightSource.record(): the weights the encoder started from
 
     @classmethod
-    def build(cls, arch: Arch, figures: dict[str, int], deployed: Deployed, stage_seconds: dict[str, float]
-              ) -> TrialRecord:
+    def build(cls, arch: Arch, figures: dict[str, int], deployed: Deployed, stage_seconds: dict[str, float],
+              encoder_weights: dict[str, Any] | None = None) -> TrialRecord:
         lat = deployed.latency
         fp32 = deployed.fp32_metrics
         return cls(
@@ -232,7 +251,8 @@ class TrialRecord:
             parity=deployed.parity, final_score=deployed.score,
             stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()}, latency=lat.as_record(),
             si_rmse_fp32=None if fp32 is None else fp32["si_rmse"],
-            quantization_si_rmse_delta=None if fp32 is None else deployed.metrics["si_rmse"] - fp32["si_rmse"])
+            quantization_si_rmse_delta=None if fp32 is None else deployed.metrics["si_rmse"] - fp32["si_rmse"],
+            encoder_weights=encoder_weights)
 
     def as_attrs(self) -> dict[str, Any]:
         """JSON-safe user attributes; fields that do not apply (None) are left out."""

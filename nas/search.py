@@ -21,7 +21,7 @@ from .arch import Arch
 from .console import err as console
 from .hardware import load_hardware
 from .objective import TrialObjective
-from .pipeline import prepare_context
+from .pipeline import encoder_weights, prepare_context
 from .progress import StudyProgress
 from .presets import PRESETS
 from .space import SearchSpace, load_space
@@ -139,6 +139,7 @@ class StopAtTrainedTrials:
 def run_search(config: RunConfig) -> optuna.Study:
     """Create or resume the study and run trials until `config.trials` have finished."""
     space, devices = check_inputs(config)
+    weights = encoder_weights(config, list(space.backbones()))
     config.results.mkdir(parents=True, exist_ok=True)
     if config.data is None:
         ensure_synthetic_data(config)
@@ -161,7 +162,7 @@ def run_search(config: RunConfig) -> optuna.Study:
     if config.objective == "pareto" and config.pruner != "none":
         console.print("pruning is off for --objective pareto (Optuna cannot prune multi-objective studies); "
                       "the latency screen is off too, so the whole front is kept")
-    ctx = prepare_context(config, space, devices)
+    ctx = prepare_context(config, space, devices, weights=weights)
     console.print(f"study {config.study!r}: {remaining} trial(s) to run, budget {config.budget}, "
                   f"space {space.name}, device(s) {', '.join(d.name for d in devices)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -87,6 +87,11 @@ class SearchSpace:
         training = {k: v for k, v in values.items() if k not in ARCH_FIELDS}
         return Arch(**arch_values), training
 
+    def backbones(self) -> tuple[str, ...]:
+        """Every backbone a trial of this space can have: what pretrained weights are resolved for."""
+        param = next((p for p in self.params if p.name == "backbone"), None)
+        return tuple(param.choices) if param is not None and param.choices else (Arch.backbone,)
+
     def violations(self, arch: Arch) -> list[str]:
         """Why `arch` is not a point of this space (empty when it is)."""
         values = arch.to_dict()

@@ -37,13 +37,16 @@ def train_cmd(data: Data, out_dir: Annotated[Path, typer.Option("--out", help="t
               init: Annotated[Optional[Path], typer.Option(
                   help="local checkpoint (state dict: whole teacher or backbone, .pt/.pth/.safetensors)")] = None,
               steps: Annotated[Optional[int], typer.Option(help="override the budget's step count")] = None,
-              seed: int = 0) -> None:
+              seed: int = 0,
+              pretrained: Annotated[str, typer.Option(
+                  help="backbone starting weights: auto (ImageNet where the Hugging Face cache has them) | none | "
+                       "imagenet | FOLDER with <backbone>.safetensors or .pth; --init loads on top")] = "auto") -> None:
     """Train a large DepthNet teacher; writes teacher.pt and teacher.json (arch, budget, data fingerprint, metrics)."""
     from .teacher import train_teacher
 
     _check_budget(budget)
     require_valid_dataset(data)
-    spec = train_teacher(data, out_dir, budget, backbone, init, steps, seed)
+    spec = train_teacher(data, out_dir, budget, backbone, init, steps, seed, pretrained=pretrained)
     si = (spec.val_metrics or {}).get("si_rmse", float("nan"))
     out.print(f"teacher {spec.label} in {out_dir}: validation si-RMSE {si:.4f}; use it with "
               f"`nas run --teacher {out_dir}`", highlight=False, soft_wrap=True)

@@ -8,6 +8,8 @@ exported `.tflite` needs no code around it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -31,10 +33,11 @@ def internal_size(input_scale: str, height: int, width: int) -> tuple[int, int]:
 
 
 class DepthNet(nn.Module):
-    def __init__(self, arch: Arch):
+    def __init__(self, arch: Arch, pretrained_file: str | Path | None = None):
+        """`pretrained_file`: the encoder's starting weights (checked by `nas.models.pretrained`); None: random."""
         super().__init__()
         self.arch = arch
-        self.encoder = Encoder(arch.backbone, arch.depth)
+        self.encoder = Encoder(arch.backbone, arch.depth, pretrained_file)
         self.decoder = UNetDecoder(self.encoder.channels, arch.decoder_channels, arch.skips, arch.blocks,
                                    arch.upsample, arch.ffm, arch.rfdb_esa)
         self.head = DepthHead(self.decoder.out_channels, arch.head, arch.max_depth)

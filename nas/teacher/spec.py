@@ -41,6 +41,7 @@ class TeacherSpec(BaseModel):
     data_root: str | None = None
     data_fingerprint: str | None = None  # train + validation it was trained on (depthnet only)
     init: str | None = None  # local checkpoint it started from
+    encoder_weights: dict[str, Any] | None = None  # the backbone's starting weights (WeightSource.record())
     seed: int | None = None
     params: int | None = None
     train_seconds: float | None = None

@@ -14,6 +14,7 @@ from ..data.dataset import load_split
 from ..errors import ConfigError
 from ..files import atomic_path, sha256_file
 from ..models import DepthNet, count_params
+from ..models.pretrained import fallback_line, resolve_weights
 from ..train.loop import default_device, train
 from .predictors import Predictor, evaluate_teacher
 from .progress import metrics_line, progress_bar
@@ -93,15 +94,22 @@ def load_init(model: DepthNet, path: Path) -> str:
 
 def train_teacher(data_root: Path, out: Path, budget_name: str = "quick", backbone: str | None = None,
                   init: Path | None = None, steps: int | None = None, seed: int = 0,
-                  device: torch.device | None = None) -> TeacherSpec:
-    """Train a DepthNet teacher on `data_root` and write teacher.pt + teacher.json into `out`."""
+                  device: torch.device | None = None, pretrained: str | Path = "none") -> TeacherSpec:
+    """Train a DepthNet teacher on `data_root` and write teacher.pt + teacher.json into `out`.
+
+    `pretrained` (as `nas.models.pretrained`) picks the backbone's starting weights; `init` loads on top.
+    The self-managed teacher (`ensure_teacher`) keeps `none`, so its recipe does not depend on a cache.
+    """
     budget = teacher_budget(budget_name, steps)
     backbone = backbone or DEFAULT_BACKBONES[budget_name]
     data_root, out = Path(data_root), Path(out)
     data_fp = data_fingerprint(data_root, ("train", "validation"))
+    weights = resolve_weights(pretrained, [backbone])[backbone]
+    if line := fallback_line(pretrained, {backbone: weights}):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
     try:
         arch = teacher_arch(backbone)
-        model = DepthNet(arch)
+        model = DepthNet(arch, weights.file)
     except ArchError as exc:
         raise ConfigError(None, f"teacher backbone: {exc}") from None
     init_note = load_init(model, Path(init)) if init else None
@@ -130,7 +138,8 @@ def train_teacher(data_root: Path, out: Path, budget_name: str = "quick", backbo
         torch.save(model.cpu().state_dict(), tmp)
     spec = TeacherSpec(kind="depthnet", model_file=WEIGHTS_FILE, model_sha256=sha256_file(out / WEIGHTS_FILE),
                        arch=arch.to_dict(), budget=budget.model_dump(), input_hw=hw, data_root=str(data_root.resolve()),
-                       data_fingerprint=data_fp, init=str(init) if init else None, seed=seed,
+                       data_fingerprint=data_fp, init=str(init) if init else None,
+                       encoder_weights=weights.record(), seed=seed,
                        params=count_params(model), train_seconds=round(result.seconds, 1),
                        created=datetime.now(timezone.utc).isoformat())
     spec.val_metrics = evaluate_teacher(Predictor(spec, out, device), data_root, hw, limit=budget.val_limit)
