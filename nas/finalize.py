@@ -101,13 +101,32 @@ def write_model_previews(out: Path, config: RunConfig, tflite_path: Path) -> tup
     return "previews.png", caption
 
 
+def trial_weights_setting(config: RunConfig, trial: optuna.trial.FrozenTrial) -> str | Path:
+    """The `pretrained` setting the final training uses: the user's, or else the one the trial started from.
+
+    The final model should start where the search's figures came from; an explicit `--pretrained`
+    (anything but the default `auto`) wins.
+    """
+    recorded = trial.user_attrs.get("encoder_weights")
+    if str(config.pretrained) != "auto" or not recorded:
+        return config.pretrained
+    if recorded.get("source") == "folder" and recorded.get("file"):
+        return Path(recorded["file"]).parent
+    return {"imagenet": "imagenet", "none": "none"}.get(recorded.get("source"), config.pretrained)
+
+
 def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> Path:
     """Retrain the chosen arch with `config.budget`, export, score, time; write the release folder."""
     study = load_study(config.storage_url, config.study)
     trial = pick_trial(study, trial_number)
     arch = Arch.from_dict(trial.user_attrs["arch"])
     space, devices = check_inputs(config)
+    config = config.model_copy(update={"pretrained": trial_weights_setting(config, trial)})
     weights = encoder_weights(config, [arch.backbone])
+    if (recorded := trial.user_attrs.get("encoder_weights", {}).get("sha256")) and \
+            weights[arch.backbone].sha256 != recorded:
+        console.print(f"note: trial {trial.number} started from encoder weights {recorded[:12]}…, the final model "
+                      f"from {weights[arch.backbone].sha256 or 'random weights'}", markup=False)
     if config.data is None:
         ensure_synthetic_data(config)
     budget = BUDGETS[config.budget]

@@ -248,3 +248,21 @@ def test_nas_run_refuses_a_bad_weights_folder_before_any_work(tmp_path, weights_
     assert result.exit_code == 2
     assert f"{folder}: no weights for 1 backbone(s): {SMALL}.safetensors" in result.output
     assert not (tmp_path / "results").exists()  # nothing was started
+
+
+def test_finalize_starts_from_the_weights_its_trial_started_from_unless_told_otherwise(tmp_path):
+    import optuna
+
+    from nas.config import load_config
+    from nas.finalize import trial_weights_setting
+
+    def trial(record):
+        return optuna.trial.create_trial(value=1.0, user_attrs={"encoder_weights": record} if record else {})
+
+    default = load_config(None)
+    folder = {"source": "folder", "file": str(tmp_path / "w" / "mobilenetv3_large_100.safetensors"), "sha256": "ab"}
+    assert trial_weights_setting(default, trial(folder)) == tmp_path / "w"
+    assert trial_weights_setting(default, trial({"source": "imagenet", "file": "x", "sha256": "cd"})) == "imagenet"
+    assert trial_weights_setting(default, trial({"source": "none"})) == "none"
+    assert trial_weights_setting(default, trial(None)) == "auto"  # an older study: the user's setting
+    assert trial_weights_setting(load_config(None, pretrained="none"), trial(folder)) == "none"  # the flag wins
