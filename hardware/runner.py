@@ -5,11 +5,12 @@ This single file is what runs on every device (this machine through a subprocess
 through SSH), so a latency figure means the same thing wherever it was taken. It must stay
 self-contained (standard library, numpy, ai_edge_litert or tflite_runtime) and run on Python 3.9+.
 
-    python3 runner.py --model M.tflite --threads 4 --warmup 5 --runs 30 [--max-temp-c 75]
+    python3 runner.py --model M.tflite --threads 4 --warmup 5 --runs 30 [--max-temp-c 75] [--lock F]
     python3 runner.py --probe
 
 Exit codes: 0 ok, 2 bad arguments or model, 3 no TFLite runtime, 4 too hot (--max-temp-c),
-5 the interpreter failed. On error the message goes to stderr; stdout still carries a JSON object
+5 the interpreter failed, 6 busy: another runner holds the device's lock file (--lock), so two
+timed runs never overlap on one device, whatever the callers' leases believe. On error the message goes to stderr; stdout still carries a JSON object
 with the environment fields when they could be read, so the caller can say what it saw.
 A timed run also reports the dtypes of the model's input and output tensors ("float32", "int8",
 ...; comma-separated where a model has several), so a figure says which precision it timed.
@@ -18,6 +19,8 @@ A timed run also reports the dtypes of the model's input and output tensors ("fl
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import json
 import os
 import platform
@@ -31,6 +34,7 @@ EXIT_BAD_INPUT = 2
 EXIT_NO_RUNTIME = 3
 EXIT_TOO_HOT = 4
 EXIT_INVOKE_FAILED = 5
+EXIT_BUSY = 6
 
 # ARM "CPU part" ids seen on boards people use for this (for a readable `cpu` on a Pi).
 _ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55",
@@ -199,6 +203,35 @@ def fail(code: int, message: str, payload: Optional[Dict[str, Any]] = None) -> i
     return code
 
 
+def take_lock(path: str) -> Optional[int]:
+    """Hold an exclusive, non-blocking flock on `path` until this process exits.
+
+    Returns the open descriptor, or None when another process holds the lock (the device is busy).
+    The holder's PID is written into the file, for the busy message.
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, ("%d\n" % os.getpid()).encode())
+    return fd
+
+
+def lock_holder(path: str) -> str:
+    """The PID written by the runner holding the lock, or "?"."""
+    try:
+        with open(path) as handle:
+            return handle.read().strip() or "?"
+    except OSError:
+        return "?"
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Time a .tflite model with LiteRT.")
     parser.add_argument("--model", help="path of the .tflite file")
@@ -207,6 +240,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--max-temp-c", type=float, default=None,
                         help="refuse to time (exit 4) when the SoC is hotter than this")
+    parser.add_argument("--lock", help="lock file of the device: exit 6 if another runner holds it")
     parser.add_argument("--probe", action="store_true",
                         help="print the environment (runtime, CPU, temperature) and exit")
     return parser.parse_args(argv)
@@ -228,6 +262,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return fail(EXIT_BAD_INPUT, "need --threads >= 1, --warmup >= 0, --runs >= 1", env)
     if not os.path.isfile(args.model):
         return fail(EXIT_BAD_INPUT, "model not found: %s" % args.model, env)
+    if args.lock:
+        try:
+            held = take_lock(args.lock)
+        except OSError as exc:
+            return fail(1, "cannot open lock file %s: %s" % (args.lock, exc), env)
+        if held is None:
+            return fail(EXIT_BUSY, "another runner is timing on this device (pid %s holds %s)"
+                        % (lock_holder(args.lock), args.lock), env)
     temp = env["temperature_c"]
     if args.max_temp_c is not None and temp is not None and temp > args.max_temp_c:
         return fail(EXIT_TOO_HOT, "too hot: %.1f C > %.1f C" % (temp, args.max_temp_c), env)

@@ -8,6 +8,7 @@ their own for an error, and every error prints as one `error: ...` line with the
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -134,6 +135,7 @@ def run(config_file: ConfigFile = None,
                          distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
                          results=results, baselines="all" if enqueue_baselines else _baselines(baselines),
                          trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained)
+    started = datetime.now()  # Optuna stamps trials with naive local time too
     study_obj = run_search(config)
     # Not a terminal (CI, a log file): rich would squeeze the table into 80 columns and cut every figure.
     out.print(summary_table(study_obj), width=None if out.is_terminal else 200)
@@ -143,6 +145,20 @@ def run(config_file: ConfigFile = None,
     out.print(f"browse: nas dashboard --storage {config.storage_shown} --results {config.results}\n"
               f"   or: optuna-dashboard {config.storage_shown} --artifact-dir {artifacts}\n"
               f"ship the best: nas finalize --study {config.study} --storage {config.storage_shown}", highlight=False)
+    if reason := run_failure(study_obj, started):
+        raise NasRuntimeError(None, reason)
+
+
+def run_failure(study: Any, since: datetime) -> str | None:
+    """Why `nas run` failed when every trial it started failed (so scripts see exit 1), else None."""
+    import optuna
+
+    mine = [t for t in study.get_trials(deepcopy=False)
+            if t.datetime_start is not None and t.datetime_start >= since]
+    if not mine or any(t.state != optuna.trial.TrialState.FAIL for t in mine):
+        return None
+    last = mine[-1].user_attrs.get("fail_reason", "no reason recorded")
+    return f"all {len(mine)} trial(s) of this run failed; last: {last}"
 
 
 @app.command("finalize")

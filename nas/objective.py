@@ -141,6 +141,7 @@ class TrialObjective:
                       f"skips {list(arch.skips)}, blocks {list(arch.blocks)}, {arch.upsample}, "
                       f"scale {arch.input_scale}, {arch.precision}, encoder weights {weights.kind}", markup=False)
 
+        ctx.meter.check_usable()  # every device known down: fail now, not after training and export
         study = trial.study
         estimate = estimate_latency(ctx, study, arch, figures) if cfg.objective == "score" else None
         if estimate is not None:

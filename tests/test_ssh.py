@@ -42,7 +42,9 @@ def test_measure_over_ssh_then_cache_hit(sshd: Sshd, tiny_model: Path, tmp_path:
     assert start.tzinfo is not None and start <= end
     assert uploads[0].startswith("runner-") and uploads[1] == f"{sha}.tflite"
     remote = tmp_path / "remote dir $x"
-    assert [p.name for p in remote.iterdir()] == [uploads[0]]  # the model is removed once timed
+    # The model is removed once timed; the runner and the device's runner lock stay.
+    assert sorted(p.name for p in remote.iterdir()) == sorted([uploads[0], "runner.lock"])
+    assert remote.stat().st_mode & 0o777 == 0o700  # created private: the runner runs from it
     assert again.cached and again.as_record() == {**res.as_record(), "cached": True}
     assert any("uploading model" in m for m in messages)
 

@@ -17,36 +17,14 @@ from rich.table import Table
 from rich.text import Text
 
 from nas.files import atomic_write_bytes, sha256_file
-from nas.hardware.local import Backend, MeasurementError
+from nas.hardware.backend import Backend, MeasurementError
 from nas.hardware.meter import default_holder, make_backend
 from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
 from nas.hardware.profile import DeviceProfile, load_hardware
+from nas.hardware.throttle import describe_throttled
 
 # Styled cells: the consoles print text as it is (no markup), so messages with brackets survive.
 OK, WARN, FAIL = Text("ok", style="green"), Text("warn", style="yellow"), Text("FAIL", style="red")
-
-# vcgencmd get_throttled bits (Raspberry Pi firmware): now (0-3) and since boot (16-19).
-_THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled", 3: "soft temperature limit"}
-
-
-def describe_throttled(value: str | None) -> tuple[bool, str]:
-    """(healthy now, readable text) for a `get_throttled` hex string; None means not a Pi."""
-    if value is None:
-        return True, "not reported (no vcgencmd)"
-    try:
-        bits = int(value, 16)
-    except ValueError:
-        return False, f"unreadable: {value!r}"
-    now = [name for bit, name in _THROTTLE_BITS.items() if bits & (1 << bit)]
-    past = [name for bit, name in _THROTTLE_BITS.items() if bits & (1 << (bit + 16))]
-    if not now and not past:
-        return True, f"{value} (none)"
-    parts = []
-    if now:
-        parts.append("now: " + ", ".join(now))
-    if past:
-        parts.append("since boot: " + ", ".join(past))
-    return not now, f"{value} ({'; '.join(parts)})"
 
 
 def build_reference_model(path: Path, height: int = 96, width: int = 128, channels: int = 16) -> Path:
@@ -127,8 +105,10 @@ def _probe_and_time(dev: DeviceProfile, backend: Backend, model: Path, table: Ta
             table.add_row("temperature", FAIL if hot else OK,
                           f"{temp:.1f} °C (max_temp_c {dev.max_temp_c:g})")
         throttle_ok, text = describe_throttled(env.get("throttled"))
-        table.add_row("throttling", OK if throttle_ok else WARN, text)
-        ref = backend.stage_model(model, sha256_file(model))
+        # A figure timed while throttled is wrong: the meter refuses it, so the device is not ready.
+        healthy &= throttle_ok
+        table.add_row("throttling", OK if throttle_ok else FAIL, text)
+        ref = backend.upload(model, sha256_file(model))
         out = backend.run(ref)
         backend.discard_model(ref)
         table.add_row("reference model", OK,

@@ -1,8 +1,10 @@
 """`LatencyMeter`: the one front door the search calls to get a model's on-device latency.
 
 One `measure()` = cache lookup, lease a healthy device, probe it (runtime present, cool enough),
-upload the model, time it with the runner, store the figures, release the device. Failures come
-out as `MeasurementError` with a reason a trial can record; the study goes on.
+upload the model, time it with the runner, check the lease is still held and the board was not
+throttled, store the figures, release the device. Failures come out as `MeasurementError` with a
+reason a trial can record; the study goes on. The meter talks to devices only through the backend
+contract (`backend.py`), whatever their kind.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from nas.files import sha256_file
-from nas.hardware.cache import LatencyCache
-from nas.hardware.local import Backend, DeviceError, LocalBackend, MeasurementError
+from nas.hardware.backend import (Backend, BackendOptions, DeviceError, LeaseLost, MeasurementError,
+                                  create_backend)
+from nas.hardware.cache import LatencyCache, MeasureSetup
+from nas.hardware.health import HealthMarks
 from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
 from nas.hardware.profile import DeviceProfile
-from nas.hardware.ssh import SshBackend
+from nas.hardware.throttle import throttled_now
 
 Progress = Callable[[str], None]
 
@@ -56,6 +60,10 @@ class LatencyResult:
     # timed. None in records taken before the runner reported them.
     input_dtype: str | None = None
     output_dtype: str | None = None
+    # The rest of the measurement setup (cache key): untimed invokes, and the board behind the
+    # device name (SSH host key fingerprint, or the CPU model). None in older records.
+    warmup: int | None = None
+    board: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         """JSON-safe dict, ready for Optuna user attrs."""
@@ -77,10 +85,8 @@ def now_iso() -> str:
 
 def make_backend(profile: DeviceProfile, trust_new_host_keys: bool = False,
                  notify: Progress | None = None) -> Backend:
-    """The backend for a profile's kind."""
-    if profile.kind == "ssh":
-        return SshBackend(profile, trust_new_host_keys=trust_new_host_keys, notify=notify)
-    return LocalBackend(profile)
+    """The backend for a profile's kind (see `backend.create_backend`)."""
+    return create_backend(profile, BackendOptions(trust_new_host_keys, notify))
 
 
 def default_holder() -> str:
@@ -113,9 +119,9 @@ class LatencyMeter:
         self.pool = LeasePool(self.engine, self.holder)
         self.cache = LatencyCache(self.engine)
         self.step_seconds: dict[str, float] = {}  # last measure(), by step (benchmarks read it)
+        self.health = HealthMarks()  # devices out of use for a while, with the reason
         self._backends: dict[str, Backend] = {}
-        self._versions: dict[str, str | None] = {}  # runtime version seen per device key
-        self._unhealthy: dict[str, str] = {}  # device key -> reason, for this process
+        self._setups: dict[str, MeasureSetup] = {}  # measurement setup seen per device key
         self._lock = threading.Lock()
         self._beat: LeaseHeartbeat | None = None  # keeps the current lease alive
 
@@ -123,9 +129,31 @@ class LatencyMeter:
 
     @property
     def unhealthy(self) -> dict[str, str]:
-        """Devices this meter stopped using, with the reason (device name -> reason)."""
+        """Devices this meter does not use now, with the reason (device name -> reason)."""
         names = {d.key: d.name for d in self.devices}
-        return {names[k]: why for k, why in self._unhealthy.items()}
+        return {names[k]: why for k, why in self.health.active().items()}
+
+    def unusable_reason(self) -> str | None:
+        """Why no device of the pool can be used now, or None when one may be (cheap: no I/O).
+
+        A trial asks this before training, so an outage fails the trial at once instead of after
+        minutes of training and export. Devices never contacted yet, and devices whose unhealthy
+        mark has expired (they are probed again), count as usable.
+        """
+        with self._lock:
+            self._expire_marks(lambda _msg: None)
+            marks = self.health.active()
+            if any(d.key not in marks for d in self.devices):
+                return None
+            return "no usable device: " + "; ".join(
+                f"{marks[d.key]} (probed again in {self.health.seconds_left(d.key):.0f} s)"
+                for d in self.devices)
+
+    def check_usable(self) -> None:
+        """Raise MeasurementError with the reason when no device can be used now."""
+        reason = self.unusable_reason()
+        if reason is not None:
+            raise MeasurementError(reason)
 
     def measure(self, tflite_path: Path, progress: Progress | None = None, key: str | None = None
                 ) -> LatencyResult:
@@ -191,16 +219,20 @@ class LatencyMeter:
                 note(f"{hit.device}: cached latency {hit.median_ms:.2f} ms")
                 return hit
         skipped: dict[str, str] = {}  # devices given up on for this measurement only
+        lost: dict[str, int] = {}  # leases lost during this measurement, per device
         while True:
+            self._expire_marks(note)
             healthy = [d for d in self.devices
-                       if d.key not in self._unhealthy and d.key not in skipped]
+                       if self.health.reason(d.key) is None and d.key not in skipped]
             if not healthy:
-                reasons = list(self._unhealthy.values())
-                reasons += [why for k, why in skipped.items() if k not in self._unhealthy]
+                marks = self.health.active()
+                reasons = list(marks.values())
+                reasons += [why for k, why in skipped.items() if k not in marks]
                 raise MeasurementError("no healthy device left: " + "; ".join(reasons))
             if self.use_cache:
                 # Devices that already timed this file first: a cache hit costs no device time.
-                have = self.cache.devices_with(sha, [d.key for d in healthy])
+                have = self.cache.devices_with(
+                    sha, {d.key: self._setups[d.key] for d in healthy if d.key in self._setups})
                 healthy.sort(key=lambda d: d.key not in have)
             lease_started = time.perf_counter()
             dev = self.pool.acquire(healthy, self.lease_wait_s, self.poll_s, note)
@@ -210,12 +242,19 @@ class LatencyMeter:
                 with LeaseHeartbeat(self.pool, dev.key, dev.lease_s) as beat:
                     self._beat = beat
                     return self._with_retries(dev, path, sha, note)
+            except LeaseLost as exc:
+                lost[dev.key] = lost.get(dev.key, 0) + 1
+                if lost[dev.key] <= dev.retries:
+                    note(f"{exc}; leasing it again to time again")
+                    continue
+                skipped[dev.key] = f"{exc} ({lost[dev.key]} times)"
             except DeviceError as exc:
                 if exc.blame == "model":
                     raise
                 if exc.blame == "device":
-                    self._unhealthy[dev.key] = str(exc)
-                    note(f"{dev.name} marked unhealthy for this run: {exc}")
+                    self.health.mark(dev.key, str(exc), dev.unhealthy_s)
+                    self._setups.pop(dev.key, None)
+                    note(f"{dev.name} marked unhealthy for {dev.unhealthy_s:g} s: {exc}")
                 else:
                     note(f"{dev.name} skipped for this model: {exc}")
                 skipped[dev.key] = str(exc)
@@ -226,11 +265,22 @@ class LatencyMeter:
                 except Exception as exc:  # the lease expires anyway; never mask the real outcome
                     note(f"{dev.name}: could not release lease ({exc}); it will expire")
 
+    def _expire_marks(self, note: Progress) -> None:
+        """Devices whose unhealthy mark ran out are used again, after a fresh probe."""
+        names = {d.key: d.name for d in self.devices}
+        for key in self.health.expire():
+            self._setups.pop(key, None)
+            backend = self._backends.get(key)
+            if backend is not None:
+                backend.close()
+            note(f"{names.get(key, key)}: unhealthy mark expired, probing it again")
+
     def _known_hit(self, sha: str) -> LatencyResult | None:
-        """A cached figure for a device whose runtime version this process already knows."""
+        """A cached figure for a device whose measurement setup this process already knows."""
         for dev in self.devices:
-            if dev.key in self._versions:
-                record = self.cache.get(sha, dev.key, dev.threads, self._versions[dev.key])
+            setup = self._setups.get(dev.key)
+            if setup is not None and self.health.reason(dev.key) is None:
+                record = self.cache.get(sha, dev.key, setup)
                 if record is not None:
                     return LatencyResult.from_record(record, cached=True)
         return None
@@ -240,19 +290,24 @@ class LatencyMeter:
         if backend is None:
             backend = make_backend(dev, self.trust_new_host_keys, note)
             self._backends[dev.key] = backend
-        elif isinstance(backend, SshBackend):
-            backend.notify = note
+        backend.notify = note
         return backend
 
-    def _renew(self, dev: DeviceProfile) -> None:
-        """Before each step: make sure the lease is still ours (the heartbeat keeps it alive)."""
+    def _renew(self, dev: DeviceProfile, when: str = "before timing") -> None:
+        """Make sure the lease is still ours (the heartbeat keeps it alive); LeaseLost if not."""
         if (self._beat is not None and self._beat.lost) or not self.pool.renew(dev.key, dev.lease_s):
-            raise DeviceError(f"{dev.name}: lease lost (it expired and another worker took the "
-                              "device); not timing", blame="transient")
+            raise LeaseLost(f"{dev.name}: lease lost {when} (it expired and another worker may "
+                            "have used the device)")
+
+    def _setup(self, dev: DeviceProfile, backend: Backend, env: dict[str, Any]) -> MeasureSetup:
+        """The cache key's setup part, from a probe's or a run's output."""
+        return MeasureSetup(threads=dev.threads, warmup=dev.warmup, runs=dev.runs,
+                            runtime_version=env.get("runtime_version"),
+                            runner_sha256=backend.runner_sha256, board=backend.board_id(env))
 
     def _with_retries(self, dev: DeviceProfile, path: Path, sha: str, note: Progress
                       ) -> LatencyResult:
-        """One leased session, reconnecting with back-off when the link drops."""
+        """One leased session, reconnecting with back-off when the link drops or the device is busy."""
         backend = self._backend(dev, note)
         attempts = dev.retries + 1
         for attempt in range(1, attempts + 1):
@@ -263,7 +318,8 @@ class LatencyMeter:
                     raise
                 backend.close()
                 if attempt == attempts:
-                    raise DeviceError(f"{exc} (gave up after {attempts} attempts)") from None
+                    raise DeviceError(f"{exc} (gave up after {attempts} attempts)",
+                                      blame=exc.blame) from None
                 delay = dev.retry_backoff_s * 2 ** (attempt - 1)
                 note(f"{exc}; retrying in {delay:g} s (attempt {attempt + 1} of {attempts})")
                 time.sleep(delay)
@@ -271,22 +327,26 @@ class LatencyMeter:
 
     def _when_cool(self, dev: DeviceProfile, note: Progress, call: Callable[[], dict[str, Any]]
                    ) -> dict[str, Any]:
-        """Run a device step; while the device reports too hot, wait cooldown_s and try again."""
+        """Run a device step; while the device is too hot or throttled, wait cooldown_s and retry."""
         for check in range(dev.cooldown_checks + 1):
             self._renew(dev)
             try:
                 return call()
             except DeviceError as exc:
-                if exc.temperature_c is None:
+                if not exc.cooldown:
                     raise
-                temp = exc.temperature_c
+                error = exc
             if check == dev.cooldown_checks:
+                waits = f"{dev.cooldown_checks} cool-down waits of {dev.cooldown_s:g} s"
+                if error.temperature_c is None:
+                    raise DeviceError(f"{error} after {waits}", blame="transient")
                 raise DeviceError(
-                    f"{dev.name}: too hot: {temp:.1f} °C > max_temp_c {dev.max_temp_c:g} °C after "
-                    f"{dev.cooldown_checks} cool-down waits of {dev.cooldown_s:g} s",
-                    blame="transient")
-            note(f"{dev.name}: {temp:.1f} °C > {dev.max_temp_c:g} °C, cooling down "
-                 f"{dev.cooldown_s:g} s (check {check + 1} of {dev.cooldown_checks})")
+                    f"{dev.name}: too hot: {error.temperature_c:.1f} °C > max_temp_c "
+                    f"{dev.max_temp_c:g} °C after {waits}", blame="transient")
+            why = (f"{error.temperature_c:.1f} °C > {dev.max_temp_c:g} °C"
+                   if error.temperature_c is not None else str(error))
+            note(f"{dev.name}: {why}, cooling down {dev.cooldown_s:g} s "
+                 f"(check {check + 1} of {dev.cooldown_checks})")
             time.sleep(dev.cooldown_s)
         raise AssertionError("unreachable")
 
@@ -300,51 +360,57 @@ class LatencyMeter:
 
     def _session(self, dev: DeviceProfile, backend: Backend, path: Path, sha: str,
                  note: Progress) -> LatencyResult:
-        self._renew(dev)
-        if dev.kind == "ssh":
-            note(f"{dev.name}: connecting to {dev.address}")
+        self._renew(dev, "before connecting")
         backend.connect()
-        env: dict[str, Any] = {}
-        if dev.key not in self._versions:
-            # First contact in this process: the probe checks the runtime is there and gives the
-            # runtime version, the last part of the cache key. Later runs check both themselves.
+        setup = self._setups.get(dev.key)
+        board = backend.board_id(None)  # known without a probe where the backend verifies it
+        if setup is None or (board is not None and board != setup.board):
+            # First contact (or another board behind the name): the probe checks the runtime is
+            # there and gives its version and the board, parts of the cache key.
             env = self._when_cool(dev, note, lambda: self._probe(dev, backend))
-            self._versions[dev.key] = env.get("runtime_version")
+            setup = self._setups[dev.key] = self._setup(dev, backend, env)
         if self.use_cache:
             # Also after a lookup before leasing: another worker may have timed it meanwhile.
-            record = self.cache.get(sha, dev.key, dev.threads, self._versions[dev.key])
+            record = self.cache.get(sha, dev.key, setup)
             if record is not None:
                 note(f"{dev.name}: cached latency {record['median_ms']:.2f} ms")
                 return LatencyResult.from_record(record, cached=True)
-        self._renew(dev)
-        if dev.kind == "ssh":
-            note(f"{dev.name}: uploading model ({path.stat().st_size / 1e6:.1f} MB)")
+        self._renew(dev, "before the upload")
         file_sha = sha256_file(path)  # `sha` is the cache key; uploads are named by content
-        ref = backend.stage_model(path, file_sha)
+        ref = backend.upload(path, file_sha)
         note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, {dev.threads} threads")
         times: list[str] = []
 
         def timed_run() -> dict[str, Any]:
             times[:] = [now_iso()]
-            result = backend.run(ref)
+            out = backend.run(ref)
             times.append(now_iso())
-            return result
+            now = throttled_now(out.get("throttled"))
+            if now:  # a throttled board is slower than it is: that figure is wrong, never cached
+                raise DeviceError(f"{dev.name}: throttled during the timed run ({', '.join(now)}; "
+                                  f"get_throttled {out.get('throttled')}), figure discarded",
+                                  blame="transient", cooldown=True)
+            return out
 
         out = self._when_cool(dev, note, timed_run)
+        # The lease may have run out during the run (database unreachable for longer than lease_s):
+        # then another worker may have timed on the device too, and this figure is not trusted.
+        self._renew(dev, "during the timed run; figure discarded")
         try:
-            result = self._result(dev, out, env, times, file_sha)
+            result = self._result(dev, out, times, file_sha)
+            setup = self._setups[dev.key] = self._setup(dev, backend, out)
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(f"{dev.name}: runner output incomplete ({exc!r}): {out}") from None
-        self._versions[dev.key] = result.runtime_version
-        self.cache.put(sha, dev.key, dev.threads, result.runtime_version, result.as_record())
+        result.board = setup.board
+        self.cache.put(sha, dev.key, setup, result.as_record())
         backend.discard_model(ref)
         self._log({"event": "measured", "model": str(path), **result.as_record()})
         note(f"{dev.name}: median {result.median_ms:.2f} ms, p90 {result.p90_ms:.2f} ms")
         return result
 
     @staticmethod
-    def _result(dev: DeviceProfile, out: dict[str, Any], env: dict[str, Any], times: list[str],
-                sha: str) -> LatencyResult:
+    def _result(dev: DeviceProfile, out: dict[str, Any], times: list[str], sha: str
+                ) -> LatencyResult:
         """The runner's JSON as a LatencyResult."""
         return LatencyResult(
             device=dev.name, threads=int(out.get("threads", dev.threads)),
@@ -353,9 +419,10 @@ class LatencyMeter:
             min_ms=float(out["min_ms"]), std_ms=float(out["std_ms"]), runs=int(out["runs"]),
             cpu=out.get("cpu"), temperature_c=out.get("temperature_c"),
             # Read after timing: sticky "since boot" bits include anything during the runs.
-            throttled=out.get("throttled") or env.get("throttled"),
+            throttled=out.get("throttled"),
             measure_start=times[0], measure_end=times[1], tflite_sha256=sha, cached=False,
-            input_dtype=out.get("input_dtype"), output_dtype=out.get("output_dtype"))
+            input_dtype=out.get("input_dtype"), output_dtype=out.get("output_dtype"),
+            warmup=int(out.get("warmup", dev.warmup)))
 
     def _log(self, entry: dict[str, Any]) -> None:
         """Append to results/hardware/measurements.jsonl: an audit trail (never secrets)."""

@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 
-from nas.hardware.local import MeasurementError
+from nas.hardware.backend import MeasurementError
 from nas.hardware.profile import DeviceProfile
 
 _metadata = MetaData()

@@ -11,7 +11,7 @@ import re
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,14 +33,15 @@ class DeviceProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="unique device name, used in records, leases and the cache")
-    kind: Literal["ssh", "local"]
+    kind: str = Field(description="backend kind: local, ssh (see nas.hardware.backend)")
     host: str | None = None
     port: int = Field(22, ge=1, le=65535)
     user: str | None = None
     key_file: Path | None = None
     known_hosts: Path | None = None
     python: str | None = None
-    workdir: str = "/tmp/nas-bench"
+    # Under the login's home: a world-writable /tmp would let anyone there swap the runner.
+    workdir: str = "~/.cache/nas-bench"
     threads: int = Field(4, ge=1, le=256)
     warmup: int = Field(5, ge=0, le=10_000)
     runs: int = Field(30, ge=1, le=100_000)
@@ -53,6 +54,8 @@ class DeviceProfile(BaseModel):
     step_timeout_s: float = Field(60.0, gt=0)
     measure_timeout_s: float = Field(600.0, gt=0)
     lease_s: float = Field(120.0, ge=1)
+    # How long a failing device stays out of use before it is probed again (a Pi reboot is ~1 min).
+    unhealthy_s: float = Field(300.0, ge=0)
 
     @field_validator("name")
     @classmethod
@@ -62,6 +65,15 @@ class DeviceProfile(BaseModel):
                 "must be 1-64 characters of letters, digits, '_', '.', '@' or '-' "
                 "(it names the device in records and leases)"
             )
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_known(cls, value: str) -> str:
+        from nas.hardware.backend import backend_kinds  # the registry imports this module
+
+        if value not in backend_kinds():
+            raise ValueError(f"unknown device kind {value!r}; known: {', '.join(backend_kinds())}")
         return value
 
     @field_validator("key_file", "known_hosts")
@@ -81,7 +93,7 @@ class DeviceProfile(BaseModel):
         if self.kind == "ssh":
             if self.host is None:
                 raise ValueError("kind: ssh needs a host")
-        else:
+        elif self.kind == "local":
             wrong = [f for f in SSH_ONLY_FIELDS if f in self.model_fields_set]
             if wrong:
                 raise ValueError(f"{', '.join(wrong)} only apply to kind: ssh")
