@@ -10,8 +10,15 @@ Arms (each its own study and SQLite file; data, teacher and latency device share
 Usage:
   python benchmarks/search_quality.py [--budget quick] [--wall-minutes 60] [--seeds 0 1]
                                       [--arms presets tpe random tpe-presets] [--work results/benchmarks/search_quality]
+                                      [--retime-top 3 --retime-rounds 5]
 Writes benchmarks/results/search_quality.json (or --out) and prints the summary. Every arm is resumable:
 rerunning continues a study until its wall time is used (time is read from the trials' own records).
+
+Latency inside a search is timed once per architecture, whenever the trial ran, so load on the
+machine (other jobs) can tilt one arm against another. The closing step re-times each arm's top
+trials (`--retime-top`, by Final Score) and every preset in interleaved rounds on the same machine,
+one file after another, and recomputes their Final Scores with those latencies: the `quiet_*`
+figures compare arms on equal terms.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ from pathlib import Path
 from statistics import mean, median
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
+from latency_weights import time_once
 from nas.config import load_config
 from nas.latency_model import spearman
+from nas.metrics import final_score
 from nas.search import preset_points, run_search
 from nas.space import load_space
 from nas.study import open_study
@@ -116,6 +126,47 @@ def summarize(study: optuna.Study) -> dict:
     }
 
 
+def retime(args: argparse.Namespace, studies: dict[str, optuna.Study]) -> dict[str, dict]:
+    """Each arm's top trials and every preset re-timed in interleaved rounds; Final Scores recomputed."""
+    store = FileSystemArtifactStore(str(args.work / "shared" / "artifacts"))
+    files: dict[str, dict] = {}  # model sha -> what it is and where it lies
+    picks: dict[str, list[tuple[optuna.trial.FrozenTrial, str]]] = {}
+    scratch = args.work / "retime"
+    scratch.mkdir(parents=True, exist_ok=True)
+    for arm, study in studies.items():
+        complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+                          key=lambda t: -t.value)
+        chosen = complete if arm == "presets" else complete[:args.retime_top]
+        for trial in chosen:
+            sha = trial.user_attrs["tflite_sha256"]
+            if sha not in files:
+                meta = next((m for m in get_all_artifact_meta(trial, storage=study._storage)
+                             if m.filename == "model.tflite"), None)
+                if meta is None:
+                    continue
+                path = scratch / f"{sha[:16]}.tflite"
+                if not path.exists():
+                    download_artifact(artifact_store=store, artifact_id=meta.artifact_id, file_path=str(path))
+                files[sha] = {"file": str(path), "medians": []}
+            picks.setdefault(arm, []).append((trial, sha))
+    shas = list(files)
+    for round_index in range(args.retime_rounds):
+        for sha in shas[round_index % len(shas):] + shas[:round_index % len(shas)]:
+            files[sha]["medians"].append(time_once(files[sha]["file"], 2, 5, 20)["median_ms"])
+    result = {}
+    for arm, pairs in picks.items():
+        rows = []
+        for trial, sha in pairs:
+            quiet_ms = median(files[sha]["medians"])
+            rows.append({"number": trial.number, "preset": trial.user_attrs.get("preset"),
+                         "si_rmse": trial.user_attrs["si_rmse"], "search_latency_ms": trial.user_attrs["latency_ms"],
+                         "quiet_latency_ms": quiet_ms, "search_score": trial.value,
+                         "quiet_score": final_score(trial.user_attrs["si_rmse"], quiet_ms / 1000.0)})
+        rows.sort(key=lambda r: -r["quiet_score"])
+        result[arm] = {"best_quiet_score": rows[0]["quiet_score"] if rows else None, "trials": rows}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="quick")
@@ -124,27 +175,33 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["presets", "tpe", "random", "tpe-presets"])
     parser.add_argument("--work", type=Path, default=Path("results/benchmarks/search_quality"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_quality.json"))
+    parser.add_argument("--retime-top", type=int, default=3, help="re-time this many best trials of each arm")
+    parser.add_argument("--retime-rounds", type=int, default=5)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     wall = args.wall_minutes * 60
     started = time.time()
     arms: dict[str, dict] = {}
+    studies: dict[str, optuna.Study] = {}
     presets_study = None
     if "presets" in args.arms:
         count = len(preset_points(load_space(arm_config(args, "presets", 0).space)))
         study = run_arm(args, "presets", 0, None, baselines="all", pruner="none", latency_screen=False,
                         trials=count)
-        presets_study = study
+        presets_study = studies["presets"] = study
         arms["presets"] = summarize(study)
         arms["presets"]["scores"] = {t.user_attrs.get("preset"): t.value for t in study.trials
                                      if t.state == optuna.trial.TrialState.COMPLETE}
     for seed in args.seeds:
         if "tpe" in args.arms:
-            arms[f"tpe-s{seed}"] = summarize(run_arm(args, f"tpe-s{seed}", seed, wall))
+            studies[f"tpe-s{seed}"] = run_arm(args, f"tpe-s{seed}", seed, wall)
+            arms[f"tpe-s{seed}"] = summarize(studies[f"tpe-s{seed}"])
         if "random" in args.arms:
-            arms[f"random-s{seed}"] = summarize(run_arm(args, f"random-s{seed}", seed, wall, sampler="random"))
+            studies[f"random-s{seed}"] = run_arm(args, f"random-s{seed}", seed, wall, sampler="random")
+            arms[f"random-s{seed}"] = summarize(studies[f"random-s{seed}"])
     if "tpe-presets" in args.arms:
-        arms["tpe-presets"] = summarize(run_arm(args, "tpe-presets", args.seeds[0], wall, start_from=presets_study))
+        studies["tpe-presets"] = run_arm(args, "tpe-presets", args.seeds[0], wall, start_from=presets_study)
+        arms["tpe-presets"] = summarize(studies["tpe-presets"])
 
     def best_of(prefix: str) -> float | None:
         scores = [a["best_score"] for k, a in arms.items() if k.startswith(prefix) and a["best_score"]]
@@ -156,6 +213,13 @@ def main() -> None:
         for prefix in ("tpe-s", "random-s", "tpe-presets"):
             if (b := best_of(prefix)) is not None:
                 ratios[prefix.rstrip("-s")] = b / preset_best
+    quiet = retime(args, studies) if args.retime_top else {}
+
+    def quiet_best(prefix: str) -> float | None:
+        scores = [a["best_quiet_score"] for k, a in quiet.items() if k.startswith(prefix) and a["best_quiet_score"]]
+        return max(scores) if scores else None
+
+    quiet_preset = quiet_best("presets")
     result = {
         "command": "python benchmarks/search_quality.py " + " ".join(
             [f"--budget {args.budget}", f"--wall-minutes {args.wall_minutes:g}", "--seeds",
@@ -166,10 +230,16 @@ def main() -> None:
         "search_vs_best_preset": ratios.get("tpe"), "random_vs_best_preset": ratios.get("random"),
         "search_from_presets_vs_best_preset": ratios.get("tpe-presets"),
         "tpe_vs_random": (best_of("tpe-s") / best_of("random-s")) if best_of("tpe-s") and best_of("random-s") else None,
+        "quiet": quiet,
+        "quiet_search_vs_best_preset": (quiet_best("tpe-s") / quiet_preset) if quiet_best("tpe-s") and quiet_preset else None,
+        "quiet_random_vs_best_preset": ((quiet_best("random-s") / quiet_preset)
+                                        if quiet_best("random-s") and quiet_preset else None),
+        "quiet_search_from_presets_vs_best_preset": ((quiet_best("tpe-presets") / quiet_preset)
+                                                     if quiet_best("tpe-presets") and quiet_preset else None),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "arms"}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("arms", "quiet")}, indent=2))
     for name, arm in arms.items():
         print(f"{name}: best {arm['best_score']}, {arm['complete']} complete, {arm['screened_before_training']} "
               f"screened, {arm['trained_trials_per_hour']} trained trials/h")
