@@ -18,18 +18,24 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 from .config import RunConfig, hide_password
 from .errors import ConfigError
+from .setup_lock import setup_lock
 
 SCORE_METRICS = ["final_score"]
 PARETO_METRICS = ["si_rmse", "latency_ms"]
 
 
-def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """RDB storage; with heartbeats, a trial whose worker died is failed and enqueued once more."""
+def open_storage(url: str, heartbeat: bool = True, heartbeat_s: int = 60,
+                 grace_s: int = 180) -> optuna.storages.RDBStorage:
+    """RDB storage; with heartbeats, a trial whose worker died is failed and enqueued once more.
+
+    A running trial beats every `heartbeat_s`; one silent for `grace_s` is failed by the next worker
+    that starts a trial, and retried once (Optuna's `RetryHeartbeatStaleTrialCallback`).
+    """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {}
     if heartbeat:
-        kwargs = {"heartbeat_interval": 60, "grace_period": 180,
+        kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": grace_s,
                   "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
@@ -44,17 +50,23 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def open_study(config: RunConfig) -> optuna.Study:
-    """Create the study or load it (resume) from the configured storage."""
+    """Create the study or load it (resume) from the configured storage.
+
+    Under `setup_lock`: workers started together on an empty database would otherwise race to create
+    Optuna's tables (a known Optuna race) and the study's metric names.
+    """
     pareto = config.objective == "pareto"
-    study = optuna.create_study(
-        storage=open_storage(config.storage_url), study_name=config.study, load_if_exists=True,
-        sampler=(optuna.samplers.RandomSampler(seed=config.seed) if config.sampler == "random"
-                 else optuna.samplers.TPESampler(seed=config.seed)),
-        pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
-        directions=["minimize", "minimize"] if pareto else ["maximize"],
-    )
-    if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
-        study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
+    with setup_lock(config.storage_url):
+        study = optuna.create_study(
+            storage=open_storage(config.storage_url, heartbeat_s=config.heartbeat_s, grace_s=config.grace_s),
+            study_name=config.study, load_if_exists=True,
+            sampler=(optuna.samplers.RandomSampler(seed=config.seed) if config.sampler == "random"
+                     else optuna.samplers.TPESampler(seed=config.seed)),
+            pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
+            directions=["minimize", "minimize"] if pareto else ["maximize"],
+        )
+        if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
+            study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
     return study
 
 
