@@ -67,7 +67,8 @@ class RunConfig(BaseModel):
     objective: Literal["score", "pareto"] = "score"
     pruner: Literal["none", "median", "hyperband"] = "median"
     sampler: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, description="sampler seed of the run that creates the study; workers that join or "
+                                      "resume it draw their own, so they do not repeat its first points")
     results: Path = Path("results")
     baselines: list[str] | Literal["all", "none"] = Field(
         default_factory=lambda: ["litedepth"],

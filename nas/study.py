@@ -7,6 +7,7 @@ store beside it for `.tflite` files, previews and arch JSON.
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from pathlib import Path
 
@@ -57,17 +58,27 @@ def open_study(config: RunConfig) -> optuna.Study:
     """
     pareto = config.objective == "pareto"
     with setup_lock(config.storage_url):
+        storage = open_storage(config.storage_url, heartbeat_s=config.heartbeat_s, grace_s=config.grace_s)
+        seed = sampler_seed(config.seed, joining=config.study in optuna.get_all_study_names(storage))
         study = optuna.create_study(
-            storage=open_storage(config.storage_url, heartbeat_s=config.heartbeat_s, grace_s=config.grace_s),
-            study_name=config.study, load_if_exists=True,
-            sampler=(optuna.samplers.RandomSampler(seed=config.seed) if config.sampler == "random"
-                     else optuna.samplers.TPESampler(seed=config.seed)),
+            storage=storage, study_name=config.study, load_if_exists=True,
+            sampler=(optuna.samplers.RandomSampler(seed=seed) if config.sampler == "random"
+                     else optuna.samplers.TPESampler(seed=seed)),
             pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
             directions=["minimize", "minimize"] if pareto else ["maximize"],
         )
         if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
             study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
     return study
+
+
+def sampler_seed(seed: int, joining: bool) -> int:
+    """`seed` for the worker that creates the study; a fresh one for every worker that joins or resumes it.
+
+    Samplers seeded alike draw the same first points: a second worker (or a rerun) would train the
+    architectures the first one already tried. Only the study's first run is reproducible from `seed`.
+    """
+    return secrets.randbits(32) if joining else seed
 
 
 def load_study(storage_url: str, study_name: str) -> optuna.Study:

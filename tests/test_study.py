@@ -116,3 +116,17 @@ def test_workers_started_together_on_an_empty_database_all_come_up(fresh_postgre
     assert len({out.strip() for out, _ in results}) == 1  # one study, seen by all
     summaries = optuna.get_all_study_summaries(fresh_postgres_url)
     assert [s.study_name for s in summaries] == ["together"]
+
+
+def test_a_joining_worker_does_not_repeat_the_first_workers_points(tmp_path):
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+
+    def first_x(study: optuna.Study) -> float:
+        return study.ask().suggest_float("x", 0.0, 1.0)
+
+    config = load_config(None, storage=url, study="shared", results=tmp_path, sampler="random")
+    creator, joiner = open_study(config), open_study(config)
+    assert first_x(creator) != first_x(joiner)
+    # the run that creates a study stays reproducible from `seed`
+    again = open_study(load_config(None, storage=url, study="other", results=tmp_path, sampler="random"))
+    assert first_x(again) == first_x(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)))
