@@ -130,3 +130,12 @@ def test_a_joining_worker_does_not_repeat_the_first_workers_points(tmp_path):
     # the run that creates a study stays reproducible from `seed`
     again = open_study(load_config(None, storage=url, study="other", results=tmp_path, sampler="random"))
     assert first_x(again) == first_x(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)))
+
+
+def test_heartbeat_settings_reach_the_storage_and_grace_must_outlast_the_heartbeat(tmp_path):
+    config = load_config(None, storage=f"sqlite:///{tmp_path / 'nas.db'}", study="beat", results=tmp_path,
+                         heartbeat_s=2, grace_s=5)
+    assert open_study(config)._storage.get_heartbeat_interval() == 2
+    assert load_config(None).heartbeat_s == 60 and load_config(None).grace_s == 180
+    with pytest.raises(ConfigError, match=r"grace_s \(10\) must exceed heartbeat_s \(10\)"):
+        load_config(None, heartbeat_s=10, grace_s=10)
