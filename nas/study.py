@@ -59,7 +59,7 @@ def open_study(config: RunConfig) -> optuna.Study:
     pareto = config.objective == "pareto"
     with setup_lock(config.storage_url):
         storage = open_storage(config.storage_url, heartbeat_s=config.heartbeat_s, grace_s=config.grace_s)
-        seed = sampler_seed(config.seed, joining=config.study in optuna.get_all_study_names(storage))
+        seed = sampler_seed(config, joining=config.study in optuna.get_all_study_names(storage))
         study = optuna.create_study(
             storage=storage, study_name=config.study, load_if_exists=True,
             sampler=(optuna.samplers.RandomSampler(seed=seed) if config.sampler == "random"
@@ -72,13 +72,22 @@ def open_study(config: RunConfig) -> optuna.Study:
     return study
 
 
-def sampler_seed(seed: int, joining: bool) -> int:
-    """`seed` for the worker that creates the study; a fresh one for every worker that joins or resumes it.
+# The seed each (storage, study, seed) got in this process: reopening the study here (a benchmark opens it,
+# then `run_search` opens it again) keeps the sampler it started with.
+_SEEDS: dict[tuple[str, str, int], int] = {}
+
+
+def sampler_seed(config: RunConfig, joining: bool) -> int:
+    """`config.seed` in the process that creates the study; a fresh seed in every process that joins or
+    resumes it.
 
     Samplers seeded alike draw the same first points: a second worker (or a rerun) would train the
     architectures the first one already tried. Only the study's first run is reproducible from `seed`.
     """
-    return secrets.randbits(32) if joining else seed
+    key = (config.storage_url, config.study, config.seed)
+    if key not in _SEEDS:
+        _SEEDS[key] = secrets.randbits(32) if joining else config.seed
+    return _SEEDS[key]
 
 
 def load_study(storage_url: str, study_name: str) -> optuna.Study:

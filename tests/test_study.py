@@ -118,16 +118,21 @@ def test_workers_started_together_on_an_empty_database_all_come_up(fresh_postgre
     assert [s.study_name for s in summaries] == ["together"]
 
 
-def test_a_joining_worker_does_not_repeat_the_first_workers_points(tmp_path):
+def test_a_joining_worker_does_not_repeat_the_first_workers_points(tmp_path, monkeypatch):
+    import nas.study
+
     url = f"sqlite:///{tmp_path / 'nas.db'}"
 
     def first_x(study: optuna.Study) -> float:
         return study.ask().suggest_float("x", 0.0, 1.0)
 
     config = load_config(None, storage=url, study="shared", results=tmp_path, sampler="random")
-    creator, joiner = open_study(config), open_study(config)
-    assert first_x(creator) != first_x(joiner)
-    # the run that creates a study stays reproducible from `seed`
+    creator = open_study(config)
+    reopened = open_study(config)  # the same process opening it again keeps its seed
+    monkeypatch.setattr(nas.study, "_SEEDS", {})  # as in another process: a worker joining the study
+    joiner = open_study(config)
+    assert first_x(creator) == first_x(reopened) != first_x(joiner)
+    # the process that creates a study stays reproducible from `seed`
     again = open_study(load_config(None, storage=url, study="other", results=tmp_path, sampler="random"))
     assert first_x(again) == first_x(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)))
 
