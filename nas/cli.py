@@ -19,8 +19,9 @@ from typer.core import TyperGroup
 
 from .arch import Arch, ArchError
 from .config import BUDGETS, load_config
-from .console import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, err, fail, out
+from .console import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, err, fail, out
 from .errors import ConfigError, NasRuntimeError
+from .signals import Terminated, sigterm_as_interrupt
 from .teacher_cli import teacher_app
 
 HELP = f"""Hardware-aware architecture search for on-device depth estimation.
@@ -28,7 +29,8 @@ HELP = f"""Hardware-aware architecture search for on-device depth estimation.
 Exit codes:
 {EXIT_FAILED}: a failure during work (training, caching, export), or a check that found problems
 {EXIT_BAD_INPUT}: bad input, found before work starts (arguments, config, space, hardware, data, model files)
-{EXIT_INTERRUPTED}: interrupted (Ctrl-C)"""
+{EXIT_INTERRUPTED}: interrupted (Ctrl-C)
+{EXIT_TERMINATED}: stopped by SIGTERM (`nas run`: like Ctrl-C, the running trial is marked failed)"""
 
 # What to do after Ctrl-C, per top-level command where there is more to say than "interrupted".
 INTERRUPT_HINTS = {"run": "the running trial is marked failed; run the same command again to resume"}
@@ -46,10 +48,11 @@ class ErrorBoundary(TyperGroup):
             fail(str(exc), EXIT_BAD_INPUT)
         except NasRuntimeError as exc:
             fail(str(exc), EXIT_FAILED)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             hint = INTERRUPT_HINTS.get(ctx.invoked_subcommand or "")
-            err.print(f"interrupted: {hint}" if hint else "interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            what = f"terminated ({exc.signal_name})" if isinstance(exc, Terminated) else "interrupted"
+            err.print(f"{what}: {hint}" if hint else what)
+            raise typer.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(cls=ErrorBoundary, help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -136,7 +139,8 @@ def run(config_file: ConfigFile = None,
                          results=results, baselines="all" if enqueue_baselines else _baselines(baselines),
                          trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained)
     started = datetime.now()  # Optuna stamps trials with naive local time too
-    study_obj = run_search(config)
+    with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
+        study_obj = run_search(config)
     # Not a terminal (CI, a log file): rich would squeeze the table into 80 columns and cut every figure.
     out.print(summary_table(study_obj), width=None if out.is_terminal else 200)
     if line := standing_line(study_obj):

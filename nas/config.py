@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -67,7 +67,8 @@ class RunConfig(BaseModel):
     objective: Literal["score", "pareto"] = "score"
     pruner: Literal["none", "median", "hyperband"] = "median"
     sampler: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, description="sampler seed of the run that creates the study; workers that join or "
+                                      "resume it draw their own, so they do not repeat its first points")
     results: Path = Path("results")
     baselines: list[str] | Literal["all", "none"] = Field(
         default_factory=lambda: ["litedepth"],
@@ -84,6 +85,10 @@ class RunConfig(BaseModel):
     synth_test: int = Field(16, ge=0)
     synth_seed: int = 0  # the embedded data set's seed; separate from `seed` so a new search seed reuses it
     trust_new_host_keys: bool = False
+    # Many workers: a running trial beats every heartbeat_s; one silent for grace_s (its worker was killed)
+    # is failed by the next trial to start in any worker, and retried once.
+    heartbeat_s: int = Field(60, ge=1, description="seconds between a running trial's heartbeats")
+    grace_s: int = Field(180, ge=1, description="seconds without a heartbeat before a trial counts as dead")
     # Latency first: screen candidates whose best possible score cannot beat the study's best.
     latency_screen: bool = True
     bound_si_rmse: float | None = Field(None, gt=0, description="optimistic si-RMSE of the screen; none: "
@@ -107,6 +112,13 @@ class RunConfig(BaseModel):
             if unknown := [v for v in value if v not in known]:
                 raise ValueError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return value
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeat(self) -> RunConfig:
+        if self.grace_s <= self.heartbeat_s:
+            raise ValueError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s}), "
+                             "or a live worker's trial would be taken for dead")
+        return self
 
     @property
     def storage_url(self) -> str:

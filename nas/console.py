@@ -16,6 +16,7 @@ err = Console(stderr=True, markup=False)
 EXIT_FAILED = 1  # a failure during work, or a check that found problems
 EXIT_BAD_INPUT = 2  # bad input, found before work starts (as click's own usage errors)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), handled like Ctrl-C by `nas run`
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:

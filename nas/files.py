@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import NasRuntimeError
+
+# The names `atomic_path` gives its temporaries: `.NAME.PID.HEX8.tmp`.
+TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -28,7 +35,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     and the rename is atomic because it stays on the same file system.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # matches TEMPORARY
     try:
         yield tmp
         os.replace(tmp, path)
@@ -46,3 +53,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` so that readers see the old file or the whole new one, never a part."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the `atomic_path` temporaries a killed writer left in `folder`; the paths removed.
+
+    Call it only while holding the lock every writer of `folder` holds, or a live writer loses its file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.iterdir() if TEMPORARY.match(p.name) and p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def require_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """NasRuntimeError naming `folder` unless its file system has `needed` bytes free.
+
+    Checked before writing through a memory map: there a full disk is not an error but SIGBUS.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise NasRuntimeError(folder, f"{what} needs {needed / 1e6:,.1f} MB, only {free / 1e6:,.1f} MB free on "
+                                      "this disk; free some space or use a folder on another disk")

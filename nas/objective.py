@@ -12,6 +12,8 @@ like, in the study's direction.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from .metrics import final_score
 from .models import DepthNet, count_params
 from .pipeline import TrialContext, TrialRecord, deploy, graph_key, train_candidate
 from .progress import StudyProgress
+from .signals import Terminated
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,9 @@ class TrialObjective:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
-        except KeyboardInterrupt:  # Optuna marks the trial failed; say why in the record
-            trial.set_user_attr("fail_reason", "interrupted by the user")
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: Optuna marks the trial failed; say why in the record
+            reason = f"interrupted: {exc.signal_name}" if isinstance(exc, Terminated) else "interrupted by the user"
+            trial.set_user_attr("fail_reason", reason)
             raise
         except Exception as exc:  # recorded with its reason; optimize(catch=...) keeps the study going
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
@@ -122,6 +126,7 @@ class TrialObjective:
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, cfg = self.ctx, self.ctx.config
         label = f"trial {trial.number}"
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # as the meter's lease holder
         if self.progress is not None:
             console.print(self.progress.line(trial.study), markup=False, highlight=False, soft_wrap=True)
         try:

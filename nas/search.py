@@ -119,6 +119,10 @@ class StopAtTrainedTrials:
     Candidates screened out by the latency bound cost seconds, so they do not use up `--trials`;
     `max_screened` stops a run whose every candidate is screened out (a space with nothing faster), and
     `max_failed` one whose trials keep failing (as many failures as trials were asked of the run).
+
+    With many workers on one study, the trials other workers are running count too: a worker does not
+    start a trial the target no longer needs (should one of theirs fail, its worker goes on). Trials of
+    dead workers are failed first (heartbeat), so they never hold the target up.
     """
 
     def __init__(self, target: int, max_screened: int, max_failed: int):
@@ -131,9 +135,15 @@ class StopAtTrainedTrials:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.screened_this_run += bool(trial.user_attrs.get("pruned_before_training"))
         self.failed_this_run += trial.state == optuna.trial.TrialState.FAIL
-        if (trained_count(study) >= self.target or self.screened_this_run >= self.max_screened
-                or self.failed_this_run >= self.max_failed):
+        if (trained_count(study) + running_elsewhere(study) >= self.target
+                or self.screened_this_run >= self.max_screened or self.failed_this_run >= self.max_failed):
             study.stop()
+
+
+def running_elsewhere(study: optuna.Study) -> int:
+    """Trials other workers are running now (called between trials, so none is this worker's)."""
+    optuna.storages.fail_stale_trials(study)  # a killed worker's trial is failed (and retried), not counted
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
 def run_search(config: RunConfig) -> optuna.Study:

@@ -7,6 +7,7 @@ store beside it for `.tflite` files, previews and arch JSON.
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from pathlib import Path
 
@@ -18,18 +19,24 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 from .config import RunConfig, hide_password
 from .errors import ConfigError
+from .setup_lock import setup_lock
 
 SCORE_METRICS = ["final_score"]
 PARETO_METRICS = ["si_rmse", "latency_ms"]
 
 
-def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """RDB storage; with heartbeats, a trial whose worker died is failed and enqueued once more."""
+def open_storage(url: str, heartbeat: bool = True, heartbeat_s: int = 60,
+                 grace_s: int = 180) -> optuna.storages.RDBStorage:
+    """RDB storage; with heartbeats, a trial whose worker died is failed and enqueued once more.
+
+    A running trial beats every `heartbeat_s`; one silent for `grace_s` is failed by the next worker
+    that starts a trial, and retried once (Optuna's `RetryHeartbeatStaleTrialCallback`).
+    """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {}
     if heartbeat:
-        kwargs = {"heartbeat_interval": 60, "grace_period": 180,
+        kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": grace_s,
                   "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
@@ -44,18 +51,43 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def open_study(config: RunConfig) -> optuna.Study:
-    """Create the study or load it (resume) from the configured storage."""
+    """Create the study or load it (resume) from the configured storage.
+
+    Under `setup_lock`: workers started together on an empty database would otherwise race to create
+    Optuna's tables (a known Optuna race) and the study's metric names.
+    """
     pareto = config.objective == "pareto"
-    study = optuna.create_study(
-        storage=open_storage(config.storage_url), study_name=config.study, load_if_exists=True,
-        sampler=(optuna.samplers.RandomSampler(seed=config.seed) if config.sampler == "random"
-                 else optuna.samplers.TPESampler(seed=config.seed)),
-        pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
-        directions=["minimize", "minimize"] if pareto else ["maximize"],
-    )
-    if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
-        study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
+    with setup_lock(config.storage_url):
+        storage = open_storage(config.storage_url, heartbeat_s=config.heartbeat_s, grace_s=config.grace_s)
+        seed = sampler_seed(config, joining=config.study in optuna.get_all_study_names(storage))
+        study = optuna.create_study(
+            storage=storage, study_name=config.study, load_if_exists=True,
+            sampler=(optuna.samplers.RandomSampler(seed=seed) if config.sampler == "random"
+                     else optuna.samplers.TPESampler(seed=seed)),
+            pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
+            directions=["minimize", "minimize"] if pareto else ["maximize"],
+        )
+        if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
+            study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
     return study
+
+
+# The seed each (storage, study, seed) got in this process: reopening the study here (a benchmark opens it,
+# then `run_search` opens it again) keeps the sampler it started with.
+_SEEDS: dict[tuple[str, str, int], int] = {}
+
+
+def sampler_seed(config: RunConfig, joining: bool) -> int:
+    """`config.seed` in the process that creates the study; a fresh seed in every process that joins or
+    resumes it.
+
+    Samplers seeded alike draw the same first points: a second worker (or a rerun) would train the
+    architectures the first one already tried. Only the study's first run is reproducible from `seed`.
+    """
+    key = (config.storage_url, config.study, config.seed)
+    if key not in _SEEDS:
+        _SEEDS[key] = secrets.randbits(32) if joining else config.seed
+    return _SEEDS[key]
 
 
 def load_study(storage_url: str, study_name: str) -> optuna.Study:

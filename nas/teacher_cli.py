@@ -42,11 +42,12 @@ def train_cmd(data: Data, out_dir: Annotated[Path, typer.Option("--out", help="t
                   help="backbone starting weights: auto (ImageNet where the Hugging Face cache has them) | none | "
                        "imagenet | FOLDER with <backbone>.safetensors or .pth; --init loads on top")] = "auto") -> None:
     """Train a large DepthNet teacher; writes teacher.pt and teacher.json (arch, budget, data fingerprint, metrics)."""
-    from .teacher import train_teacher
+    from .teacher import folder_lock, train_teacher
 
     _check_budget(budget)
     require_valid_dataset(data)
-    spec = train_teacher(data, out_dir, budget, backbone, init, steps, seed, pretrained=pretrained)
+    with folder_lock(out_dir):  # as every writer of a teacher folder: a search distilling from it waits
+        spec = train_teacher(data, out_dir, budget, backbone, init, steps, seed, pretrained=pretrained)
     si = (spec.val_metrics or {}).get("si_rmse", float("nan"))
     out.print(f"teacher {spec.label} in {out_dir}: validation si-RMSE {si:.4f}; use it with "
               f"`nas run --teacher {out_dir}`", highlight=False, soft_wrap=True)

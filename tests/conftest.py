@@ -217,3 +217,24 @@ def postgres_url() -> str:
     finally:
         engine.dispose()
     return POSTGRES_URL
+
+
+@pytest.fixture()
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database of its own (Optuna's tables not created yet), dropped afterwards."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    from nas.hardware.pool import make_engine
+
+    name = f"nas_test_{uuid.uuid4().hex[:12]}"
+    engine = make_engine(postgres_url)
+    admin = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()

@@ -59,6 +59,15 @@ def test_interrupt_exits_130_with_the_resume_hint_for_run() -> None:
     assert result.exit_code == 130 and result.output == "interrupted\n"
 
 
+def test_sigterm_exits_143_with_the_resume_hint_for_run() -> None:
+    from nas.signals import Terminated
+
+    result = CliRunner().invoke(_raising(Terminated()), ["run"])
+    assert result.exit_code == 143
+    assert " ".join(result.output.split()) == ("terminated (SIGTERM): the running trial is marked failed; "
+                                               "run the same command again to resume")
+
+
 def test_bad_arch_is_bad_input_for_show_and_export(tmp_path) -> None:
     for args in (["arch", "show", "no_such_preset"], ["arch", "export", "no_such_preset", "--out", str(tmp_path)]):
         result = CliRunner().invoke(app, args)
@@ -70,6 +79,7 @@ def test_python_m_nas_documents_exit_codes() -> None:
                           env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     assert "Exit codes:" in proc.stdout and "130: interrupted" in proc.stdout
+    assert "143: stopped by SIGTERM" in proc.stdout
 
 
 def test_budget_names_of_the_config_are_the_budgets() -> None:

@@ -1,6 +1,10 @@
 """Study setup on both storages, and seed presets enqueued as ordinary trials."""
 
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -13,13 +17,26 @@ from nas.search import enqueue_baselines, preset_points
 from nas.space import load_space
 from nas.study import load_study, open_study
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
-def test_study_is_created_then_resumed_with_presets_enqueued_once(tmp_path, storage):
-    url = f"sqlite:///{tmp_path / 'nas.db'}" if storage == "sqlite" else POSTGRES
-    config = load_config(None, storage=url, study=f"t-{uuid.uuid4().hex[:8]}", results=tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLite file, or the shared PostgreSQL test database (NAS_TEST_POSTGRES_URL), whose studies made
+    by the test are deleted afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'nas.db'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    before = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    yield url
+    for summary in optuna.get_all_study_summaries(url):
+        if summary.study_name not in before:
+            optuna.delete_study(study_name=summary.study_name, storage=url)
+
+
+def test_study_is_created_then_resumed_with_presets_enqueued_once(tmp_path, storage_url):
+    config = load_config(None, storage=storage_url, study=f"t-{uuid.uuid4().hex[:8]}", results=tmp_path)
     study = open_study(config)
     assert study.metric_names == ["final_score"]
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -65,3 +82,65 @@ def test_load_study_names_a_missing_study(tmp_path):
     config = load_config(None, storage=url, study="there", results=tmp_path)
     open_study(config)
     assert load_study(url, "there").study_name == "there"
+
+
+OPEN_STUDY = """
+import sys, time
+from pathlib import Path
+from nas.config import load_config
+from nas.study import open_study
+go = Path(sys.argv[2])
+Path(sys.argv[4]).touch()
+while not go.exists():  # imports done: wait for the others, then all open at once
+    time.sleep(0.01)
+study = open_study(load_config(None, storage=sys.argv[1], study="together", results=sys.argv[3]))
+print(study._study_id)
+"""
+
+
+def test_workers_started_together_on_an_empty_database_all_come_up(fresh_postgres_url, tmp_path):
+    """Optuna creates its schema without a lock; four workers at once must still all open one study."""
+    go = tmp_path / "go"
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    ready = [tmp_path / f"ready-{i}" for i in range(4)]
+    workers = [subprocess.Popen([sys.executable, "-c", OPEN_STUDY, fresh_postgres_url, str(go), str(tmp_path),
+                                 str(flag)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for flag in ready]
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for flag in ready) and time.monotonic() < deadline:
+        time.sleep(0.05)  # every worker has imported: they race for the schema from the same moment
+    go.touch()
+    results = [w.communicate(timeout=120) for w in workers]
+    for w, (out, err) in zip(workers, results):
+        assert w.returncode == 0, err
+    assert len({out.strip() for out, _ in results}) == 1  # one study, seen by all
+    summaries = optuna.get_all_study_summaries(fresh_postgres_url)
+    assert [s.study_name for s in summaries] == ["together"]
+
+
+def test_a_joining_worker_does_not_repeat_the_first_workers_points(tmp_path, monkeypatch):
+    import nas.study
+
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+
+    def first_x(study: optuna.Study) -> float:
+        return study.ask().suggest_float("x", 0.0, 1.0)
+
+    config = load_config(None, storage=url, study="shared", results=tmp_path, sampler="random")
+    creator = open_study(config)
+    reopened = open_study(config)  # the same process opening it again keeps its seed
+    monkeypatch.setattr(nas.study, "_SEEDS", {})  # as in another process: a worker joining the study
+    joiner = open_study(config)
+    assert first_x(creator) == first_x(reopened) != first_x(joiner)
+    # the process that creates a study stays reproducible from `seed`
+    again = open_study(load_config(None, storage=url, study="other", results=tmp_path, sampler="random"))
+    assert first_x(again) == first_x(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)))
+
+
+def test_heartbeat_settings_reach_the_storage_and_grace_must_outlast_the_heartbeat(tmp_path):
+    config = load_config(None, storage=f"sqlite:///{tmp_path / 'nas.db'}", study="beat", results=tmp_path,
+                         heartbeat_s=2, grace_s=5)
+    assert open_study(config)._storage.get_heartbeat_interval() == 2
+    assert load_config(None).heartbeat_s == 60 and load_config(None).grace_s == 180
+    with pytest.raises(ConfigError, match=r"grace_s \(10\) must exceed heartbeat_s \(10\)"):
+        load_config(None, heartbeat_s=10, grace_s=10)

@@ -2,16 +2,20 @@
 
 Files live in `<teacher folder>/cache/`: `train-HxW-<fingerprint>.npy` (float16 metres, memory-mapped
 by every trial) beside a `.json` with the stems, fingerprints and the teacher's validation metrics.
+The file is written with plain writes after a free-space check (a memory map on a full disk ends the
+process with SIGBUS), under a hidden temporary name that `folder_lock` clears if a writer was killed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -20,7 +24,7 @@ from ..console import err
 from ..data.dataset import DepthSplit, load_rgb
 from ..data.layout import list_pairs
 from ..errors import ConfigError, TeacherError
-from ..files import atomic_path, atomic_write_text, sha256_file
+from ..files import atomic_path, atomic_write_text, require_free_space, sha256_file
 from .predictors import Predictor, evaluate_teacher
 from .progress import metrics_line, progress_bar
 from .register import register_model, resolve_teacher
@@ -49,6 +53,20 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+HEADER_BYTES = 4096  # more than any .npy header of a 3-D array
+
+
+def _write(out: BinaryIO, maps: np.ndarray, folder: Path) -> None:
+    """Append maps to the open cache file; a full disk is a TeacherError naming the folder."""
+    try:
+        out.write(np.ascontiguousarray(maps).tobytes())
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TeacherError(folder, f"disk full while writing the teacher's depth cache ({exc.strerror}); "
+                                       "free some space or use a teacher folder on another disk") from None
+        raise
+
+
 def ensure_cache(folder: Path, data_root: Path, height: int, width: int, spec: TeacherSpec | None = None,
                  device: torch.device | None = None) -> TeacherCache:
     """Teacher depth on every training image at (height, width): reused when fresh, else rebuilt.
@@ -72,20 +90,21 @@ def ensure_cache(folder: Path, data_root: Path, height: int, width: int, spec: T
     run_hw = tuple(spec.input_hw) if spec.input_hw else (height, width)
     pairs = list_pairs(data_root, "train")
     npy.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(npy) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(pairs), height, width))
-        start = time.perf_counter()
-        progress = progress_bar(f"teacher depth at {width}×{height}")
-        task = progress.add_task("cache", total=len(pairs), info="")
-        with progress:
-            done = 0
-            for chunk in _chunks(pairs, 8):
-                rgb = np.stack([load_rgb(r, (run_hw[1], run_hw[0])) for r, _ in chunk])
-                out[done:done + len(chunk)] = predict(rgb, (height, width)).astype(np.float16)
-                done += len(chunk)
-                progress.update(task, completed=done)
-        out.flush()
-        del out
+    shape = (len(pairs), height, width)
+    require_free_space(npy.parent, HEADER_BYTES + int(np.prod(shape)) * 2, "the teacher's depth cache")
+    start = time.perf_counter()
+    progress = progress_bar(f"teacher depth at {width}×{height}")
+    task = progress.add_task("cache", total=len(pairs), info="")
+    with atomic_path(npy) as tmp, open(tmp, "wb") as out, progress:
+        # Plain writes, not a memory map: a disk that fills up meanwhile is an OSError here, not SIGBUS.
+        np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                   "fortran_order": False, "shape": shape})
+        done = 0
+        for chunk in _chunks(pairs, 8):
+            rgb = np.stack([load_rgb(r, (run_hw[1], run_hw[0])) for r, _ in chunk])
+            _write(out, predict(rgb, (height, width)).astype(np.float16), npy.parent)
+            done += len(chunk)
+            progress.update(task, completed=done)
     with err.status("teacher validation metrics"):
         val_metrics = evaluate_teacher(predict, data_root, (height, width))
     meta = {"fingerprint": fingerprint, "data_fingerprint": data_fp, "teacher_sha256": spec.model_sha256,

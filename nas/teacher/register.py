@@ -63,7 +63,8 @@ def resolve_teacher(folder: Path) -> TeacherSpec:
     spec = read_spec(folder)
     if spec is not None:
         return spec
-    models = sorted(p for p in folder.iterdir() if p.suffix.lower() in MODEL_SUFFIXES)
+    # Hidden names are never a model: a writer's temporary, an editor's or macOS's (`._model.onnx`) files.
+    models = sorted(p for p in folder.iterdir() if p.suffix.lower() in MODEL_SUFFIXES and not p.name.startswith("."))
     if len(models) != 1:
         raise ConfigError(folder, "no teacher.json, and not exactly one .onnx/.pt/.ts model file to use; make one "
                                   "with `nas teacher train` or `nas teacher cache --model FILE`")

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..data.layout import list_pairs, pair_stamps
 from ..errors import ConfigError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, remove_temporaries
 
 SPEC_FILE = "teacher.json"
 WEIGHTS_FILE = "teacher.pt"
@@ -89,7 +91,16 @@ def write_spec(folder: Path, spec: TeacherSpec) -> None:
     atomic_write_text(Path(folder) / SPEC_FILE, spec.model_dump_json(indent=2))
 
 
-def folder_lock(folder: Path, timeout: float = -1) -> FileLock:
-    """Inter-process lock on a teacher folder, so two workers never train or cache the same teacher twice."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return FileLock(str(Path(folder) / LOCK_FILE), timeout=timeout)
+@contextmanager
+def folder_lock(folder: Path, timeout: float = -1) -> Iterator[None]:
+    """Inter-process lock on a teacher folder, so two workers never train or cache the same teacher twice.
+
+    Every writer of the folder holds it, so on entry the temporaries of writers that were killed (their
+    `finally` never ran) are deleted: nothing else can be writing them.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / LOCK_FILE), timeout=timeout):
+        remove_temporaries(folder)
+        remove_temporaries(folder / CACHE_DIR)
+        yield

@@ -99,6 +99,7 @@ def train_teacher(data_root: Path, out: Path, budget_name: str = "quick", backbo
 
     `pretrained` (as `nas.models.pretrained`) picks the backbone's starting weights; `init` loads on top.
     The self-managed teacher (`ensure_teacher`) keeps `none`, so its recipe does not depend on a cache.
+    Callers hold `folder_lock(out)`, as every writer of a teacher folder (it clears killed writers' files).
     """
     budget = teacher_budget(budget_name, steps)
     backbone = backbone or DEFAULT_BACKBONES[budget_name]

@@ -1,0 +1,151 @@
+"""Real `nas run` workers stopped and killed: SIGTERM, SIGKILL, and two workers sharing one study.
+
+Each worker is `python -m nas` of this checkout (not the installed console script), on the smoke space
+with a tiny synthetic data set and no teacher, so that a trial takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from conftest import local_device, wrapper_python, write_profile
+from sqlalchemy import select
+
+from nas.hardware.pool import LEASES, db_now, make_engine
+
+REPO = Path(__file__).resolve().parent.parent
+State = optuna.trial.TrialState
+
+
+def write_config(work: Path, storage: str, study: str, trials: int, **extra: Any) -> Path:
+    config = {"space": str(REPO / "search_spaces" / "smoke.yaml"), "budget": "smoke", "trials": trials,
+              "study": study, "storage": storage, "results": str(work / "results"), "distill": False,
+              "synth_train": 8, "synth_val": 2, "synth_test": 1, "baselines": "none", **extra}
+    path = work / f"{study}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_worker(config: Path, log: Path, **popen: Any) -> subprocess.Popen:
+    """`nas run --config CONFIG` of this checkout, its output in `log`."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "nas", "run", "--config", str(config)], cwd=config.parent,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, **popen)
+
+
+def wait_for(what: str, check: Callable[[], Any], procs: list[subprocess.Popen], log: Path,
+             timeout: float = 300) -> Any:
+    """Poll `check` until it returns something true; fail if a worker exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        if any(p.poll() is not None for p in procs):
+            pytest.fail(f"a worker exited while waiting for {what}:\n{log.read_text()}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()}")
+
+
+def trials_of(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials()
+    except KeyError:  # not created yet
+        return []
+
+
+def training_trial(storage: str, study: str) -> optuna.trial.FrozenTrial | None:
+    """A running trial past sampling (its arch recorded): the worker is in the middle of it."""
+    return next((t for t in trials_of(storage, study) if t.state == State.RUNNING and "arch" in t.user_attrs), None)
+
+
+@pytest.mark.slow
+def test_sigterm_fails_the_running_trial_with_the_reason_and_a_rerun_resumes(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'nas.db'}"
+    config = write_config(tmp_path, storage, "term", trials=1)
+    log = tmp_path / "worker.log"
+    worker = start_worker(config, log)
+    wait_for("a trial in training", lambda: training_trial(storage, "term"), [worker], log)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
+    output = log.read_text()
+    assert worker.returncode == 143, output
+    assert "terminated (SIGTERM): the running trial is marked failed" in output
+    (trial,) = trials_of(storage, "term")
+    assert trial.state == State.FAIL and trial.user_attrs["fail_reason"] == "interrupted: SIGTERM"
+
+    rerun = start_worker(config, tmp_path / "rerun.log")
+    assert rerun.wait(timeout=600) == 0, (tmp_path / "rerun.log").read_text()
+    assert [t.state for t in trials_of(storage, "term")] == [State.FAIL, State.COMPLETE]
+
+
+def overlapping(intervals: list[tuple[datetime, datetime]]) -> bool:
+    ordered = sorted(intervals)
+    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
+
+
+@pytest.mark.slow
+def test_killed_worker_is_retried_and_two_workers_share_the_study_and_the_devices(
+        fresh_postgres_url: str, tmp_path: Path) -> None:
+    """Worker A is SIGKILLed while it times its first model; B and C then finish the study together.
+
+    A's trial is failed by the heartbeat (1 s, grace 3 s) and retried once; A's device lease runs out on
+    its own (lease_s 3); B and C reach the study-wide target exactly, each trial run by one worker, and
+    no device times two models at once.
+    """
+    storage, study, lease_s = fresh_postgres_url, "workers", 3
+    held = tmp_path / "held"
+    # The first timing anywhere hangs (A is killed in it); every later one runs the real runner.
+    python = wrapper_python(tmp_path / "py", (
+        f'case "$*" in *--model*) if mkdir {held} 2>/dev/null; then sleep 600; fi;; esac\nexec "$PY" "$@"'))
+    pool = {"devices": [local_device(python=python, lease_s=lease_s), local_device(python=python, lease_s=lease_s)]}
+    hardware = write_profile(tmp_path / "pool.yaml", pool)
+    config = write_config(tmp_path, storage, study, trials=2, hardware=str(hardware), heartbeat_s=1, grace_s=3)
+
+    log_a = tmp_path / "a.log"
+    a = start_worker(config, log_a, start_new_session=True)
+    wait_for("worker A to time its model", held.exists, [a], log_a)
+    os.killpg(a.pid, signal.SIGKILL)  # the worker and its runner, as the OOM killer or a lost machine would
+    a.wait(timeout=30)
+    engine = make_engine(storage)
+    with engine.connect() as conn:
+        rows = conn.execute(select(LEASES.c.holder, LEASES.c.expires_at - db_now(engine))).all()
+    engine.dispose()
+    (left,) = [seconds for holder, seconds in rows if holder == f"{socket.gethostname()}:{a.pid}"]
+    assert left <= lease_s  # nobody renews it: the device frees itself within lease_s
+    (killed,) = trials_of(storage, study)
+    assert killed.state == State.RUNNING
+
+    logs = [tmp_path / "b.log", tmp_path / "c.log"]
+    workers = [start_worker(config, log) for log in logs]
+    for worker, log in zip(workers, logs):
+        assert worker.wait(timeout=600) == 0, log.read_text()
+
+    trials = trials_of(storage, study)
+    assert [t.number for t in trials] == list(range(len(trials)))  # nothing lost, nothing numbered twice
+    assert trials[0].state == State.FAIL and trials[0].number == killed.number  # failed by the heartbeat
+    assert not [t for t in trials if t.state in (State.RUNNING, State.WAITING)]
+    complete = [t for t in trials if t.state == State.COMPLETE]
+    assert len(complete) == 2  # the study-wide target, not two per worker
+    retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+               == killed.number]
+    assert len(retries) == 1 and retries[0].state == State.COMPLETE and retries[0].params == killed.params
+    assert {t.user_attrs["worker"] for t in complete} == {f"{socket.gethostname()}:{w.pid}" for w in workers}
+    measured = [t.user_attrs for t in complete if not t.user_attrs["latency_cached"]]
+    assert measured and {a["device"] for a in measured} <= {d["name"] for d in pool["devices"]}
+    for device in {a["device"] for a in measured}:
+        spans = [(datetime.fromisoformat(a["measure_start"]), datetime.fromisoformat(a["measure_end"]))
+                 for a in measured if a["device"] == device]
+        assert not overlapping(spans), (device, spans)
