@@ -203,9 +203,9 @@ def proxy_check_cmd(trials: Annotated[int, typer.Option(help="K, complete trials
                          pretrained=pretrained)
     summary = proxy_check(config, trials, BUDGETS[config.budget], out_file)
     for line in summary_lines(summary):
-        out.print(line, highlight=False, markup=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     out.print(f"written: {out_file or default_out(config)} and the study attribute proxy_check", highlight=False,
-              markup=False)
+              markup=False, soft_wrap=True)
 
 
 def _baselines(text: str | None) -> list[str] | str | None:

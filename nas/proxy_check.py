@@ -190,7 +190,8 @@ def retrain_all(study: optuna.Study, chosen: Sequence[FrozenTrial], wanted: dict
     for i, trial in enumerate(chosen, 1):
         entry = stored(study, trial.number, wanted)
         if entry is None:
-            console.print(f"proxy check: re-training trial {trial.number} ({i} of {len(chosen)})", markup=False)
+            console.print(f"proxy check: re-training trial {trial.number} ({i} of {len(chosen)})", markup=False,
+                          soft_wrap=True)
             entry = {"trial": trial.number, "recipe": wanted, **retrain(trial),
                      "created": datetime.now(timezone.utc).isoformat()}
             study.set_user_attr(trial_attr(trial.number), entry)
@@ -261,7 +262,7 @@ class Retrainer:
         record = {k: v for k, v in done.record.as_attrs().items() if k != "arch"}  # the trial holds the arch
         console.print(f"trial {trial.number} re-trained: si-RMSE {done.record.si_rmse:.4f} (search "
                       f"{trial.user_attrs['si_rmse']:.4f}), score {done.record.final_score:.3f} (search "
-                      f"{trial.user_attrs['final_score']:.3f})", markup=False)
+                      f"{trial.user_attrs['final_score']:.3f})", markup=False, soft_wrap=True)
         return {**record, "train_steps": done.train.steps, "train_seconds": done.train.seconds,
                 "distill_lambda": done.distill_lambda, "val_images": len(self.ctx.val_frames), "files": str(out)}
 
@@ -304,7 +305,7 @@ def proxy_check(config: RunConfig, k: int, budget: Budget, out: Path | None = No
     out = out or default_out(config)
     console.print(f"proxy check of study {config.study!r}: trials {', '.join(str(t.number) for t in chosen)} of "
                   f"{len(ranked)} complete, re-trained at budget {budget.name} ({budget.steps} steps × "
-                  f"{budget.batch_size})", markup=False)
+                  f"{budget.batch_size})", markup=False, soft_wrap=True)
     retrainer = Retrainer(config, budget, space, devices, weights, out.parent / config.study)
     try:
         return check_and_store(study, ranked, chosen, recipe(budget, config), retrainer, out)
