@@ -32,7 +32,8 @@ Exit codes:
 
 # What to do after Ctrl-C, per top-level command where there is more to say than "interrupted".
 INTERRUPT_HINTS = {"run": "the running trial is marked failed; run the same command again to resume",
-                   "proxy-check": "finished re-trainings are kept in the study; run the same command again to resume"}
+                   "proxy-check": "finished re-trainings are kept in the study; run the same command again "
+                                  "to resume"}
 
 
 class ErrorBoundary(TyperGroup):
