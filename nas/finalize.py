@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,18 +11,19 @@ import optuna
 import torch
 
 from .arch import Arch
-from .config import BUDGETS, RunConfig
+from .config import BUDGETS, Budget, RunConfig
 from .console import err as console
 from .data.dataset import DepthSplit, load_split
 from .errors import ConfigError
 from .export.tflite_convert import TFLiteModel
 from .latency_model import graph_figures
 from .models import DepthNet, count_params
-from .pipeline import TrialRecord, deploy, encoder_weights, prepare_context, train_candidate
+from .pipeline import Deployed, TrialContext, TrialRecord, deploy, encoder_weights, prepare_context, train_candidate
 from .report.depth_previews import depth_previews
 from .report.model_page import search_figures, write_model_page
 from .search import check_inputs, ensure_synthetic_data
 from .study import load_study
+from .train.loop import TrainResult
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -115,6 +117,36 @@ def trial_weights_setting(config: RunConfig, trial: optuna.trial.FrozenTrial) ->
     return {"imagenet": "imagenet", "none": "none"}.get(recorded.get("source"), config.pretrained)
 
 
+@dataclass
+class Retrained:
+    """A trial's architecture trained again and deployed as the search deploys: what `nas finalize` ships and
+    what `nas proxy-check` compares with the search's figures."""
+
+    arch: Arch
+    train: TrainResult
+    deployed: Deployed
+    record: TrialRecord
+    distill_lambda: float
+
+
+def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, out: Path, label: str,
+            seed: int) -> Retrained:
+    """Train `trial`'s architecture afresh with `budget` (its encoder start from `ctx`, its distillation
+    lambda) and deploy it into `out` through the shared pipeline, so its figures mean what the trial's mean."""
+    config = ctx.config
+    arch = Arch.from_dict(trial.user_attrs["arch"])
+    source = ctx.weights_for(arch.backbone)
+    model = DepthNet(arch, source.file)
+    figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
+    distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
+    result = train_candidate(ctx, model, arch, budget, label, seed, distill_lambda)
+    torch.save(model.state_dict(), out / "model.pt")  # the expensive part is kept even if export fails
+    deployed = deploy(ctx, model, arch, out, label)
+    record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},
+                               source.record())
+    return Retrained(arch, result, deployed, record, distill_lambda)
+
+
 def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> Path:
     """Retrain the chosen arch with `config.budget`, export, score, time; write the release folder."""
     study = load_study(config.storage_url, config.study)
@@ -134,19 +166,13 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     out = out or config.results / "final" / f"{config.study}-trial{trial.number}"
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"finalizing trial {trial.number} ({arch.arch_id}, {arch.precision}) with budget {config.budget}")
-    source = ctx.weights_for(arch.backbone)
-    model = DepthNet(arch, source.file)
-    figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
-    distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
-    result = train_candidate(ctx, model, arch, budget, "final training", config.seed, distill_lambda)
-    torch.save(model.state_dict(), out / "model.pt")  # the expensive part is kept even if export fails
     try:
-        deployed = deploy(ctx, model, arch, out, "final model")
+        retrained = retrain(ctx, trial, budget, out, "final model", config.seed)
     finally:
         ctx.meter.close()
+    result, deployed, trial_record = retrained.train, retrained.deployed, retrained.record
+    distill_lambda = retrained.distill_lambda
     lat = deployed.latency
-    trial_record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},
-                                     source.record())
     record = {
         "study": config.study, "trial": trial.number, **trial_record.as_attrs(), "metrics": deployed.metrics,
         "score_c": config.score_c, "budget": config.budget, "train_steps": result.steps,

@@ -2,8 +2,9 @@
 
 One module per job: `trials` reads the study, `cost` sums what it spent, `importance` asks Optuna
 which parameters moved the score, `figures` draws, `previews` copies images out of the artifact
-store, `page` writes the HTML, `write` puts them together. For `nas finalize`: `depth_previews` draws
-input | ground truth | prediction | error for any predictor, `model_page` writes the final model's page.
+store, `proxy` shows a `nas proxy-check`, `page` writes the HTML, `write` puts them together. For
+`nas finalize`: `depth_previews` draws input | ground truth | prediction | error for any predictor,
+`model_page` writes the final model's page.
 """
 
 from .write import write_study_report

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 
 from .cost import STAGES, StudyCost
 from .importance import METHOD
+from .proxy import proxy_section
 from .trials import arch_line
 
 
@@ -38,6 +39,7 @@ class ReportContent:
     importances: dict[str, float] | None = None
     importance_png: str | None = None
     importance_reason: str = ""
+    proxy_check: dict[str, Any] | None = None  # the study attribute `proxy_check`, when `nas proxy-check` ran
 
 
 PAGE = Template("""<!DOCTYPE html>
@@ -199,5 +201,5 @@ def _cost(c: ReportContent) -> str:
 
 def render_page(c: ReportContent) -> str:
     body = "\n".join(part for part in (_header(c), _pareto(c), _history(c), _importances(c), _table(c),
-                                       _previews(c), _cost(c)) if part)
+                                       proxy_section(c.proxy_check), _previews(c), _cost(c)) if part)
     return PAGE.substitute(title=escape(f"nas report: {c.study_name}"), body=body)

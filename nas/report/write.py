@@ -45,7 +45,7 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
     content = ReportContent(study_name=config.study, objectives=_objectives(study), storage=config.storage_shown,
                             generated=datetime.now(), trial_count=len(trials), best=scored[0] if scored else None,
                             table=table_trials(scored, TOP_TRIALS), cost=study_cost(trials),
-                            preview_trials=scored[:TOP_PREVIEWS])
+                            preview_trials=scored[:TOP_PREVIEWS], proxy_check=study.user_attrs.get("proxy_check"))
     content.score_levels = pareto_figure(scored, out / "pareto.png", f"study {config.study}",
                                          alpha=config.score_alpha, c=config.score_c)
     if scored:

@@ -1,0 +1,337 @@
+"""`nas proxy-check`: does the search's short training rank architectures as a longer training would?
+
+Every trial of a search is trained briefly (its budget); the search is only as good as that proxy's
+ranking. This re-trains K complete trials at a longer budget through `nas finalize`'s re-training
+step (same export, 640×480 scoring and device timing) and measures how the two rankings agree:
+Kendall τ (with a bootstrap interval and its p-value) and Spearman ρ of si-RMSE and of the Final
+Score, and whether the search's best is still the best.
+
+Which trials: the complete trials ranked by Final Score (ties by trial number); the top ceil(K/2),
+then the other K − ceil(K/2) evenly spaced through the rest of the ranking from its first to its
+last (a single one: its middle), so the check covers good and bad candidates and is reproducible.
+
+Each finished re-training is stored in the study (`proxy_check:trial:N`) before the next starts, with
+the recipe it used (budget, distillation, seed); a re-run re-trains only the trials whose stored
+recipe differs. The summary goes to the study attribute `proxy_check` and a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import kendalltau
+
+from .config import Budget, RunConfig
+from .console import err as console
+from .errors import ConfigError
+from .files import atomic_write_text
+from .latency_model import spearman
+from .models.pretrained import WeightSource
+from .pipeline import TrialContext, encoder_weights, prepare_context
+
+MIN_TRIALS = 3  # fewer pairs than this have no ranking worth a τ
+SUMMARY_ATTR = "proxy_check"
+RESAMPLES = 2000
+LEVEL = 0.90
+SELECTION_RULE = ("complete trials ranked by Final Score (ties: lower trial number first); the top ceil(K/2), "
+                  "then the other trials evenly spaced through the rest of the ranking, its first to its last "
+                  "(a single one: its middle)")
+
+T = TypeVar("T")
+Retrain = Callable[[FrozenTrial], dict[str, Any]]  # a trial -> its re-trained figures (si_rmse, final_score, ...)
+
+
+def trial_attr(number: int) -> str:
+    """The study attribute holding trial `number`'s re-trained figures."""
+    return f"{SUMMARY_ATTR}:trial:{number}"
+
+
+# --- selection --------------------------------------------------------------------------------------------
+
+def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials with an architecture and figures, best Final Score first (a Pareto study's too)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if {"arch", "si_rmse", "final_score"} <= set(t.user_attrs)]
+    return sorted(complete, key=lambda t: (-t.user_attrs["final_score"], t.number))
+
+
+def check_k(k: int) -> None:
+    if k < MIN_TRIALS:
+        raise ConfigError(None, f"--trials {k}: a proxy check needs at least {MIN_TRIALS} trials to rank")
+
+
+def check_request(study_name: str, complete: int, k: int) -> None:
+    """K and the study's complete trials, checked before any work (ConfigError says what to change)."""
+    check_k(k)
+    if complete < MIN_TRIALS:
+        raise ConfigError(None, f"study {study_name!r} has {complete} complete trial(s); a proxy check needs at "
+                                f"least {MIN_TRIALS}: run the search further first")
+    if k > complete:
+        raise ConfigError(None, f"--trials {k} is more than the {complete} complete trials of study "
+                                f"{study_name!r}; use --trials {complete} or fewer")
+
+
+def select(ranked: Sequence[T], k: int) -> list[T]:
+    """`k` of `ranked` (best first) by SELECTION_RULE, in ranking order."""
+    top = math.ceil(k / 2)
+    rest, spread = ranked[top:], k - top
+    if spread == 0:
+        positions: list[int] = []
+    elif spread == 1:
+        positions = [(len(rest) - 1) // 2]
+    else:  # floor(x + 0.5), not numpy's round-half-even, which can round two neighbours onto one position
+        positions = [int(math.floor(i * (len(rest) - 1) / (spread - 1) + 0.5)) for i in range(spread)]
+    return list(ranked[:top]) + [rest[p] for p in positions]
+
+
+# --- statistics -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pair:
+    """One trial's figures in the search and after re-training."""
+
+    trial: int
+    search_si_rmse: float
+    retrained_si_rmse: float
+    search_score: float
+    retrained_score: float
+
+
+def _finite(value: float) -> float | None:
+    """JSON-safe: an undefined statistic (NaN) is None, which the dashboard and the report can show."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def bootstrap_tau(x: np.ndarray, y: np.ndarray, seed: int, resamples: int = RESAMPLES,
+                  level: float = LEVEL) -> tuple[float | None, float | None, int]:
+    """Percentile interval of Kendall τ over pairs resampled with replacement; also how many resamples had a τ.
+
+    Resamples in which one side is constant have no τ and are left out (at K = 3 one in nine draws a
+    single pair thrice); `scipy.stats.bootstrap` would return NaN for the whole interval instead.
+    """
+    rng = np.random.default_rng(seed)
+    taus = []
+    for idx in rng.integers(0, len(x), size=(resamples, len(x))):
+        tau = kendalltau(x[idx], y[idx]).statistic
+        if math.isfinite(tau):
+            taus.append(tau)
+    if not taus:
+        return None, None, 0
+    lo, hi = np.percentile(taus, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi), len(taus)
+
+
+def rank_agreement(search: Sequence[float], retrained: Sequence[float], seed: int, resamples: int = RESAMPLES,
+                   level: float = LEVEL) -> dict[str, Any]:
+    """Kendall τ (tau-b, its p-value and bootstrap interval) and Spearman ρ of one figure, search vs re-trained."""
+    x, y = np.asarray(search, dtype=float), np.asarray(retrained, dtype=float)
+    result = kendalltau(x, y)
+    lo, hi, used = bootstrap_tau(x, y, seed, resamples, level)
+    return {"kendall_tau": _finite(result.statistic), "kendall_p": _finite(result.pvalue),
+            "kendall_tau_interval": [lo, hi], "bootstrap_resamples_used": used,
+            "spearman_rho": _finite(spearman(x, y))}
+
+
+def agreement(pairs: Sequence[Pair], seed: int = 0, resamples: int = RESAMPLES, level: float = LEVEL
+              ) -> dict[str, Any]:
+    """How the re-trained figures rank the pairs against the search's: τ, ρ, and where the search's best lands.
+
+    Ranks are by Final Score (higher is better), ties by trial number; rank 1 is the best.
+    """
+    if len(pairs) < 2:
+        raise ValueError("rank agreement needs at least two pairs")
+
+    def order(score: Callable[[Pair], float]) -> list[int]:
+        return [p.trial for p in sorted(pairs, key=lambda p: (-score(p), p.trial))]
+
+    search_order, retrained_order = order(lambda p: p.search_score), order(lambda p: p.retrained_score)
+    best = search_order[0]
+    return {
+        "si_rmse": rank_agreement([p.search_si_rmse for p in pairs], [p.retrained_si_rmse for p in pairs], seed,
+                                  resamples, level),
+        "final_score": rank_agreement([p.search_score for p in pairs], [p.retrained_score for p in pairs], seed,
+                                      resamples, level),
+        "search_best": best, "search_best_retrained_rank": retrained_order.index(best) + 1,
+        "best_stays_best": retrained_order[0] == best,
+        "search_ranks": {p: i + 1 for i, p in enumerate(search_order)},
+        "retrained_ranks": {p: i + 1 for i, p in enumerate(retrained_order)},
+        "bootstrap": {"resamples": resamples, "level": level, "seed": seed},
+    }
+
+
+# --- re-training, resumable -------------------------------------------------------------------------------
+
+def recipe(budget: Budget, config: RunConfig) -> dict[str, Any]:
+    """What a re-training's figures depend on besides the trial: a stored one with another recipe is redone."""
+    return {"budget": budget.model_dump(), "distill": config.distill, "seed": config.seed}
+
+
+def stored(study: optuna.Study, number: int, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """Trial `number`'s re-trained figures stored by an earlier run with the same recipe, or None."""
+    entry = study.user_attrs.get(trial_attr(number))
+    return entry if isinstance(entry, dict) and entry.get("recipe") == wanted else None
+
+
+def retrain_all(study: optuna.Study, chosen: Sequence[FrozenTrial], wanted: dict[str, Any], retrain: Retrain
+                ) -> tuple[list[dict[str, Any]], int]:
+    """Each chosen trial's re-trained figures, re-training only those not stored with this recipe; each is stored
+    as soon as it is done, so an interrupted run loses at most the re-training under way. Returns the figures
+    (in `chosen` order) and how many were re-trained now."""
+    entries, done_now = [], 0
+    for i, trial in enumerate(chosen, 1):
+        entry = stored(study, trial.number, wanted)
+        if entry is None:
+            console.print(f"proxy check: re-training trial {trial.number} ({i} of {len(chosen)})", markup=False,
+                          soft_wrap=True)
+            entry = {"trial": trial.number, "recipe": wanted, **retrain(trial),
+                     "created": datetime.now(timezone.utc).isoformat()}
+            study.set_user_attr(trial_attr(trial.number), entry)
+            done_now += 1
+        entries.append(entry)
+    return entries, done_now
+
+
+def pairs_of(chosen: Sequence[FrozenTrial], entries: Sequence[dict[str, Any]]) -> list[Pair]:
+    return [Pair(t.number, t.user_attrs["si_rmse"], e["si_rmse"], t.user_attrs["final_score"], e["final_score"])
+            for t, e in zip(chosen, entries)]
+
+
+def summarize(study: optuna.Study, ranked: Sequence[FrozenTrial], chosen: Sequence[FrozenTrial],
+              entries: Sequence[dict[str, Any]], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The check's figures and its per-trial pairs, JSON-safe (the study attribute and the file hold this)."""
+    stats = agreement(pairs_of(chosen, entries), seed=wanted["seed"])
+    study_rank = {t.number: i + 1 for i, t in enumerate(ranked)}
+    rows = []
+    for t, e in zip(chosen, entries):
+        a = t.user_attrs
+        rows.append({"trial": t.number, "preset": a.get("preset"), "arch_id": a.get("arch_id"),
+                     "study_rank": study_rank[t.number], "search_rank": stats["search_ranks"][t.number],
+                     "retrained_rank": stats["retrained_ranks"][t.number],
+                     "search_si_rmse": a["si_rmse"], "retrained_si_rmse": e["si_rmse"],
+                     "search_final_score": a["final_score"], "retrained_final_score": e["final_score"],
+                     "search_latency_ms": a.get("latency_ms"), "retrained_latency_ms": e.get("latency_ms"),
+                     "retrained_train_seconds": e.get("train_seconds")})
+    figures = {k: v for k, v in stats.items() if k not in ("search_ranks", "retrained_ranks")}
+    return {"study": study.study_name, "budget": wanted["budget"]["name"], "recipe": wanted, "k": len(chosen),
+            "complete_trials": len(ranked), "selection": SELECTION_RULE, **figures, "pairs": rows,
+            "created": datetime.now(timezone.utc).isoformat()}
+
+
+def check_and_store(study: optuna.Study, ranked: Sequence[FrozenTrial], chosen: Sequence[FrozenTrial],
+                    wanted: dict[str, Any], retrain: Retrain, out: Path) -> dict[str, Any]:
+    """Re-train what is missing, measure the agreement, store it in the study and in `out` (JSON)."""
+    entries, done_now = retrain_all(study, chosen, wanted, retrain)
+    summary = {**summarize(study, ranked, chosen, entries, wanted), "retrained_this_run": done_now}
+    study.set_user_attr(SUMMARY_ATTR, summary)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(summary, indent=2))
+    return summary
+
+
+class Retrainer:
+    """Re-trains a trial through `nas finalize`'s step. Data, meter and teacher are prepared at the first
+    re-training, so a re-run with nothing left to re-train loads none of them."""
+
+    def __init__(self, config: RunConfig, budget: Budget, space: Any, devices: list,
+                 weights: dict[str, WeightSource], workdir: Path):
+        self.config, self.budget, self.space, self.devices = config, budget, space, devices
+        self.weights, self.workdir = weights, workdir
+        self.ctx: TrialContext | None = None
+
+    def __call__(self, trial: FrozenTrial) -> dict[str, Any]:
+        from .finalize import retrain
+        from .search import ensure_synthetic_data
+
+        if self.ctx is None:
+            if self.config.data is None:
+                ensure_synthetic_data(self.config)
+            self.ctx = prepare_context(self.config, self.space, self.devices, self.budget, self.weights)
+        out = self.workdir / f"trial-{trial.number}"
+        out.mkdir(parents=True, exist_ok=True)
+        done = retrain(self.ctx, trial, self.budget, out, f"trial {trial.number} re-run",
+                       self.config.seed + trial.number)  # the search trained trial N with seed + N
+        record = {k: v for k, v in done.record.as_attrs().items() if k != "arch"}  # the trial holds the arch
+        console.print(f"trial {trial.number} re-trained: si-RMSE {done.record.si_rmse:.4f} (search "
+                      f"{trial.user_attrs['si_rmse']:.4f}), score {done.record.final_score:.3f} (search "
+                      f"{trial.user_attrs['final_score']:.3f})", markup=False, soft_wrap=True)
+        return {**record, "train_steps": done.train.steps, "train_seconds": done.train.seconds,
+                "distill_lambda": done.distill_lambda, "val_images": len(self.ctx.val_frames), "files": str(out)}
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.meter.close()
+
+
+def trial_weights(config: RunConfig, chosen: Sequence[FrozenTrial]) -> dict[str, WeightSource]:
+    """Each chosen trial's encoder starts where its search trial started (as in `nas finalize`), resolved and
+    checked before any work."""
+    from .finalize import trial_weights_setting
+
+    groups: dict[str, tuple[Any, set[str]]] = {}
+    for t in chosen:
+        setting = trial_weights_setting(config, t)
+        groups.setdefault(str(setting), (setting, set()))[1].add(t.user_attrs["arch"]["backbone"])
+    weights: dict[str, WeightSource] = {}
+    for setting, backbones in groups.values():
+        weights.update(encoder_weights(config.model_copy(update={"pretrained": setting}), sorted(backbones)))
+    return weights
+
+
+def default_out(config: RunConfig) -> Path:
+    return config.results / "proxy_check" / f"{config.study}.json"
+
+
+def proxy_check(config: RunConfig, k: int, budget: Budget, out: Path | None = None) -> dict[str, Any]:
+    """Check K trials of `config.study` at `budget`; returns the summary (also in the study and `out`)."""
+    from .search import check_inputs
+    from .study import load_study
+
+    check_k(k)
+    study = load_study(config.storage_url, config.study)
+    ranked = ranked_trials(study)
+    check_request(config.study, len(ranked), k)
+    chosen = select(ranked, k)
+    space, devices = check_inputs(config)
+    weights = trial_weights(config, chosen)
+    out = out or default_out(config)
+    console.print(f"proxy check of study {config.study!r}: trials {', '.join(str(t.number) for t in chosen)} of "
+                  f"{len(ranked)} complete, re-trained at budget {budget.name} ({budget.steps} steps × "
+                  f"{budget.batch_size})", markup=False, soft_wrap=True)
+    retrainer = Retrainer(config, budget, space, devices, weights, out.parent / config.study)
+    try:
+        return check_and_store(study, ranked, chosen, recipe(budget, config), retrainer, out)
+    finally:
+        retrainer.close()
+
+
+def _interval(stats: dict[str, Any]) -> str:
+    lo, hi = stats["kendall_tau_interval"]
+    return "–" if lo is None else f"{lo:.2f} to {hi:.2f}"
+
+
+def _num(value: float | None, spec: str = ".2f") -> str:
+    return "undefined" if value is None else format(value, spec)
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """What `nas proxy-check` prints: the agreement in a few lines a person can act on."""
+    level = round(100 * summary["bootstrap"]["level"])
+    lines = [f"proxy check of study {summary['study']}: {summary['k']} trials re-trained at budget "
+             f"{summary['budget']} ({summary['retrained_this_run']} in this run)"]
+    for key, name in (("si_rmse", "si-RMSE"), ("final_score", "Final Score")):
+        s = summary[key]
+        lines.append(f"{name}: Kendall tau {_num(s['kendall_tau'])} ({level}% interval {_interval(s)}, "
+                     f"p {_num(s['kendall_p'], '.3g')}), Spearman rho {_num(s['spearman_rho'])}")
+    verdict = "stays the best" if summary["best_stays_best"] else \
+        f"is re-trained rank {summary['search_best_retrained_rank']} of {summary['k']}"
+    lines.append(f"the search's best, trial {summary['search_best']}, {verdict}")
+    return lines
