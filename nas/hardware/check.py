@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from nas.console import out
 from nas.files import atomic_write_bytes, sha256_file
 from nas.hardware.backend import Backend, MeasurementError
 from nas.hardware.meter import default_holder, make_backend
@@ -128,7 +129,7 @@ def check_devices(path: str | Path, *, storage_url: str | None = None,
     A bad profile raises ConfigError (the CLI reports it as one line). With `storage_url` the
     check leases each device, so it never disturbs a worker that is timing on it.
     """
-    console = console or Console(markup=False)
+    console = console or out
     devices = load_hardware(path)
     model = reference_model(results_dir)
     pool = LeasePool(make_engine(storage_url), f"devices-check:{default_holder()}") if storage_url else None
