@@ -49,7 +49,15 @@ def gone(pid: int) -> bool:
         return True
 
 
-def wait_for(path: Path, limit_s: float = 20.0) -> None:
+def gone_within(pid: int, limit_s: float = 10.0) -> bool:
+    """Exited within `limit_s` (a kill is delivered at once, but a loaded machine reaps it later)."""
+    deadline = time.monotonic() + limit_s
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return gone(pid)
+
+
+def wait_for(path: Path, limit_s: float = 120.0) -> None:
     deadline = time.monotonic() + limit_s
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -158,7 +166,7 @@ def test_ctrl_c_kills_the_local_runner(tiny_model: Path, tmp_path: Path, sqlite_
         with pytest.raises(KeyboardInterrupt):
             meter.measure(tiny_model)
         thread.join(5)
-    assert gone(int(pidfile.read_text()))
+    assert gone_within(int(pidfile.read_text()))
 
 
 def test_ctrl_c_kills_the_remote_runner(sshd: Sshd, tiny_model: Path, tmp_path: Path,
@@ -172,10 +180,7 @@ def test_ctrl_c_kills_the_remote_runner(sshd: Sshd, tiny_model: Path, tmp_path: 
             meter.measure(tiny_model)
         thread.join(5)
         pid = int(pidfile.read_text())
-        deadline = time.monotonic() + 5
-        while not gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert gone(pid)
+        assert gone_within(pid)
 
 
 def test_reconnect_kills_the_runner_a_dropped_link_left(sshd: Sshd, tiny_model: Path, tmp_path: Path,
@@ -200,7 +205,7 @@ def test_reconnect_kills_the_runner_a_dropped_link_left(sshd: Sshd, tiny_model: 
         res = meter.measure(tiny_model, messages.append)
     thread.join(5)
     assert not res.cached
-    assert gone(int(pidfile.read_text()))  # it slept 30 s: only the reconnect's kill ended it
+    assert gone_within(int(pidfile.read_text()))  # it slept 30 s: only the reconnect's kill ended it
     assert any("killed the runner the dropped connection left running" in m for m in messages)
 
 
