@@ -136,7 +136,9 @@ def retime(args: argparse.Namespace, studies: dict[str, optuna.Study]) -> dict[s
     for arm, study in studies.items():
         complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
                           key=lambda t: -t.value)
-        chosen = complete if arm == "presets" else complete[:args.retime_top]
+        own = [t for t in complete if "copied_from" not in t.user_attrs]
+        copies = [t for t in complete if "copied_from" in t.user_attrs]  # timed with the presets arm's files
+        chosen = complete if arm == "presets" else own[:args.retime_top] + copies
         for trial in chosen:
             sha = trial.user_attrs["tflite_sha256"]
             if sha not in files:
@@ -210,9 +212,9 @@ def main() -> None:
     preset_best = best_of("presets")
     ratios = {}
     if preset_best:
-        for prefix in ("tpe-s", "random-s", "tpe-presets"):
+        for name, prefix in (("tpe", "tpe-s"), ("random", "random-s"), ("tpe-presets", "tpe-presets")):
             if (b := best_of(prefix)) is not None:
-                ratios[prefix.rstrip("-s")] = b / preset_best
+                ratios[name] = b / preset_best
     quiet = retime(args, studies) if args.retime_top else {}
 
     def quiet_best(prefix: str) -> float | None:

@@ -63,13 +63,22 @@ def open_study(config: RunConfig) -> optuna.Study:
         study = optuna.create_study(
             storage=storage, study_name=config.study, load_if_exists=True,
             sampler=(optuna.samplers.RandomSampler(seed=seed) if config.sampler == "random"
-                     else optuna.samplers.TPESampler(seed=seed)),
+                     else optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup_trials(config.trials))),
             pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
             directions=["minimize", "minimize"] if pareto else ["maximize"],
         )
         if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
             study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
     return study
+
+
+def tpe_startup_trials(trials: int) -> int:
+    """Random trials before TPE models the study: a third of the run, 3 to 10 (Optuna's default is 10).
+
+    With Optuna's 10, a run of fewer than about 10 trials (every CPU run: `benchmarks/README.md`,
+    search_quality) never leaves random sampling. Enqueued presets and screened candidates count.
+    """
+    return max(3, min(10, trials // 3))
 
 
 # The seed each (storage, study, seed) got in this process: reopening the study here (a benchmark opens it,

@@ -144,3 +144,12 @@ def test_heartbeat_settings_reach_the_storage_and_grace_must_outlast_the_heartbe
     assert load_config(None).heartbeat_s == 60 and load_config(None).grace_s == 180
     with pytest.raises(ConfigError, match=r"grace_s \(10\) must exceed heartbeat_s \(10\)"):
         load_config(None, heartbeat_s=10, grace_s=10)
+
+
+def test_tpe_leaves_random_sampling_within_a_short_run(tmp_path):
+    from nas.study import tpe_startup_trials
+
+    assert [tpe_startup_trials(n) for n in (2, 6, 12, 30, 200)] == [3, 3, 4, 10, 10]
+    study = open_study(load_config(None, storage=f"sqlite:///{tmp_path / 'nas.db'}", study="short", trials=6,
+                                   results=tmp_path))
+    assert study.sampler._n_startup_trials == 3
