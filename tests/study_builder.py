@@ -87,8 +87,11 @@ def _attrs(fake: FakeTrial, minutes: int) -> dict:
     return attrs
 
 
-def build_study(config: RunConfig, fakes: list[FakeTrial]) -> optuna.Study:
-    """Open the study as `nas run` does (metric names, note), then add `fakes` with previews, started 3 minutes apart."""
+def build_study(config: RunConfig, fakes: list[FakeTrial], model: Path | None = None) -> optuna.Study:
+    """Open the study as `nas run` does (metric names, note), then add `fakes` with previews, started 3 minutes apart.
+
+    `model`: a `.tflite` uploaded as every complete trial's `model.tflite`, as `nas run` uploads them.
+    """
     study = open_study(config)
     write_study_note(study, config, load_space(config.space), load_hardware(config.hardware))
     storage = open_storage(config.storage_url, heartbeat=False)
@@ -114,6 +117,10 @@ def build_study(config: RunConfig, fakes: list[FakeTrial]) -> optuna.Study:
             folder.mkdir(parents=True, exist_ok=True)
             png = _preview(folder / "preview.png", 40 + 20 * i)  # the artifact's name is the file's
             upload_artifact(artifact_store=store, file_path=str(png), study_or_trial=frozen, storage=storage)
+            if model is not None:
+                copy = folder / "model.tflite"
+                copy.write_bytes(model.read_bytes())
+                upload_artifact(artifact_store=store, file_path=str(copy), study_or_trial=frozen, storage=storage)
             study.tell(frozen.number, [fake.si_rmse, fake.latency_ms] if pareto else attrs["final_score"])
     return study
 

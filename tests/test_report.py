@@ -158,3 +158,25 @@ def test_metric_names_are_set_once(tmp_path):
     study = open_study(config)
     study.set_metric_names(["score"])
     assert open_study(config).metric_names == ["score"]  # a resumed study keeps what it has
+
+
+def test_previews_are_drawn_from_each_trials_model_on_a_validation_frame(tmp_path):
+    """With the study's data and models at hand: input | ground truth | prediction | error, not the stored strip."""
+    from PIL import Image
+
+    from nas.data.synth import synthesize
+    from nas.hardware.check import build_reference_model
+
+    model = build_reference_model(tmp_path / "m.tflite", 48, 64, 4)
+    config = load_config(None, results=tmp_path / "results", study="drawn", deploy_height=48, deploy_width=64)
+    synthesize(config.data_root, {"train": 1, "validation": 1}, seed=0, width=64, height=48)
+    build_study(config, [FakeTrial(searched("mobilenetv1_100"), si_rmse=0.3, latency_ms=10.0)], model=model)
+    out = write_study_report(config, tmp_path / "report")
+    assert_self_contained(out)
+    drawn = Image.open(out / "preview-trial-0.png")
+    stored = Image.open(config.results / "previews" / "0" / "preview.png")
+    assert drawn.size != stored.size and drawn.width > 4 * 64  # four panels and colour bars, not the 96×24 strip
+
+    (config.results / "data").rename(tmp_path / "elsewhere")  # no data: the stored preview is copied instead
+    out = write_study_report(config, tmp_path / "report2")
+    assert Image.open(out / "preview-trial-0.png").size == stored.size

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
@@ -18,6 +19,20 @@ from .importance import score_importances
 from .page import ReportContent, render_page
 from .previews import copy_previews
 from .trials import COLUMNS, pareto_front, scored_trials, table_trials, trial_rows
+
+def validation_frame(config: RunConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The study's first validation frame at deployment resolution, for the previews; None without data."""
+    from ..data.dataset import load_split
+    from ..data.layout import list_pairs
+
+    try:
+        if not list_pairs(config.data_root, "validation"):
+            return None
+        split = load_split(config.data_root, "validation", (config.deploy_width, config.deploy_height), 1)
+    except (OSError, ValueError):
+        return None
+    return split.rgb[0], split.depth_mm[0]
+
 
 TOP_TRIALS = 10  # rows of the table besides the presets
 TOP_PREVIEWS = 5
@@ -59,8 +74,8 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
         content.importance_png = "importances.png"
     store = FileSystemArtifactStore(str(config.artifact_dir)) if config.artifact_dir.is_dir() else None
     shown = list({t.number: t for t in content.table + content.preview_trials}.values())
-    content.previews = copy_previews(shown,
-                                     open_storage(config.storage_url, heartbeat=False), store, out)
+    content.previews = copy_previews(shown, open_storage(config.storage_url, heartbeat=False), store, out,
+                                     validation_frame(config))
     (out / "report.html").write_text(render_page(content), encoding="utf-8")
 
     front = pareto_front([(t.user_attrs["latency_ms"], t.user_attrs["si_rmse"], t.number) for t in scored])
