@@ -143,8 +143,7 @@ def run(config_file: ConfigFile = None,
     started = datetime.now()  # Optuna stamps trials with naive local time too
     with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
         study_obj = run_search(config)
-    # Not a terminal (CI, a log file): rich would squeeze the table into 80 columns and cut every figure.
-    out.print(summary_table(study_obj), width=None if out.is_terminal else 200)
+    out.print(summary_table(study_obj))  # whole in a log file too: nas.console widens non-terminal output
     if line := standing_line(study_obj):
         out.print(line, highlight=False, markup=False)
     artifacts = config.artifact_dir

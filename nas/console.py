@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import sys
+from typing import NoReturn, TextIO
 
 import typer
 from rich.console import Console
@@ -10,8 +11,17 @@ from rich.text import Text
 
 # Markup off: what we print is data (paths, hosts like `[pi.local]:2222`, lists), never rich markup.
 # Colour comes from `style=` and `Text`.
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+# Not a terminal (CI, a log file): rich would cut lines at 80 columns and squeeze tables until every
+# figure reads "…"; such output is read later, in an editor, so it gets wide lines instead.
+LOG_WIDTH = 200
+
+
+def _width(stream: TextIO) -> int | None:
+    return None if stream.isatty() else LOG_WIDTH
+
+
+out = Console(markup=False, width=_width(sys.stdout))
+err = Console(stderr=True, markup=False, width=_width(sys.stderr))
 
 EXIT_FAILED = 1  # a failure during work, or a check that found problems
 EXIT_BAD_INPUT = 2  # bad input, found before work starts (as click's own usage errors)

@@ -92,9 +92,9 @@ def test_report_opens_from_a_file_with_every_image(browser, demo_results, tmp_pa
         assert "litedepth-int8" in browser.find_element(By.TAG_NAME, "body").text
 
 
-@pytest.fixture()
-def dashboard(demo_results, tmp_path) -> Iterator[str]:
-    """`nas dashboard` on a free port, serving the demo study; yields its base URL."""
+@contextmanager
+def running_dashboard(results: Path, tmp_path: Path) -> Iterator[str]:
+    """`nas dashboard` on a free port, serving the study under `results`; yields its base URL."""
     import socket
 
     with socket.socket() as s:
@@ -103,7 +103,7 @@ def dashboard(demo_results, tmp_path) -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     log = tmp_path / "dashboard.log"
     with open(log, "w") as sink:
-        server = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", "--results", str(demo_results.results),
+        server = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", "--results", str(results),
                                    "--port", str(port)], cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -123,18 +123,39 @@ def dashboard(demo_results, tmp_path) -> Iterator[str]:
         server.wait(timeout=10)
 
 
+def study_id(base: str, name: str) -> int:
+    summaries = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=10).read())["study_summaries"]
+    (found,) = [s["study_id"] for s in summaries if s["study_name"] == name]
+    return found
+
+
+def shown_note(browser: webdriver.Chrome, base: str, sid: int) -> str:
+    """The study's note page (Markdown rendered) once its text is there."""
+    browser.get(f"{base}/dashboard/studies/{sid}/note")
+    return WebDriverWait(browser, WAIT_S).until(
+        lambda d: (text := d.find_element(By.TAG_NAME, "body").text) and "nas study" in text and text)
+
+
+def loaded_preview(browser: webdriver.Chrome, base: str, sid: int):
+    """The first trial preview image on the trials page that has loaded (non-zero natural width)."""
+    browser.get(f"{base}/dashboard/studies/{sid}/trials")
+    return WebDriverWait(browser, WAIT_S).until(
+        lambda d: next((img for img in d.find_elements(By.CSS_SELECTOR, 'img[alt="preview.png"]')
+                        if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)),
+                       None))
+
+
+@pytest.fixture()
+def dashboard(demo_results, tmp_path) -> Iterator[str]:
+    with running_dashboard(demo_results.results, tmp_path) as base:
+        yield base
+
+
 def test_dashboard_shows_the_note_and_a_trial_preview(browser, dashboard, tmp_path):
-    summaries = json.loads(urllib.request.urlopen(f"{dashboard}/api/studies", timeout=10).read())["study_summaries"]
-    (study_id,) = [s["study_id"] for s in summaries if s["study_name"] == "browser-demo"]
+    sid = study_id(dashboard, "browser-demo")
     with screenshot_on_failure(browser, tmp_path / "dashboard-failure.png"):
-        browser.get(f"{dashboard}/dashboard/studies/{study_id}/note")  # the study's note page (Markdown rendered)
-        body = WebDriverWait(browser, WAIT_S).until(
-            lambda d: (text := d.find_element(By.TAG_NAME, "body").text) and "nas study" in text and text)
+        body = shown_note(browser, dashboard, sid)
         assert "nas finalize --study browser-demo" in body and "Precision choices" in body
-        browser.get(f"{dashboard}/dashboard/studies/{study_id}/trials")
-        preview = WebDriverWait(browser, WAIT_S).until(
-            lambda d: next((img for img in d.find_elements(By.CSS_SELECTOR, 'img[alt="preview.png"]')
-                            if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)),
-                           None))
+        preview = loaded_preview(browser, dashboard, sid)
         assert browser.execute_script("return arguments[0].naturalWidth", preview) == 96  # the uploaded strip
         assert "/artifacts/" in preview.get_attribute("src")

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.artifacts import get_all_artifact_meta
+from test_browser import browser  # noqa: F401  (the headless Chromium fixture)
 
 NAS = str(Path(sys.executable).parent / "nas")
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +38,9 @@ def search(tmp_path_factory):
 def test_run_records_every_contract_field(search):
     work, _, proc = search
     assert "best trials" in proc.stdout and "optuna-dashboard" in proc.stdout
+    # Output to a pipe (a log file, CI): the table is whole, not squeezed into 80 columns of "…".
+    header = next(line for line in proc.stdout.splitlines() if "trial" in line and "score" in line)
+    assert all(name in header for name in ("si-RMSE", "latency ms", "backbone", "precision")) and "…" not in header
     storage = f"sqlite:///{work / 'results' / 'nas.db'}"
     study = optuna.load_study(study_name="e2e", storage=storage)
     assert study.metric_names == ["final_score"]
@@ -150,6 +154,20 @@ def test_dashboard_serves_the_study_and_its_artifacts(search):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_dashboard_in_a_browser_shows_the_finished_smoke_study(search, browser, tmp_path):
+    """Headless Chromium on `nas dashboard` serving the study `nas run` just trained: note and a preview."""
+    from test_browser import loaded_preview, running_dashboard, screenshot_on_failure, shown_note, study_id
+
+    work, _, _ = search
+    with running_dashboard(work / "results", tmp_path) as base, \
+            screenshot_on_failure(browser, tmp_path / "dashboard-failure.png"):
+        sid = study_id(base, "e2e")
+        assert "nas finalize --study e2e" in shown_note(browser, base, sid)
+        preview = loaded_preview(browser, base, sid)
+        assert browser.execute_script("return arguments[0].naturalWidth", preview) > 0
 
 
 @pytest.fixture(scope="module")
