@@ -147,6 +147,8 @@ def test_busy_local_device_is_retried_then_skipped_not_marked(tiny_model: Path, 
 
 def _interrupt_when(pidfile: Path) -> threading.Thread:
     """Send SIGINT to the main thread (what Ctrl-C does) once the runner wrote its PID."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as a user's Python has it
+
     def fire() -> None:
         wait_for(pidfile)
         time.sleep(0.2)
@@ -159,9 +161,10 @@ def _interrupt_when(pidfile: Path) -> threading.Thread:
 
 def test_ctrl_c_kills_the_local_runner(tiny_model: Path, tmp_path: Path, sqlite_url: str) -> None:
     pidfile = tmp_path / "pid"
-    python = wrapper_python(tmp_path / "py", f'case "$*" in *--model*) echo $$ > {pidfile}; sleep 30;; esac\n'
+    python = wrapper_python(tmp_path / "py", f'case "$*" in *--model*) echo $$ > {pidfile}; sleep 150;; esac\n'
                                              'exec "$PY" "$@"')
-    with meter_for(tmp_path, sqlite_url, local_device(python=python)) as meter:
+    # A long timeout: on a loaded machine Ctrl-C may land seconds late, and only Ctrl-C may end this run.
+    with meter_for(tmp_path, sqlite_url, local_device(python=python, measure_timeout_s=120)) as meter:
         thread = _interrupt_when(pidfile)
         with pytest.raises(KeyboardInterrupt):
             meter.measure(tiny_model)
@@ -172,9 +175,9 @@ def test_ctrl_c_kills_the_local_runner(tiny_model: Path, tmp_path: Path, sqlite_
 def test_ctrl_c_kills_the_remote_runner(sshd: Sshd, tiny_model: Path, tmp_path: Path,
                                         sqlite_url: str) -> None:
     pidfile = tmp_path / "pid"
-    python = wrapper_python(tmp_path / "py", f'case "$*" in *--model*) echo $$ > {pidfile}; sleep 30;; esac\n'
+    python = wrapper_python(tmp_path / "py", f'case "$*" in *--model*) echo $$ > {pidfile}; sleep 150;; esac\n'
                                              'exec "$PY" "$@"')
-    with meter_for(tmp_path, sqlite_url, ssh_device(sshd, tmp_path, python=python)) as meter:
+    with meter_for(tmp_path, sqlite_url, ssh_device(sshd, tmp_path, python=python, measure_timeout_s=120)) as meter:
         thread = _interrupt_when(pidfile)
         with pytest.raises(KeyboardInterrupt):
             meter.measure(tiny_model)
