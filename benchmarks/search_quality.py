@@ -70,7 +70,9 @@ def run_arm(args: argparse.Namespace, name: str, seed: int, wall_s: float | None
         study.add_trials([copy_trial(t) for t in start_from.trials if t.state == optuna.trial.TrialState.COMPLETE])
     left = None if wall_s is None else wall_s - elapsed_seconds(study)
     if left is None or left > 60:
-        trials = overrides.get("trials", 10_000)
+        copied = sum(1 for t in study.trials if "copied_from" in t.user_attrs)
+        # The arm's own trained-trial target sizes TPE's random start-up as `nas run --trials` would.
+        trials = overrides.get("trials", args.trials + copied)
         run_search(config.model_copy(update={"trials": trials, "timeout": left}))
     return open_study(config)
 
@@ -174,6 +176,8 @@ def main() -> None:
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--wall-minutes", type=float, default=60.0, help="wall time of each search arm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--trials", type=int, default=20,
+                        help="trained trials each search arm aims at (it stops at this or its wall time)")
     parser.add_argument("--arms", nargs="+", default=["presets", "tpe", "random", "tpe-presets"])
     parser.add_argument("--work", type=Path, default=Path("results/benchmarks/search_quality"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_quality.json"))
@@ -224,7 +228,7 @@ def main() -> None:
     quiet_preset = quiet_best("presets")
     result = {
         "command": "python benchmarks/search_quality.py " + " ".join(
-            [f"--budget {args.budget}", f"--wall-minutes {args.wall_minutes:g}", "--seeds",
+            [f"--budget {args.budget}", f"--wall-minutes {args.wall_minutes:g}", f"--trials {args.trials}", "--seeds",
              *map(str, args.seeds), "--arms", *args.arms]),
         "machine": {"cpu": _cpu(), "cores": _cores(), "python": platform.python_version()},
         "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,

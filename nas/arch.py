@@ -19,8 +19,23 @@ SKIP_TYPES = ("none", "add", "concat")
 BLOCK_TYPES = ("conv", "dws5", "srb", "rfdb")
 UPSAMPLE_TYPES = ("nearest", "bilinear", "pixelshuffle", "transpose")
 HEAD_TYPES = ("relu", "softplus", "sigmoid")
-# "1", "0.5", "0.25" scale the deployment input; "HxW" resizes to a fixed internal size (LiteDepth).
-INPUT_SCALES = ("1", "0.5", "0.25", "128x160", "192x256", "240x320")
+# A ratio in (0, 1] ("1", "0.5", "0.25") scales the deployment input; "HxW" resizes to a fixed internal size
+# (LiteDepth's 128x160), each side a multiple of 32 so every encoder level has a whole size.
+INPUT_SCALES = ("1", "0.5", "0.25", "96x128", "128x160", "192x256", "240x320")  # the usual ones; others are valid
+
+
+def input_scale_problem(text: str) -> str | None:
+    """Why `text` is not an input scale (a ratio in (0, 1] or "HxW", multiples of 32), or None."""
+    if "x" in text:
+        sides = text.split("x")
+        if len(sides) == 2 and all(s.isdigit() and 32 <= int(s) <= 4096 and int(s) % 32 == 0 for s in sides):
+            return None
+        return f"input scale {text!r}: a fixed size is HxW with each side a multiple of 32 (e.g. 96x128)"
+    try:
+        ratio = float(text)
+    except ValueError:
+        return f"input scale {text!r} is neither a ratio such as '0.5' nor a size such as '128x160'"
+    return None if 0 < ratio <= 1 else f"input scale {text!r}: a ratio must lie in (0, 1]"
 # Numeric precision of the deployed `.tflite`: float32, or full-integer int8 weights and activations
 # (float32 input and output kept, so the runner and the evaluation see the same interface).
 PRECISIONS = ("fp32", "int8")
@@ -99,8 +114,8 @@ class Arch:
             raise ArchError(f"unknown upsampling {self.upsample!r}; choose from {UPSAMPLE_TYPES}")
         if self.head not in HEAD_TYPES:
             raise ArchError(f"unknown head {self.head!r}; choose from {HEAD_TYPES}")
-        if self.input_scale not in INPUT_SCALES:
-            raise ArchError(f"unknown input scale {self.input_scale!r}; choose from {INPUT_SCALES}")
+        if problem := input_scale_problem(self.input_scale):
+            raise ArchError(problem)
         if self.precision not in PRECISIONS:
             raise ArchError(f"unknown precision {self.precision!r}; choose from {PRECISIONS}")
         for i, (ch, block) in enumerate(zip(self.decoder_channels, self.blocks)):

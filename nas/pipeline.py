@@ -33,6 +33,7 @@ from .export.tflite_convert import calibration_sample
 from .hardware import LatencyMeter
 from .files import sha256_file
 from .metrics import final_score
+from .models.depthnet import GRAPH_VERSION
 from .models.pretrained import RANDOM, WeightSource, fallback_line, resolve_weights
 from .space import SearchSpace
 from .train.batches import PixelScaleBatches, training_crop
@@ -101,7 +102,8 @@ def graph_key(arch: Arch, config: RunConfig) -> str:
     deployment resolution and converter. Device, threads and runtime complete the cache key."""
     import onnx2tf
 
-    text = f"{arch.arch_id}|{config.deploy_height}x{config.deploy_width}|onnx2tf {onnx2tf.__version__}"
+    text = (f"{arch.arch_id}|{config.deploy_height}x{config.deploy_width}|onnx2tf {onnx2tf.__version__}"
+            f"|graph v{GRAPH_VERSION}")
     return "graph-" + hashlib.sha256(text.encode()).hexdigest()[:58]
 
 

@@ -63,13 +63,26 @@ def open_study(config: RunConfig) -> optuna.Study:
         study = optuna.create_study(
             storage=storage, study_name=config.study, load_if_exists=True,
             sampler=(optuna.samplers.RandomSampler(seed=seed) if config.sampler == "random"
-                     else optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup_trials(config.trials))),
+                     else make_tpe_sampler(seed, config.trials)),
             pruner=make_pruner("none" if pareto else config.pruner),  # Optuna cannot prune multi-objective studies
             directions=["minimize", "minimize"] if pareto else ["maximize"],
         )
         if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
             study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
     return study
+
+
+def make_tpe_sampler(seed: int, trials: int) -> optuna.samplers.TPESampler:
+    """TPE as Optuna advises for this kind of space: multivariate with groups, constant liar.
+
+    The space is conditional (per-stage parameters exist only up to the sampled depth, `rfdb_esa` only
+    with RFDB blocks): `multivariate=True, group=True` models parameters jointly within each set that
+    appears together instead of one by one, which is what lets TPE learn, say, that a small input
+    scale pays only with a narrow decoder. `constant_liar=True` keeps workers sharing a study from
+    sampling the same region while their trials are still running.
+    """
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup_trials(trials), multivariate=True,
+                                      group=True, constant_liar=True)
 
 
 def tpe_startup_trials(trials: int) -> int:

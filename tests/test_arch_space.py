@@ -32,10 +32,18 @@ def test_arch_id_is_stable_and_content_based():
     ({"skips": ("add",) * 5}, "last decoder stage"),
     ({"depth": 4}, "needs 4 entries"),
     ({"upsample": "cubic"}, "unknown upsampling"),
+    ({"input_scale": "100x128"}, "multiple of 32"),
+    ({"input_scale": "1.5"}, "must lie in"),
+    ({"input_scale": "half"}, "neither a ratio"),
 ])
 def test_invalid_arch_says_why(kwargs, reason):
     with pytest.raises(ArchError, match=reason):
         Arch(**kwargs)
+
+
+def test_any_fixed_size_in_multiples_of_32_and_any_ratio_are_input_scales():
+    assert Arch(input_scale="96x128").input_scale == "96x128"
+    assert Arch(input_scale="0.125").input_scale == "0.125"
 
 
 @pytest.mark.parametrize("space_file", SPACES)

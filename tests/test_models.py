@@ -5,6 +5,7 @@ import torch
 
 from nas.arch import Arch
 from nas.models import DepthNet, count_macs, count_params
+from nas.models.upsample import resize_to
 from nas.presets import PRESETS
 
 SMALL = dict(backbone="tf_mobilenetv3_small_minimal_100", decoder_channels=(32, 24, 16, 16, 8))
@@ -44,3 +45,16 @@ def test_presets_build_at_deployment_resolution():
         with torch.no_grad():
             y = DepthNet(arch).eval()(torch.zeros(1, 3, 480, 640))
         assert y.shape == (1, 1, 480, 640), name
+
+
+@pytest.mark.parametrize("scale", ["0.25", "96x128"])
+def test_normalising_after_the_resize_gives_the_same_depth(scale):
+    """The graph resizes before normalising (cheaper on the device); bilinear resizing is linear with
+    weights summing to one, so this must equal normalising the full image first."""
+    model = DepthNet(Arch(**SMALL, input_scale=scale)).eval()
+    torch.nn.init.normal_(model.head.conv.weight, std=0.05)
+    image = torch.rand(1, 3, 120, 160) * 255
+    with torch.no_grad():
+        x = resize_to((image - model.mean) * model.inv_std, (30, 40) if scale == "0.25" else (96, 128), "bilinear")
+        reference = resize_to(model.head(model.decoder(model.encoder(x), tuple(x.shape[2:]))), (120, 160), "bilinear")
+        assert torch.allclose(model(image), reference, rtol=1e-4, atol=1e-5)

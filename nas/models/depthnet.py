@@ -21,6 +21,8 @@ from .upsample import resize_to
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Bumped whenever the same `Arch` starts to export a different graph (the latency cache keys on it).
+GRAPH_VERSION = 2
 
 
 def internal_size(input_scale: str, height: int, width: int) -> tuple[int, int]:
@@ -48,8 +50,11 @@ class DepthNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image: (N, 3, H, W) float RGB 0..255 -> depth (N, 1, H, W) in metres."""
         out_size = (int(image.shape[2]), int(image.shape[3]))
-        x = (image - self.mean) * self.inv_std
         size = internal_size(self.arch.input_scale, *out_size)
-        x = resize_to(x, size, "bilinear")
+        # Resize first, then normalise: bilinear weights sum to one, so the order does not change the
+        # result, but normalising the small image instead of the 640×480 one cut LiteDepth's TFLite
+        # latency from 5.1 to 3.2 ms on a 2-core x86 (benchmarks/README.md, latency_floor).
+        x = resize_to(image, size, "bilinear")
+        x = (x - self.mean) * self.inv_std
         depth = self.head(self.decoder(self.encoder(x), size))
         return resize_to(depth, out_size, "bilinear")
