@@ -35,7 +35,7 @@ from statistics import mean, median
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
-from latency_weights import time_once
+from latency_weights import cpu_model, time_once
 from nas.config import load_config
 from nas.latency_model import spearman
 from nas.metrics import final_score
@@ -230,7 +230,7 @@ def main() -> None:
         "command": "python benchmarks/search_quality.py " + " ".join(
             [f"--budget {args.budget}", f"--wall-minutes {args.wall_minutes:g}", f"--trials {args.trials}", "--seeds",
              *map(str, args.seeds), "--arms", *args.arms]),
-        "machine": {"cpu": _cpu(), "cores": _cores(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
         "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
         "arms": arms, "best_preset_score": preset_best,
         "search_vs_best_preset": ratios.get("tpe"), "random_vs_best_preset": ratios.get("random"),
@@ -249,13 +249,6 @@ def main() -> None:
     for name, arm in arms.items():
         print(f"{name}: best {arm['best_score']}, {arm['complete']} complete, {arm['screened_before_training']} "
               f"screened, {arm['trained_trials_per_hour']} trained trials/h")
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _cores() -> int:

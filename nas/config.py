@@ -89,6 +89,8 @@ class RunConfig(BaseModel):
     # is failed by the next trial to start in any worker, and retried once.
     heartbeat_s: int = Field(60, ge=1, description="seconds between a running trial's heartbeats")
     grace_s: int = Field(180, ge=1, description="seconds without a heartbeat before a trial counts as dead")
+    outage_s: float = Field(600, ge=0, description="how long a worker waits (with back-off) for a study database "
+                                                   "that went away, e.g. a PostgreSQL restart, before giving up")
     # Latency first: screen candidates whose best possible score cannot beat the study's best.
     latency_screen: bool = True
     bound_si_rmse: float | None = Field(None, gt=0, description="optimistic si-RMSE of the screen; none: "

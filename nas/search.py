@@ -16,6 +16,7 @@ from .config import RunConfig
 from .data.check import require_valid_dataset
 from .data.layout import list_pairs
 from .data.synth import synthesize
+from .db_outage import optimize_through_outages
 from .errors import ConfigError
 from .arch import Arch
 from .console import err as console
@@ -179,11 +180,17 @@ def run_search(config: RunConfig) -> optuna.Study:
     max_screened = max(50, 10 * config.trials)
     stopper = StopAtTrainedTrials(config.trials, max_screened=max_screened, max_failed=remaining)
     progress = StudyProgress(config.trials)
-    try:
+    objective = TrialObjective(ctx, artifact_store(config), progress)
+
+    def optimize(timeout: float | None) -> None:
         # n_trials bounds the attempts of this run: failed trials use it up too, so a broken device ends the run.
-        study.optimize(TrialObjective(ctx, artifact_store(config), progress), n_trials=remaining + max_screened,
-                       timeout=config.timeout, catch=(Exception,), gc_after_trial=True,
+        attempts = config.trials - trained_count(study) + max_screened
+        study.optimize(objective, n_trials=attempts, timeout=timeout, catch=(Exception,), gc_after_trial=True,
                        callbacks=[stopper, progress])
+
+    try:
+        optimize_through_outages(study, optimize, config.storage_url, config.storage_shown, config.outage_s,
+                                 config.timeout)
     finally:
         ctx.meter.close()
     return study

@@ -18,10 +18,12 @@ from optuna.artifacts import FileSystemArtifactStore
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 from .config import RunConfig, hide_password
+from .db_outage import ResilientRDBStorage
 from .errors import ConfigError
 from .setup_lock import setup_lock
 
 SCORE_METRICS = ["final_score"]
+DB_CONNECT_TIMEOUT_S = 10  # an unreachable server is reported in seconds, not after the OS's TCP timeout
 PARETO_METRICS = ["si_rmse", "latency_ms"]
 
 
@@ -38,8 +40,11 @@ def open_storage(url: str, heartbeat: bool = True, heartbeat_s: int = 60,
     if heartbeat:
         kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": grace_s,
                   "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:  # pre-ping: connections that died with a restarted server are replaced, not failed
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": DB_CONNECT_TIMEOUT_S}}
+    return ResilientRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

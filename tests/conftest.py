@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,13 @@ class Sshd:
         return len(children)
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    """Start `sshd -D` on a free loopback port for the whole session."""
+@contextmanager
+def running_sshd(root: Path, sftp: bool = True) -> Iterator[Sshd]:
+    """`sshd -D` on a free loopback port with its own keys under `root`; without the SFTP subsystem
+    when `sftp` is false (as on minimal or hardened device images)."""
     if not SSHD.exists() or shutil.which("ssh-keygen") is None:
         pytest.fail(f"{SSHD} or ssh-keygen not found: the SSH tests need a real OpenSSH server; "
                     "install it with `apt-get install -y openssh-server`", pytrace=False)
-    root = tmp_path_factory.mktemp("sshd")
     host_pub = _keygen(root / "host_key")
     other_host_pub = _keygen(root / "other_host_key")
     _keygen(root / "client_key")
@@ -100,7 +101,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         "PermitRootLogin prohibit-password",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
-        "Subsystem sftp internal-sftp",
+        *(["Subsystem sftp internal-sftp"] if sftp else []),
         "MaxStartups 50",
         "LogLevel VERBOSE",
     ]) + "\n")
@@ -128,13 +129,29 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
                   client_key=root / "client_key", other_key=root / "other_client_key",
                   host_key_line=" ".join(host_pub.split()[:2]),
                   other_host_key_line=" ".join(other_host_pub.split()[:2]), log=log)
-    yield server
-    server.kill_sessions()
-    proc.terminate()
     try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield server
+    finally:
+        server.kill_sessions()
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """The test sshd, for the whole session."""
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshd_without_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A second test sshd that offers no SFTP subsystem."""
+    with running_sshd(tmp_path_factory.mktemp("sshd_nosftp"), sftp=False) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

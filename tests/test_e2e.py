@@ -19,6 +19,8 @@ def nas(*args, cwd, check=True):
     proc = subprocess.run([NAS, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=1500)
     if check and proc.returncode != 0:
         raise AssertionError(f"nas {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    # Whatever went wrong, a user sees one line: a traceback anywhere is a bug, even when the exit code is right.
+    assert "Traceback" not in proc.stdout + proc.stderr, f"nas {' '.join(map(str, args))}:\n{proc.stderr}"
     return proc
 
 
@@ -46,6 +48,8 @@ def test_run_records_every_contract_field(search):
     assert study.metric_names == ["final_score"]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(study.trials) == 2 and complete
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL], \
+        [t.user_attrs.get("fail_reason") for t in study.trials]
     for t in complete:
         a = t.user_attrs
         for key in ("arch", "arch_id", "si_rmse", "rmse", "log10", "rel", "latency_ms", "latency_p90_ms",

@@ -178,3 +178,18 @@ def test_devices_check_table(sshd: Sshd, tiny_model: Path, tmp_path: Path, sqlit
     assert "1 of 3 device(s) ready" in text
     assert set(worker.holders(["pi-good", "pi-bad", "pi-busy"])) == {"pi-busy"}  # check released
     worker.engine.dispose()
+
+
+def test_a_server_without_sftp_gets_the_fix_not_channel_closed(sshd_without_sftp: Sshd, tiny_model: Path,
+                                                               tmp_path: Path, sqlite_url: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from nas.hardware import check
+
+    monkeypatch.setattr(check, "reference_model", lambda _results: tiny_model)
+    path = write_profile(tmp_path / "pi.yaml", ssh_device(sshd_without_sftp, tmp_path, name="pi-minimal"))
+    console = Console(record=True, width=400)
+    code = check.check_devices(path, storage_url=sqlite_url, results_dir=tmp_path, console=console)
+    text = " ".join(console.export_text().split())
+    assert code == 1
+    assert "refused an SFTP session" in text and "Subsystem sftp internal-sftp" in text
+    assert "Channel closed" not in text and "gave up" not in text  # a missing subsystem is not retried

@@ -69,7 +69,7 @@ def make_engine(url: str) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # NullPool: no connection lingers holding the file between the short lease statements.
         return create_engine(parsed, connect_args={"timeout": 30}, poolclass=NullPool)
-    return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2, connect_args={"connect_timeout": 10})
 
 
 def db_now(engine: Engine) -> Any:

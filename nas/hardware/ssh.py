@@ -144,7 +144,7 @@ class SshBackend(Backend):
         self._host_key = f"{remote_key.get_name()} {fingerprint(remote_key)}"
         self._client = client
         try:
-            self._sftp = client.open_sftp()
+            self._sftp = self._open_sftp(client)
             self._sftp.get_channel().settimeout(prof.step_timeout_s)
             self._kill_left_running()
             self._workdir = self._prepare_workdir()
@@ -157,6 +157,22 @@ class SshBackend(Backend):
             raise DeviceError(f"{name}: preparing {prof.workdir} failed: {exc}", retry=True) from None
         finally:
             self._timed("connect", started)
+
+    def _open_sftp(self, client: paramiko.SSHClient) -> paramiko.SFTPClient:
+        """The SFTP session uploads go through; a server without the subsystem gets a fix, not "Channel closed"."""
+        try:
+            return client.open_sftp()
+        except (EOFError, paramiko.SSHException):
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                raise  # the link itself dropped: retried like any dropped link
+            prof = self.profile
+            raise DeviceError(
+                f"{prof.name}: the SSH server at {prof.address} refused an SFTP session; "
+                "nas uploads the runner and the models over SFTP. Enable it on the device: add "
+                "'Subsystem sftp internal-sftp' (or the path of sftp-server) to /etc/ssh/sshd_config and "
+                "restart sshd (on Debian-based images the openssh-sftp-server package provides sftp-server)"
+            ) from None
 
     def close(self) -> None:
         for closable in (self._sftp, self._client):

@@ -1,0 +1,140 @@
+"""Where does a small network's on-device time go? The graph's fixed costs against the network itself.
+
+At LiteDepth's size (MobileNetV3-Small at 128×160 inside a 640×480 graph) the network is a few
+milliseconds, so the work every graph does whatever its architecture (resize the 640×480 input,
+normalise it, resize the depth back to 640×480) decides how far the search can go below it. This
+times, on this machine, untrained fp32 `.tflite` files of:
+
+- `floor`: input resize + normalisation + a 1×1 convolution + output resize: no network at all;
+- `litedepth-norm-first`: LiteDepth normalising the 640×480 input before resizing it (the graph
+  before `GRAPH_VERSION` 2) and `litedepth`: resizing first, as `DepthNet` does now;
+- `litedepth-out-nearest`: the output resized with nearest instead of bilinear;
+- cheap-corner points of the space: LiteDepth at 96×128, and half-width backbones
+  (`lcnet_050`, `mobilenetv3_small_050`) with LiteDepth's decoder, and one at 96×128 with a
+  narrower decoder.
+
+Every file is timed with `hardware/runner.py` (2 threads, 5 warm-up + 30 timed invokes per call) in
+interleaved rounds (order rotated each round); latency is the median of a file's round medians.
+
+Usage: python benchmarks/latency_floor.py [--rounds 7] [--workdir results/benchmarks/latency_floor]
+Writes benchmarks/results/latency_floor.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from latency_weights import cpu_model, time_once, untrained_model
+from nas.data.synth import render_scene
+from nas.export.onnx_export import export_onnx
+from nas.export.tflite_convert import calibration_sample, convert_to_tflite
+from nas.models.depthnet import DepthNet, internal_size
+from nas.models.upsample import resize_to
+from nas.presets import PRESETS
+
+
+class FixedCostsOnly(torch.nn.Module):
+    """What every graph does, and a 1×1 convolution so there is something to run in between."""
+
+    def __init__(self, internal_hw: tuple[int, int]):
+        super().__init__()
+        self.internal_hw = internal_hw
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out_hw = (int(image.shape[2]), int(image.shape[3]))
+        x = (resize_to(image, self.internal_hw, "bilinear") - 114.0) / 58.0
+        return resize_to(torch.relu(self.conv(x)), out_hw, "bilinear")
+
+
+class NormaliseFirst(DepthNet):
+    """`DepthNet` as it was before graph version 2: normalise at 640×480, then resize."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out_hw = (int(image.shape[2]), int(image.shape[3]))
+        size = internal_size(self.arch.input_scale, *out_hw)
+        x = resize_to((image - self.mean) * self.inv_std, size, "bilinear")
+        return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, "bilinear")
+
+
+class NearestOutput(DepthNet):
+    """`DepthNet` with the depth map resized to the input's size by nearest neighbour."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out_hw = (int(image.shape[2]), int(image.shape[3]))
+        size = internal_size(self.arch.input_scale, *out_hw)
+        x = (resize_to(image, size, "bilinear") - self.mean) * self.inv_std
+        return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, "nearest")
+
+
+LITEDEPTH = PRESETS["litedepth"]
+
+
+def variants() -> dict[str, Callable[[], torch.nn.Module]]:
+    replace = dataclasses.replace
+    return {
+        "floor": lambda: FixedCostsOnly((128, 160)),
+        "litedepth-norm-first": lambda: NormaliseFirst(LITEDEPTH),
+        "litedepth": lambda: untrained_model(LITEDEPTH),
+        "litedepth-out-nearest": lambda: NearestOutput(LITEDEPTH),
+        "litedepth-96x128": lambda: untrained_model(replace(LITEDEPTH, input_scale="96x128")),
+        "lcnet_050-128x160": lambda: untrained_model(replace(LITEDEPTH, backbone="lcnet_050")),
+        "mobilenetv3_small_050-128x160": lambda: untrained_model(replace(LITEDEPTH, backbone="mobilenetv3_small_050")),
+        "lcnet_050-96x128-narrow": lambda: untrained_model(replace(LITEDEPTH, backbone="lcnet_050", input_scale="96x128",
+                                                                   decoder_channels=(32, 16, 16, 8, 8))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_floor.json"))
+    args = parser.parse_args()
+    rgb, _ = render_scene(0, 640, 480)
+    files: dict[str, Path] = {}
+    convert_s: dict[str, float] = {}
+    for name, build in variants().items():
+        folder = args.workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        files[name] = folder / "fp32.tflite"
+        if not files[name].exists():
+            torch.manual_seed(0)
+            onnx_path = export_onnx(build().eval(), folder / "model.onnx", 480, 640)
+            start = time.perf_counter()
+            convert_to_tflite(onnx_path, files[name], calibration_sample([rgb]), log_path=folder / "onnx2tf.log")
+            convert_s[name] = round(time.perf_counter() - start, 1)
+    medians: dict[str, list[float]] = {name: [] for name in files}
+    loads = []
+    for index in range(args.rounds):
+        names = list(files)
+        loads.append(round(os.getloadavg()[0], 2))
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            medians[name].append(round(time_once(str(files[name]), 2, 5, 30)["median_ms"], 3))
+    result = {
+        "command": f"python benchmarks/latency_floor.py --rounds {args.rounds}",
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "machine": {"cpu": cpu_model(), "python": platform.python_version()},
+        "loadavg_1m_per_round": loads,
+        "variants": {name: {"median_ms": statistics.median(v), "round_medians_ms": v,
+                            "convert_seconds": convert_s.get(name)} for name, v in medians.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    for name, row in result["variants"].items():
+        print(f"{name:32s} {row['median_ms']:7.3f} ms")
+
+
+if __name__ == "__main__":
+    main()

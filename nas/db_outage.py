@@ -1,0 +1,112 @@
+"""Riding out a study database that goes away for a while (a PostgreSQL restart, a network blip).
+
+Every worker of a search talks to one database for hours; a restart of that server must not end the
+search. Three pieces, each small:
+
+- the storage's engine pre-pings pooled connections (`nas.study.open_storage`), so connections that
+  died with the old server are replaced instead of failing the next statement;
+- `ResilientRDBStorage` keeps Optuna's heartbeat thread alive through an outage (Optuna's thread dies
+  on the first failed beat, and the running trial would then be failed as stale by other workers);
+- `optimize_through_outages` runs `study.optimize` again after the database comes back, waiting with
+  exponential back-off up to `outage_s`, and first fails the trial this worker was running when the
+  link broke, with that reason, so the study's records stay true.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import optuna
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from .console import err as console
+from .errors import NasRuntimeError
+from .hardware.pool import make_engine
+
+FIRST_WAIT_S = 2.0
+MAX_WAIT_S = 30.0
+
+
+def worker_id() -> str:
+    """This process as the objective records it in a trial's `worker` attribute."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose heartbeats survive a database outage: a failed beat is skipped, the next
+    one retries. Everything else is Optuna's."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except SQLAlchemyError:
+            pass  # the database is away; the trial is not stale (this worker lives), so just beat again later
+
+
+def database_reachable(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except SQLAlchemyError:
+        return False
+
+
+def wait_for_database(url: str, shown_url: str, outage_s: float,
+                      sleep: Callable[[float], None] = time.sleep) -> float:
+    """Block until the database answers; seconds waited. NasRuntimeError after `outage_s` without it."""
+    started = time.monotonic()
+    wait = FIRST_WAIT_S
+    engine = make_engine(url)
+    while not database_reachable(engine):
+        waited = time.monotonic() - started
+        if waited >= outage_s:
+            raise NasRuntimeError(None, f"the study database {shown_url} has been unreachable for {waited:.0f} s "
+                                        f"(limit outage_s = {outage_s:g}); run the same command again to resume")
+        console.print(f"study database {shown_url} unreachable; retrying in {wait:.0f} s", markup=False)
+        sleep(wait)
+        wait = min(wait * 2, MAX_WAIT_S)
+    engine.dispose()
+    return time.monotonic() - started
+
+
+def fail_orphaned_trials(study: optuna.Study, reason: str) -> list[int]:
+    """Fail the trials this worker left running when the database link broke; their numbers."""
+    me = worker_id()
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.user_attrs.get("worker") == me]
+    for trial in orphans:  # Optuna has no public setter for a trial it did not hand out; fail_stale_trials does this
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return [t.number for t in orphans]
+
+
+def optimize_through_outages(study: optuna.Study, run: Callable[[float | None], None], url: str, shown_url: str,
+                             outage_s: float, timeout: float | None) -> None:
+    """`run(timeout_left)` (one `study.optimize` call) again after each database outage, until it returns.
+
+    `run` is called again with what is left of `timeout`; it must size its own trial count from the
+    study (the trials finished before the outage count).
+    """
+    started = time.monotonic()
+    while True:
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            return
+        try:
+            run(left)
+            return
+        except OperationalError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            console.print(f"lost the study database {shown_url} ({reason})", markup=False)
+            waited = wait_for_database(url, shown_url, outage_s)
+            failed = fail_orphaned_trials(study, f"the study database was unreachable for about {waited:.0f} s "
+                                                 f"during the trial ({reason})")
+            console.print(f"study database back after {waited:.0f} s"
+                          + (f"; trial(s) {', '.join(map(str, failed))} marked failed" if failed else "")
+                          + "; going on", markup=False)
