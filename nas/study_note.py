@@ -32,6 +32,18 @@ def _teacher_line(config: RunConfig) -> str:
     return f"`{where}` (distillation λ {config.distill_lambda}, unless the space samples it)"
 
 
+def _weights_line(config: RunConfig) -> str:
+    """Where encoders start from; each trial's `encoder_weights` says which file (and hash) it used."""
+    setting = config.pretrained
+    if setting == "auto":
+        return "`auto`: ImageNet weights where the Hugging Face cache has them, random otherwise"
+    if setting == "none":
+        return "`none`: random initialisation"
+    if setting == "imagenet":
+        return "`imagenet`: timm's ImageNet weights (Hugging Face cache)"
+    return f"files in `{setting}` (`<backbone>.safetensors` / `.pth`)"
+
+
 def _device_line(device: DeviceProfile) -> str:
     where = f"{device.host}:{device.port}" if device.kind == "ssh" else "this machine"
     return f"`{device.name}` ({device.kind}, {where}, {device.threads} thread(s))"
@@ -55,6 +67,7 @@ def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfil
         f"- **Budget:** `{budget.name}`: {budget.steps} steps × batch {budget.batch_size} at "
         f"{budget.train_width}×{budget.train_height} internal; {config.trials} trained trial(s) targeted",
         f"- **Teacher:** {_teacher_line(config)}",
+        f"- **Encoder weights:** {_weights_line(config)}; each trial records its own (`encoder_weights`)",
         f"- **Precision choices:** {precisions}",
         f"- **Sampler / pruner:** {config.sampler} / {config.pruner if config.objective == 'score' else 'none'}",
         "",

@@ -146,7 +146,7 @@ def test_study_note_names_the_search_and_respects_a_persons_edit(tmp_path):
     write_study_note(study, config, space, devices)
     note = get_note(study)
     for text in ("## nas study `noted`", "synthetic scenes", f"`{space.name}`", f"`{devices[0].name}`",
-                 "`smoke`", "fp32, int8", "nas finalize --study noted", FOOTER):
+                 "`smoke`", "fp32, int8", "**Encoder weights:** `auto`", "nas finalize --study noted", FOOTER):
         assert text in note, text
     save_note(study, "my own findings")
     write_study_note(study, config, space, devices)

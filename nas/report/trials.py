@@ -14,7 +14,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 COLUMNS = ("number", "state", "final_score", "si_rmse", "rmse", "log10", "rel", "latency_ms", "latency_p90_ms",
-           "device", "params", "macs", "tflite_bytes", "backbone", "input_scale", "arch_id", "preset", "fail_reason")
+           "device", "params", "macs", "tflite_bytes", "backbone", "input_scale", "precision", "encoder_weights",
+           "arch_id", "preset", "fail_reason")
 
 SCORED_ATTRS = ("final_score", "si_rmse", "latency_ms")
 
@@ -27,7 +28,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row = {c: a.get(c, "") for c in COLUMNS}
         row.update(number=t.number, state=t.state.name, backbone=a.get("arch", {}).get("backbone", ""),
                    input_scale=a.get("arch", {}).get("input_scale", ""),
-                   preset=a.get("preset", ""))
+                   preset=a.get("preset", ""), encoder_weights=a.get("encoder_weights", {}).get("source", ""))
         rows.append(row)
     return rows
 
