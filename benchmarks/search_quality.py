@@ -67,7 +67,8 @@ def run_arm(args: argparse.Namespace, name: str, seed: int, wall_s: float | None
     config = arm_config(args, name, seed, **overrides)
     study = open_study(config)
     if start_from is not None and not study.trials:
-        study.add_trials([copy_trial(t) for t in start_from.trials if t.state == optuna.trial.TrialState.COMPLETE])
+        study.add_trials([copy_trial(t) for t in start_from.trials
+                          if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("preset")])
     left = None if wall_s is None else wall_s - elapsed_seconds(study)
     if left is None or left > 60:
         copied = sum(1 for t in study.trials if "copied_from" in t.user_attrs)
@@ -77,6 +78,11 @@ def run_arm(args: argparse.Namespace, name: str, seed: int, wall_s: float | None
     return open_study(config)
 
 
+def counts_as_arm_trial(trial: optuna.trial.FrozenTrial) -> bool:
+    """The arm's own trials and the presets copied into it; not a sampled stand-in copied by mistake."""
+    return "copied_from" not in trial.user_attrs or bool(trial.user_attrs.get("preset"))
+
+
 def copy_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
     """A finished trial as a new one of another study, marked as copied."""
     return optuna.trial.create_trial(params=trial.params, distributions=trial.distributions, value=trial.value,
@@ -84,13 +90,15 @@ def copy_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
                                      intermediate_values=trial.intermediate_values)
 
 
-def summarize(study: optuna.Study) -> dict:
+def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
     """Best score, throughput, screening savings, stage times, proxy gaps and predictor quality.
 
     The best score is over every trial (copied presets included); the rest describes the arm's own trials.
+    `presets_only`: the presets arm, whose best is over preset trials only (a preset whose conversion
+    failed is replaced by a sampled trial to reach the count, which is no preset).
     """
-    best = max((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value,
-               default=None)
+    best = max((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and counts_as_arm_trial(t)
+                and (t.user_attrs.get("preset") or not presets_only)), key=lambda t: t.value, default=None)
     trials = own_trials(study)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     screened = [t for t in trials if t.user_attrs.get("pruned_before_training")]
@@ -139,8 +147,9 @@ def retime(args: argparse.Namespace, studies: dict[str, optuna.Study]) -> dict[s
         complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
                           key=lambda t: -t.value)
         own = [t for t in complete if "copied_from" not in t.user_attrs]
-        copies = [t for t in complete if "copied_from" in t.user_attrs]  # timed with the presets arm's files
-        chosen = complete if arm == "presets" else own[:args.retime_top] + copies
+        copies = [t for t in complete if "copied_from" in t.user_attrs and counts_as_arm_trial(t)]  # presets' files
+        chosen = ([t for t in complete if t.user_attrs.get("preset")] if arm == "presets"
+                  else own[:args.retime_top] + copies)
         for trial in chosen:
             sha = trial.user_attrs["tflite_sha256"]
             if sha not in files:
@@ -195,7 +204,7 @@ def main() -> None:
         study = run_arm(args, "presets", 0, None, baselines="all", pruner="none", latency_screen=False,
                         trials=count)
         presets_study = studies["presets"] = study
-        arms["presets"] = summarize(study)
+        arms["presets"] = summarize(study, presets_only=True)
         arms["presets"]["scores"] = {t.user_attrs.get("preset"): t.value for t in study.trials
                                      if t.state == optuna.trial.TrialState.COMPLETE}
     for seed in args.seeds:
