@@ -22,7 +22,7 @@ from collections.abc import Callable
 import optuna
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from .console import err as console
 from .errors import NasRuntimeError
@@ -86,6 +86,16 @@ def fail_orphaned_trials(study: optuna.Study, reason: str) -> list[int]:
     return [t.number for t in orphans]
 
 
+def connection_error(exc: BaseException) -> BaseException | None:
+    """The lost-connection error behind `exc` (Optuna wraps some in StorageInternalError), or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (OperationalError, InterfaceError)) or getattr(seen, "connection_invalidated", False):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def optimize_through_outages(study: optuna.Study, run: Callable[[float | None], None], url: str, shown_url: str,
                              outage_s: float, timeout: float | None) -> None:
     """`run(timeout_left)` (one `study.optimize` call) again after each database outage, until it returns.
@@ -101,8 +111,11 @@ def optimize_through_outages(study: optuna.Study, run: Callable[[float | None], 
         try:
             run(left)
             return
-        except OperationalError as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            lost = connection_error(exc)
+            if lost is None:
+                raise
+            reason = str(getattr(lost, "orig", None) or lost).strip().splitlines()[0]
             console.print(f"lost the study database {shown_url} ({reason})", markup=False)
             waited = wait_for_database(url, shown_url, outage_s)
             failed = fail_orphaned_trials(study, f"the study database was unreachable for about {waited:.0f} s "

@@ -40,7 +40,9 @@ SEARCH_KEYS = tuple(key for _, key, _ in FIGURES) + ("stage_seconds",)
 
 PARITY_CHECKS = {"onnx_vs_torch": "ONNX against PyTorch",
                  "tflite_vs_onnx": "TFLite (float32 model) against ONNX",
-                 "int8_vs_onnx": "int8 TFLite against ONNX (measured, never failed: it is the model's accuracy)"}
+                 "int8_vs_onnx": "int8 TFLite against ONNX (measured, never failed: it is the model's accuracy)",
+                 "fp32_twin_vs_onnx_mismatch": "float32 twin of the int8 conversion against ONNX (out of "
+                                               "tolerance: recorded, not failed)"}
 PARITY_FIGURES = {"max_abs_err_m": ("max |difference|", ".3g", " m"),
                   "median_rel_err": ("median relative difference", ".3g", ""),
                   "si_rmse": ("si-RMSE", ".4f", "")}  # quantization_error's figures: (label, format, unit)
@@ -84,6 +86,8 @@ def _parity_value(value: Any) -> str:
             label, spec, unit = PARITY_FIGURES.get(key, (key, ".4g", ""))
             parts.append(f"{escape(label)} {_fmt(figure, spec)}{unit}")
         return ", ".join(parts)
+    if isinstance(value, str):  # a check's finding in words
+        return escape(value)
     return f"max |difference| {_fmt(value, '.3g')} m"
 
 
