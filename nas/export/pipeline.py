@@ -24,7 +24,7 @@ import torch
 from ..arch import Arch
 from ..data.synth import render_scene
 from ..models import DepthNet, count_macs, count_params
-from . import check_precision
+from . import ExportError, check_precision
 from .onnx_export import check_onnx_parity, export_onnx
 from .tflite_convert import (calibration_sample, check_quantized_parity, check_tflite_parity, convert_to_tflite,
                              fp32_companion)
