@@ -14,7 +14,6 @@ guessed high.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 

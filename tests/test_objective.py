@@ -49,7 +49,7 @@ def test_arch_export_cli_writes_models_and_parity_report(tmp_path):
 
 import pytest  # noqa: E402
 
-from nas.hardware import LatencyMeter, load_hardware  # noqa: E402
+from nas.hardware import load_hardware  # noqa: E402
 from nas.metrics import final_score  # noqa: E402
 from nas.objective import screen_reason, LatencyEstimate  # noqa: E402
 
