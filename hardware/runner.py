@@ -106,6 +106,36 @@ def read_throttled() -> Optional[str]:
     return match.group(0).lower() if match else None
 
 
+def busy_cpu_seconds() -> Optional[float]:
+    """CPU seconds all cores have spent busy since boot (/proc/stat), None where unavailable."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    if fields[0] != "cpu" or len(ticks) < 5:
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def other_cpu_share(window_s: float) -> Optional[float]:
+    """Share of all cores that other processes kept busy over `window_s` seconds of this one idling.
+
+    Timing on a machine where something else runs (another worker training, a test suite) gives
+    figures that are too slow; the meter uses this to re-time or flag them. None without /proc/stat.
+    """
+    before, own_before, start = busy_cpu_seconds(), sum(os.times()[:2]), time.perf_counter()
+    if before is None or window_s <= 0:
+        return None
+    time.sleep(window_s)
+    after, own_after, wall = busy_cpu_seconds(), sum(os.times()[:2]), time.perf_counter() - start
+    if after is None:
+        return None
+    others = max(0.0, (after - before) - (own_after - own_before))
+    return round(min(1.0, others / (wall * (os.cpu_count() or 1))), 3)
+
+
 def read_cpu() -> str:
     """A readable CPU name: x86 "model name", or the Pi's board model plus its ARM core."""
     fields = {}  # type: Dict[str, str]
@@ -241,6 +271,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--max-temp-c", type=float, default=None,
                         help="refuse to time (exit 4) when the SoC is hotter than this")
     parser.add_argument("--lock", help="lock file of the device: exit 6 if another runner holds it")
+    parser.add_argument("--quiet-check-s", type=float, default=0.0,
+                        help="before timing, idle this long and report the share of the CPU other processes used")
     parser.add_argument("--probe", action="store_true",
                         help="print the environment (runtime, CPU, temperature) and exit")
     return parser.parse_args(argv)
@@ -276,6 +308,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import numpy as np
 
+    others = other_cpu_share(args.quiet_check_s)
     try:
         interpreter = interpreter_cls(model_path=args.model, num_threads=args.threads)
         interpreter.allocate_tensors()
@@ -305,6 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["temperature_c"] = read_temperature()
     result["throttled"] = read_throttled()
     result["temperature_before_c"] = temp
+    result["other_cpu_share"] = others
     emit(result)
     return 0
 

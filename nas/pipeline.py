@@ -236,6 +236,7 @@ class TrialRecord:
     si_rmse_fp32: float | None = None
     quantization_si_rmse_delta: float | None = None
     encoder_weights: dict[str, Any] | None = None  # WeightSource.record(): the weights the encoder started from
+    latency_contended: bool = False  # timed while other processes kept the device busy (hardware/README.md)
 
     @classmethod
     def build(cls, arch: Arch, figures: dict[str, int], deployed: Deployed, stage_seconds: dict[str, float],
@@ -254,7 +255,7 @@ class TrialRecord:
             stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()}, latency=lat.as_record(),
             si_rmse_fp32=None if fp32 is None else fp32["si_rmse"],
             quantization_si_rmse_delta=None if fp32 is None else deployed.metrics["si_rmse"] - fp32["si_rmse"],
-            encoder_weights=encoder_weights)
+            encoder_weights=encoder_weights, latency_contended=lat.contended)
 
     def as_attrs(self) -> dict[str, Any]:
         """JSON-safe user attributes; fields that do not apply (None) are left out."""

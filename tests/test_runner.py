@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -75,6 +78,36 @@ def test_local_meter_measures_and_caches(tiny_model: Path, tmp_path: Path, sqlit
     assert sum("--model" in line for line in calls.read_text().splitlines()) == 1
     assert any("timing 5 runs" in m for m in messages)
     assert (tmp_path / "results" / "hardware" / "measurements.jsonl").is_file()
+
+
+@contextmanager
+def every_core_busy() -> Iterator[None]:
+    """Another job on the machine: one spinning process per core."""
+    spin = "import time\nend = time.time() + 60\nwhile time.time() < end: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_figure_timed_beside_other_work_is_retimed_then_flagged_and_not_cached(tiny_model: Path, tmp_path: Path,
+                                                                                 sqlite_url: str) -> None:
+    profile = local_device(quiet_check_s=0.5, max_other_cpu=0.3, cooldown_s=0.1, cooldown_checks=1)
+    devices = load_hardware(write_profile(tmp_path / "hw.yaml", profile))
+    messages: list[str] = []
+    with LatencyMeter(devices, sqlite_url, tmp_path / "results") as meter:
+        with every_core_busy():
+            busy = meter.measure(tiny_model, messages.append)
+            again = meter.measure(tiny_model)
+    assert busy.contended and busy.other_cpu_share is not None and busy.other_cpu_share > 0.5
+    assert not again.cached  # a contended figure is never served from the cache
+    text = " ".join(messages)
+    assert "busy: other processes used" in text and "cooling down 0.1 s" in text and "flagged 'contended'" in text
+    assert busy.as_record()["contended"] is True
 
 
 def test_local_timeout_kills_the_runner(tiny_model: Path, tmp_path: Path, sqlite_url: str) -> None:

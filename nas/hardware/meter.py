@@ -64,6 +64,10 @@ class LatencyResult:
     # device name (SSH host key fingerprint, or the CPU model). None in older records.
     warmup: int | None = None
     board: str | None = None
+    # Share of all cores other processes used just before the timed runs (None: not checked), and
+    # whether it stayed above `max_other_cpu` through every wait: such a figure is kept, never cached.
+    other_cpu_share: float | None = None
+    contended: bool = False
 
     def as_record(self) -> dict[str, Any]:
         """JSON-safe dict, ready for Optuna user attrs."""
@@ -76,6 +80,16 @@ class LatencyResult:
         values = {k: v for k, v in record.items() if k in names}
         values["cached"] = cached
         return cls(**values)
+
+
+class ContendedRun(DeviceError):
+    """Other processes kept the device's CPU busy around a timed run: the figure is too slow."""
+
+    def __init__(self, dev: DeviceProfile, out: dict[str, Any]):
+        super().__init__(f"{dev.name}: busy: other processes used {out['other_cpu_share']:.0%} of the CPU "
+                         f"(max_other_cpu {dev.max_other_cpu:.0%}), figure discarded", blame="transient",
+                         cooldown=True)
+        self.out = out
 
 
 def now_iso() -> str:
@@ -338,6 +352,9 @@ class LatencyMeter:
                 error = exc
             if check == dev.cooldown_checks:
                 waits = f"{dev.cooldown_checks} cool-down waits of {dev.cooldown_s:g} s"
+                if isinstance(error, ContendedRun):  # the figure is measured, only slower: keep it, flagged
+                    note(f"{error} after {waits}; keeping it flagged 'contended' (not cached)")
+                    return {**error.out, "contended": True}
                 if error.temperature_c is None:
                     raise DeviceError(f"{error} after {waits}", blame="transient")
                 raise DeviceError(
@@ -390,6 +407,9 @@ class LatencyMeter:
                 raise DeviceError(f"{dev.name}: throttled during the timed run ({', '.join(now)}; "
                                   f"get_throttled {out.get('throttled')}), figure discarded",
                                   blame="transient", cooldown=True)
+            share = out.get("other_cpu_share")
+            if share is not None and share > dev.max_other_cpu:
+                raise ContendedRun(dev, out)
             return out
 
         out = self._when_cool(dev, note, timed_run)
@@ -402,7 +422,8 @@ class LatencyMeter:
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(f"{dev.name}: runner output incomplete ({exc!r}): {out}") from None
         result.board = setup.board
-        self.cache.put(sha, dev.key, setup, result.as_record())
+        if not result.contended:
+            self.cache.put(sha, dev.key, setup, result.as_record())
         backend.discard_model(ref)
         self._log({"event": "measured", "model": str(path), **result.as_record()})
         note(f"{dev.name}: median {result.median_ms:.2f} ms, p90 {result.p90_ms:.2f} ms")
@@ -422,7 +443,8 @@ class LatencyMeter:
             throttled=out.get("throttled"),
             measure_start=times[0], measure_end=times[1], tflite_sha256=sha, cached=False,
             input_dtype=out.get("input_dtype"), output_dtype=out.get("output_dtype"),
-            warmup=int(out.get("warmup", dev.warmup)))
+            warmup=int(out.get("warmup", dev.warmup)), other_cpu_share=out.get("other_cpu_share"),
+            contended=bool(out.get("contended", False)))
 
     def _log(self, entry: dict[str, Any]) -> None:
         """Append to results/hardware/measurements.jsonl: an audit trail (never secrets)."""

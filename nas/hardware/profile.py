@@ -48,6 +48,12 @@ class DeviceProfile(BaseModel):
     max_temp_c: float = Field(75.0, gt=0, le=120)
     cooldown_s: float = Field(30.0, ge=0)
     cooldown_checks: int = Field(10, ge=0)
+    # Before timing, the runner idles `quiet_check_s` and measures the share of all cores other processes
+    # used; above `max_other_cpu` the figure would be too slow (another worker training, a test suite):
+    # the meter waits `cooldown_s` and times again, and after `cooldown_checks` keeps the figure flagged
+    # `contended`, uncached. quiet_check_s 0 turns the check off.
+    quiet_check_s: float = Field(1.0, ge=0, le=60)
+    max_other_cpu: float = Field(0.2, gt=0, le=1)
     retries: int = Field(2, ge=0, le=20)
     retry_backoff_s: float = Field(2.0, ge=0)
     connect_timeout_s: float = Field(15.0, gt=0)
