@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from nas.arch import Arch
 from nas.config import load_config
 from nas.errors import ConfigError
+from nas.hardware.meter import LatencyResult
 from nas.files import sha256_file
 from nas.models import DepthNet
 from nas.models.pretrained import RANDOM, WeightSource, fallback_line, resolve_weights
@@ -180,8 +181,9 @@ def test_the_record_says_which_weights_the_encoder_started_from(tmp_path, weight
     source = resolve_weights(weights_dir, [MINIMAL])[MINIMAL]
     tflite = tmp_path / "model.tflite"
     tflite.write_bytes(b"tflite")
-    latency = SimpleNamespace(median_ms=5.0, p90_ms=6.0, std_ms=0.5, device="local", threads=4, cached=False,
-                              measure_start="a", measure_end="b", throttled=None, as_record=lambda: {})
+    latency = LatencyResult(device="local", threads=4, runtime="ai_edge_litert", runtime_version="2", median_ms=5.0,
+                            p90_ms=6.0, min_ms=4.5, std_ms=0.5, runs=30, cpu="x", temperature_c=None, throttled=None,
+                            measure_start="a", measure_end="b", tflite_sha256="0" * 64)
     deployed = SimpleNamespace(metrics={"si_rmse": 0.2, "rmse": 1.0, "log10": 0.1, "rel": 0.1}, latency=latency,
                                tflite_path=tflite, parity={}, score=1.0, fp32_metrics=None)
     arch = Arch(backbone=MINIMAL)
