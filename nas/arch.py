@@ -19,9 +19,8 @@ SKIP_TYPES = ("none", "add", "concat")
 BLOCK_TYPES = ("conv", "dws5", "srb", "rfdb")
 UPSAMPLE_TYPES = ("nearest", "bilinear", "pixelshuffle", "transpose")
 HEAD_TYPES = ("relu", "softplus", "sigmoid")
-# A ratio in (0, 1] ("1", "0.5", "0.25") scales the deployment input; "HxW" resizes to a fixed internal size
-# (LiteDepth's 128x160), each side a multiple of 32 so every encoder level has a whole size.
-INPUT_SCALES = ("1", "0.5", "0.25", "96x128", "128x160", "192x256", "240x320")  # the usual ones; others are valid
+# An input scale is a ratio in (0, 1] ("1", "0.5", "0.25") of the deployment input, or "HxW", a fixed internal
+# size (LiteDepth's 128x160) with each side a multiple of 32 so every encoder level has a whole size.
 
 
 def input_scale_problem(text: str) -> str | None:

@@ -33,7 +33,7 @@ MAX_WAIT_S = 30.0
 
 
 def worker_id() -> str:
-    """This process as the objective records it in a trial's `worker` attribute."""
+    """This process as a worker: `host:pid`, its trials' `worker` attribute and its device lease holder."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -63,15 +63,17 @@ def wait_for_database(url: str, shown_url: str, outage_s: float,
     started = time.monotonic()
     wait = FIRST_WAIT_S
     engine = make_engine(url)
-    while not database_reachable(engine):
-        waited = time.monotonic() - started
-        if waited >= outage_s:
-            raise NasRuntimeError(None, f"the study database {shown_url} has been unreachable for {waited:.0f} s "
-                                        f"(limit outage_s = {outage_s:g}); run the same command again to resume")
-        console.print(f"study database {shown_url} unreachable; retrying in {wait:.0f} s", markup=False)
-        sleep(wait)
-        wait = min(wait * 2, MAX_WAIT_S)
-    engine.dispose()
+    try:
+        while not database_reachable(engine):
+            waited = time.monotonic() - started
+            if waited >= outage_s:
+                raise NasRuntimeError(None, f"the study database {shown_url} has been unreachable for {waited:.0f} s "
+                                            f"(limit outage_s = {outage_s:g}); run the same command again to resume")
+            console.print(f"study database {shown_url} unreachable; retrying in {wait:.0f} s", markup=False)
+            sleep(wait)
+            wait = min(wait * 2, MAX_WAIT_S)
+    finally:
+        engine.dispose()
     return time.monotonic() - started
 
 

@@ -12,8 +12,6 @@ like, in the study's direction.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from optuna.artifacts import upload_artifact
 
 from .arch import Arch, ArchError
 from .console import err as console
+from .db_outage import worker_id
 from .latency_model import LatencyPoint, LatencyPredictor, best_possible_score, graph_figures
 from .metrics import final_score
 from .models import DepthNet, count_params
@@ -126,7 +125,7 @@ class TrialObjective:
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, cfg = self.ctx, self.ctx.config
         label = f"trial {trial.number}"
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # as the meter's lease holder
+        trial.set_user_attr("worker", worker_id())  # as the meter's lease holder
         if self.progress is not None:
             console.print(self.progress.line(trial.study), markup=False, highlight=False, soft_wrap=True)
         try:

@@ -9,8 +9,6 @@ device, and turn the result into one `TrialRecord`.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from .config import Budget, RunConfig
 from .console import err as console
 from .data.dataset import DepthSplit
 from .data.frames import open_split
+from .db_outage import worker_id
 from .evaluate import evaluate_tflite, write_preview
 from .export.pipeline import export_checked
 from .export.tflite_convert import calibration_sample
@@ -86,7 +85,7 @@ def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget
         train_frames = open_split(config.data_root, "train", cache_dir, deploy_wh, budget.train_limit)
         val_frames = open_split(config.data_root, "validation", cache_dir, deploy_wh, budget.val_limit)
     meter = LatencyMeter(devices, config.storage_url, config.results,
-                         holder=f"{socket.gethostname()}:{os.getpid()}", trust_new_host_keys=config.trust_new_host_keys)
+                         holder=worker_id(), trust_new_host_keys=config.trust_new_host_keys)
     distillation = None
     if config.distill:
         from .train.distill import prepare_distillation

@@ -20,10 +20,10 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 from .config import RunConfig, hide_password
 from .db_outage import ResilientRDBStorage
 from .errors import ConfigError
+from .hardware.pool import DB_CONNECT_TIMEOUT_S
 from .setup_lock import setup_lock
 
 SCORE_METRICS = ["final_score"]
-DB_CONNECT_TIMEOUT_S = 10  # an unreachable server is reported in seconds, not after the OS's TCP timeout
 PARETO_METRICS = ["si_rmse", "latency_ms"]
 
 

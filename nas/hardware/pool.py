@@ -60,6 +60,9 @@ def create_tables(engine: Engine, metadata: MetaData, tables: Sequence[Table]) -
             raise
 
 
+DB_CONNECT_TIMEOUT_S = 10  # an unreachable server is reported in seconds, not after the OS's TCP timeout
+
+
 def make_engine(url: str) -> Engine:
     """An engine for the study's storage URL (SQLite waits up to 30 s on a locked file)."""
     parsed = _driver_url(url)
@@ -69,7 +72,8 @@ def make_engine(url: str) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # NullPool: no connection lingers holding the file between the short lease statements.
         return create_engine(parsed, connect_args={"timeout": 30}, poolclass=NullPool)
-    return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2, connect_args={"connect_timeout": 10})
+    return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2,
+                         connect_args={"connect_timeout": DB_CONNECT_TIMEOUT_S})
 
 
 def db_now(engine: Engine) -> Any:
