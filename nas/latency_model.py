@@ -22,6 +22,9 @@ import torch
 from scipy.optimize import nnls
 from torch.utils.flop_counter import FlopCounterMode
 
+from .arch import Arch
+from .models import DepthNet, count_params
+
 MIN_POINTS = 4  # fewer measured trials than this: no prediction, the candidate is simply trained
 MIN_MARGIN = 0.8  # the lower bound is at least 20 % below the prediction
 INT8_PRIOR = 0.5  # int8/fp32 ratio of the compute terms assumed (optimistically) before any int8 model was timed
@@ -47,6 +50,17 @@ def graph_figures(model: torch.nn.Module, height: int, width: int) -> dict[str, 
         for hook in hooks:
             hook.remove()
     return {"macs": int(counter.get_total_flops() // 2), "activations": int(activations)}
+
+
+def arch_figures(arch: Arch, height: int, width: int) -> dict[str, int]:
+    """Parameters, MACs and activation elements of `arch` at deployment resolution, weights never allocated.
+
+    Built on PyTorch's meta device (shapes only), so sizing a candidate takes a fraction of a second
+    whatever its size: the compute cap and the latency screen run before anything real is built.
+    """
+    with torch.device("meta"):
+        model = DepthNet(arch)
+    return {"params": count_params(model), **graph_figures(model, height, width)}
 
 
 @dataclass(frozen=True)

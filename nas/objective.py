@@ -22,9 +22,9 @@ from optuna.artifacts import upload_artifact
 from .arch import Arch, ArchError
 from .console import err as console
 from .db_outage import worker_id
-from .latency_model import LatencyPoint, LatencyPredictor, best_possible_score, graph_figures
+from .latency_model import LatencyPoint, LatencyPredictor, arch_figures, best_possible_score
 from .metrics import final_score
-from .models import DepthNet, count_params
+from .models import DepthNet
 from .pipeline import TrialContext, TrialRecord, deploy, graph_key, train_candidate
 from .progress import StudyProgress
 from .signals import Terminated
@@ -73,6 +73,16 @@ def optimistic_si_rmse(ctx: TrialContext, study: optuna.Study) -> float | None:
     if ctx.distillation is not None and ctx.distillation.record.get("teacher_val_si_rmse") is not None:
         seen.append(ctx.distillation.record["teacher_val_si_rmse"])
     return max(min(seen) - cfg.bound_margin, 0.0) if seen else None
+
+
+def compute_cap_reason(space, figures: dict[str, int], preset: str | None) -> str | None:
+    """Why a candidate is above the space's compute cap (`max_mmacs`), or None. Presets are never capped:
+    a user who enqueues one by name wants its figures."""
+    if space.max_mmacs is None or preset is not None or figures["macs"] <= space.max_mmacs * 1e6:
+        return None
+    where = f" ({space.path})" if space.path is not None else ""
+    return (f"compute cap: {figures['macs'] / 1e6:.0f} MMACs per frame > the space's max_mmacs "
+            f"{space.max_mmacs:g}{where}")
 
 
 def screen_reason(ctx: TrialContext, study: optuna.Study, estimate: LatencyEstimate | None) -> str | None:
@@ -135,15 +145,19 @@ class TrialObjective:
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_id", arch.arch_id)
         trial.set_user_attr("precision", arch.precision)
-        weights = ctx.weights_for(arch.backbone)
-        trial.set_user_attr("encoder_weights", weights.record())
-        model = DepthNet(arch, weights.file)
-        figures = {"params": count_params(model), **graph_figures(model, cfg.deploy_height, cfg.deploy_width)}
+        figures = arch_figures(arch, cfg.deploy_height, cfg.deploy_width)
         for key, value in figures.items():
             trial.set_user_attr(key, value)
+        if reason := compute_cap_reason(ctx.space, figures, trial.user_attrs.get("preset")):
+            trial.set_user_attr("pruned_before_training", True)
+            trial.set_user_attr("screened_by", "compute_cap")
+            raise self._prune(trial, f"{arch.backbone} at scale {arch.input_scale}: {reason}")
+        weights = ctx.weights_for(arch.backbone)
+        trial.set_user_attr("encoder_weights", weights.record())
         console.print(f"{label}: {arch.backbone}, depth {arch.depth}, decoder {list(arch.decoder_channels)}, "
                       f"skips {list(arch.skips)}, blocks {list(arch.blocks)}, {arch.upsample}, "
-                      f"scale {arch.input_scale}, {arch.precision}, encoder weights {weights.kind}", markup=False)
+                      f"scale {arch.input_scale}, {arch.precision}, encoder weights {weights.kind}, "
+                      f"{figures['macs'] / 1e6:.0f} MMACs", markup=False)
 
         ctx.meter.check_usable()  # every device known down: fail now, not after training and export
         study = trial.study
@@ -153,8 +167,10 @@ class TrialObjective:
             trial.set_user_attr("latency_estimate_source", estimate.source)
         if reason := screen_reason(ctx, study, estimate):
             trial.set_user_attr("pruned_before_training", True)
+            trial.set_user_attr("screened_by", "latency_bound")
             raise self._prune(trial, reason)
 
+        model = DepthNet(arch, weights.file)
         distill_lambda = float(training.get("distill_lambda", cfg.distill_lambda)) if cfg.distill else 0.0
         if ctx.distillation is not None and distill_lambda:
             trial.set_user_attr("distill", {**ctx.distillation.record, "lambda": distill_lambda})

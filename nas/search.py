@@ -117,8 +117,9 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, names: list[str] 
 class StopAtTrainedTrials:
     """Stop once the study holds `target` trained trials (complete, or pruned while training).
 
-    Candidates screened out by the latency bound cost seconds, so they do not use up `--trials`;
-    `max_screened` stops a run whose every candidate is screened out (a space with nothing faster), and
+    Candidates screened out by the latency bound or the space's compute cap cost seconds, so they do not
+    use up `--trials`; `max_screened` stops a run whose every candidate is screened out (a space with
+    nothing faster, or nothing under its cap), and
     `max_failed` one whose trials keep failing (as many failures as trials were asked of the run).
 
     With many workers on one study, the trials other workers are running count too: a worker does not
@@ -177,7 +178,9 @@ def run_search(config: RunConfig) -> optuna.Study:
     console.print(f"study {config.study!r}: {remaining} trial(s) to run, budget {config.budget}, "
                   f"space {space.name}, device(s) {', '.join(d.name for d in devices)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    max_screened = max(50, 10 * config.trials)
+    # Generous: random sampling of the mission space meets its compute cap about once in 30 draws (a second
+    # or less each); TPE learns the cap within its first few dozen.
+    max_screened = max(200, 40 * config.trials)
     stopper = StopAtTrainedTrials(config.trials, max_screened=max_screened, max_failed=remaining)
     progress = StudyProgress(config.trials)
     objective = TrialObjective(ctx, artifact_store(config), progress)

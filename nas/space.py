@@ -7,6 +7,12 @@ A space lists parameters in sampling order. Each has either `choices` (categoric
 only when an earlier one has one of those values (for a per-stage parameter: when any stage has).
 Parameters that are not `Arch` fields (for example `distill_lambda`) are training settings of the
 trial and are read from `trial.params`.
+
+`max_mmacs` (top level, optional) caps a candidate's compute: one whose network needs more million
+multiply-accumulates per frame at deployment resolution is pruned before training, in a fraction of a
+second (its size is computed on PyTorch's meta device). It keeps a search away from networks the
+device cannot run fast enough to compete, without taking the hand-designed presets out of the space:
+presets enqueued by name are trained whatever their size.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class SearchSpace:
     name: str
     params: tuple[Param, ...]
     path: Path | None = None
+    max_mmacs: float | None = None  # compute cap per frame at deployment resolution; None: no cap
 
     def _active(self, param: Param, values: dict[str, Any]) -> bool:
         for other, allowed in (param.when or {}).items():
@@ -198,11 +205,16 @@ def load_space(path: Path) -> SearchSpace:
     data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("params"), dict) or not data["params"]:
         raise ConfigError(path, "expected a mapping with a non-empty 'params' mapping")
-    if unknown := set(data) - {"name", "description", "params"}:
+    if unknown := set(data) - {"name", "description", "params", "max_mmacs"}:
         raise ConfigError(path, f"unknown top-level key(s) {', '.join(sorted(unknown))}")
+    max_mmacs = data.get("max_mmacs")
+    if max_mmacs is not None and (isinstance(max_mmacs, bool) or not isinstance(max_mmacs, (int, float))
+                                  or max_mmacs <= 0):
+        raise ConfigError(path, f"max_mmacs must be a positive number (million MACs per frame), got {max_mmacs!r}")
     params: list[Param] = []
     for name, spec in data["params"].items():
         param = _parse_param(path, str(name), spec, {p.name for p in params})
         _check_values(path, param)
         params.append(param)
-    return SearchSpace(name=str(data.get("name", path.stem)), params=tuple(params), path=path)
+    return SearchSpace(name=str(data.get("name", path.stem)), params=tuple(params), path=path,
+                       max_mmacs=None if max_mmacs is None else float(max_mmacs))

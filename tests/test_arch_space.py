@@ -76,6 +76,8 @@ def test_presets_are_points_of_the_mission_space():
     ("params: {head: {choices: [relu]}, max_depth: {choices: [10.0], when: {nothing: 1}}}", "not an earlier"),
     ("params: [1, 2]", "non-empty 'params'"),
     ("params: {backbone: {choices: [a}", "not valid YAML"),
+    ("max_mmacs: 0\nparams: {head: {choices: [relu]}}", "max_mmacs must be a positive number"),
+    ("max_mmacs: lots\nparams: {head: {choices: [relu]}}", "max_mmacs must be a positive number"),
 ])
 def test_bad_space_file_names_file_and_problem(tmp_path, text, message):
     path = tmp_path / "space.yaml"

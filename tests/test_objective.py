@@ -142,3 +142,44 @@ def test_an_int8_space_needs_a_calibration_set_before_the_study_starts(tmp_path)
     assert str(tmp_path / "data" / "train") in str(info.value)
     space.write_text("params:\n  precision: {choices: [fp32]}\n")
     check_inputs(config)  # fp32 only: nothing to calibrate
+
+
+def test_a_candidate_above_the_compute_cap_is_pruned_in_seconds_but_a_preset_is_not(tmp_path):
+    """The cap prunes before any weight exists (meta device); a preset enqueued by name is exempt."""
+    from nas.latency_model import arch_figures
+    from nas.objective import compute_cap_reason
+    from nas.presets import PRESETS
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("max_mmacs: 1\nparams:\n  backbone: {choices: [tf_mobilenetv3_small_minimal_100]}\n"
+                          "  input_scale: {choices: ['96x128']}\n")
+    space = load_space(space_file)
+    ctx = SimpleNamespace(config=load_config(None, results=tmp_path), space=space)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(TrialObjective(ctx, store=None), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["pruned_before_training"]
+    assert "compute cap" in trial.user_attrs["fail_reason"] and str(space_file) in trial.user_attrs["fail_reason"]
+    assert trial.user_attrs["macs"] > 1e6  # the figures that decided are on the record
+    litedepth = arch_figures(PRESETS["litedepth"], 480, 640)
+    assert compute_cap_reason(space, litedepth, preset="litedepth") is None
+    assert compute_cap_reason(space, litedepth, preset=None) is not None
+
+
+def test_meta_device_figures_equal_those_of_the_real_model():
+    from nas.latency_model import arch_figures, graph_figures
+    from nas.models import DepthNet, count_params
+    from nas.presets import PRESETS
+
+    arch = PRESETS["litedepth"]
+    model = DepthNet(arch)
+    assert arch_figures(arch, 96, 128) == {"params": count_params(model), **graph_figures(model, 96, 128)}
+
+
+def test_the_mission_space_caps_compute_above_litedepth():
+    from nas.latency_model import arch_figures
+    from nas.presets import PRESETS
+
+    space = load_space(Path(__file__).resolve().parent.parent / "search_spaces" / "mai2021.yaml")
+    assert space.max_mmacs is not None
+    assert arch_figures(PRESETS["litedepth"], 480, 640)["macs"] < space.max_mmacs * 1e6
