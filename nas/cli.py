@@ -72,6 +72,8 @@ StudyName = Annotated[Optional[str], typer.Option("--study", help="study name")]
 Storage = Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///RESULTS/nas.db)")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (keys as the flags)")]
 Results = Annotated[Optional[Path], typer.Option(help="output folder (default results/)")]
+Artifacts = Annotated[Optional[str], typer.Option(help="artifact store: a folder or s3://BUCKET "
+                                                       "(default RESULTS/artifacts)")]
 Pretrained = Annotated[Optional[str], typer.Option(
     help="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else random) | none | "
          "imagenet (download if needed) | FOLDER with <backbone>.safetensors or .pth per backbone")]
@@ -123,7 +125,7 @@ def run(config_file: ConfigFile = None,
         objective: Annotated[Optional[str], typer.Option(help="score | pareto (si-RMSE and latency)")] = None,
         pruner: Annotated[Optional[str], typer.Option(help="none | median | hyperband (on estimated Final Scores)")] = None,
         sampler: Annotated[Optional[str], typer.Option(help="tpe | random")] = None,
-        seed: Optional[int] = None, results: Results = None,
+        seed: Optional[int] = None, results: Results = None, artifacts: Artifacts = None,
         enqueue_baselines: Annotated[bool, typer.Option("--enqueue-baselines",
                                                         help="start from every seed preset in every precision "
                                                              "(same as --baselines all)")] = False,
@@ -138,7 +140,7 @@ def run(config_file: ConfigFile = None,
     config = load_config(config_file, data=data, space=space, hardware=hardware, study=study, storage=storage,
                          trials=trials, timeout=timeout, budget=budget, teacher=teacher,
                          distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
-                         results=results, baselines="all" if enqueue_baselines else _baselines(baselines),
+                         results=results, artifacts=artifacts, baselines="all" if enqueue_baselines else _baselines(baselines),
                          trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained)
     started = datetime.now()  # Optuna stamps trials with naive local time too
     with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
@@ -146,9 +148,12 @@ def run(config_file: ConfigFile = None,
     out.print(summary_table(study_obj))  # whole in a log file too: nas.console widens non-terminal output
     if line := standing_line(study_obj):
         out.print(line, highlight=False, markup=False)
-    artifacts = config.artifact_dir
-    out.print(f"browse: nas dashboard --storage {config.storage_shown} --results {config.results}\n"
-              f"   or: optuna-dashboard {config.storage_shown} --artifact-dir {artifacts}\n"
+    location = config.artifacts_location
+    browse = (f"browse: nas dashboard --storage {config.storage_shown} --results {config.results}"
+              + (f" --artifacts {location}\n" if config.artifacts else "\n"))
+    if not location.startswith("s3://"):  # optuna-dashboard's own command line reads artifacts from a folder only
+        browse += f"   or: optuna-dashboard {config.storage_shown} --artifact-dir {location}\n"
+    out.print(f"{browse}"
               f"ship the best: nas finalize --study {config.study} --storage {config.storage_shown}", highlight=False)
     if reason := run_failure(study_obj, started):
         raise NasRuntimeError(None, reason)
@@ -303,21 +308,23 @@ def devices_check(file: Annotated[Path, typer.Argument(help="hardware profile or
 
 
 @app.command("dashboard")
-def dashboard(storage: Storage = None, results: Results = None, port: int = 8080, host: str = "127.0.0.1") -> None:
+def dashboard(storage: Storage = None, results: Results = None, artifacts: Artifacts = None, port: int = 8080,
+              host: str = "127.0.0.1") -> None:
     """optuna-dashboard over the study database (default results/nas.db), with the artifact store; prints the URL."""
     from .dashboard import serve
 
-    serve(load_config(None, storage=storage, results=results), host, port)
+    serve(load_config(None, storage=storage, results=results, artifacts=artifacts), host, port)
 
 
 @app.command("report")
-def report_cmd(study: StudyName = None, storage: Storage = None, results: Results = None,
+def report_cmd(study: StudyName = None, storage: Storage = None, results: Results = None, artifacts: Artifacts = None,
                out_dir: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
     """A study as report.html (Pareto front, history, importances, top trials, previews, cost) with its PNGs,
     trials.csv and summary.json."""
     from .report import write_study_report
 
-    folder = write_study_report(load_config(None, study=study, storage=storage, results=results), out_dir)
+    folder = write_study_report(load_config(None, study=study, storage=storage, results=results, artifacts=artifacts),
+                                out_dir)
     out.print(f"report written to {folder}")
 
 

@@ -70,6 +70,10 @@ class RunConfig(BaseModel):
     seed: int = Field(0, description="sampler seed of the run that creates the study; workers that join or "
                                       "resume it draw their own, so they do not repeat its first points")
     results: Path = Path("results")
+    artifacts: str | None = Field(None, description="where trials' files go (.tflite, preview, arch JSON): a folder "
+                                  "(default RESULTS/artifacts; a shared mount for many machines) or s3://BUCKET, "
+                                  "an S3-compatible store found as boto3 finds it (AWS_ENDPOINT_URL, AWS_* keys, "
+                                  "~/.aws)")
     baselines: list[str] | Literal["all", "none"] = Field(
         default_factory=lambda: ["litedepth"],
         description="seed presets the study starts from: all (every preset in every precision of the space), "
@@ -140,8 +144,9 @@ class RunConfig(BaseModel):
         return BUDGETS[self.budget]
 
     @property
-    def artifact_dir(self) -> Path:
-        return self.results / "artifacts"
+    def artifacts_location(self) -> str:
+        """The artifact store: a folder path, or an s3:// URL."""
+        return self.artifacts or (self.results / "artifacts").as_posix()
 
 
 def hide_password(url: str) -> str:

@@ -11,11 +11,10 @@ import socket
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
 
 from .config import RunConfig, hide_password
 from .errors import ConfigError
-from .study import open_storage
+from .study import artifact_store, open_storage
 
 
 def usable_storage(url: str) -> optuna.storages.RDBStorage:
@@ -58,8 +57,7 @@ def serve(config: RunConfig, host: str, port: int) -> None:
 
     storage = usable_storage(config.storage_url)
     check_port_free(host, port)
-    config.artifact_dir.mkdir(parents=True, exist_ok=True)
-    print(f"optuna-dashboard: {dashboard_url(host, port)} ({config.storage_shown}, artifacts {config.artifact_dir})",
-          flush=True)
-    optuna_dashboard.run_server(storage, host=host, port=port,
-                                artifact_store=FileSystemArtifactStore(str(config.artifact_dir)))
+    store = artifact_store(config)
+    print(f"optuna-dashboard: {dashboard_url(host, port)} ({config.storage_shown}, "
+          f"artifacts {config.artifacts_location})", flush=True)
+    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)

@@ -151,6 +151,7 @@ def running_elsewhere(study: optuna.Study) -> int:
 def run_search(config: RunConfig) -> optuna.Study:
     """Create or resume the study and run trials until `config.trials` have finished."""
     space, devices = check_inputs(config)
+    store = artifact_store(config)  # an unreachable bucket is a clear error now, not after the first training
     weights = encoder_weights(config, list(space.backbones()))
     config.results.mkdir(parents=True, exist_ok=True)
     if config.data is None:
@@ -183,7 +184,7 @@ def run_search(config: RunConfig) -> optuna.Study:
     max_screened = max(200, 40 * config.trials)
     stopper = StopAtTrainedTrials(config.trials, max_screened=max_screened, max_failed=remaining)
     progress = StudyProgress(config.trials)
-    objective = TrialObjective(ctx, artifact_store(config), progress)
+    objective = TrialObjective(ctx, store, progress)
 
     def optimize(timeout: float | None) -> None:
         # n_trials bounds the attempts of this run: failed trials use it up too, so a broken device ends the run.

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
 
 # Heartbeats, metric names and the retry callback are stable in practice; keep users' logs readable.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -125,9 +125,53 @@ def load_study(storage_url: str, study_name: str) -> optuna.Study:
         raise ConfigError(None, f"no study {study_name!r} in {hide_password(storage_url)}") from None
 
 
-def artifact_store(config: RunConfig) -> FileSystemArtifactStore:
-    config.artifact_dir.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(config.artifact_dir))
+ArtifactStore = FileSystemArtifactStore | Boto3ArtifactStore
+
+
+def artifact_store(config: RunConfig, create: bool = True) -> ArtifactStore | None:
+    """Where trials' files go: Optuna's own stores, a folder (a shared mount when workers run on many
+    machines) or an S3-compatible bucket (`artifacts: s3://BUCKET`).
+
+    A bucket is checked before any work starts (ConfigError saying what is wrong). `create` False (reading a
+    study): None when the folder does not exist, since nothing was ever stored there.
+    """
+    location = config.artifacts_location
+    if location.startswith("s3://"):
+        return s3_artifact_store(location)
+    folder = Path(location)
+    if not create and not folder.is_dir():
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(folder))
+
+
+def s3_artifact_store(url: str) -> Boto3ArtifactStore:
+    """Optuna's Boto3ArtifactStore on the bucket of `s3://BUCKET`, once the bucket answers.
+
+    Endpoint and credentials come from wherever boto3 looks (AWS_ENDPOINT_URL for MinIO, Ceph or another
+    S3-compatible server; AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws): nothing of them is stored
+    or printed here. Optuna's store writes each artifact under its id at the bucket's top level, so a
+    key prefix cannot be honoured: give the study a bucket of its own.
+    """
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket or prefix.strip("/"):
+        raise ConfigError(None, f"artifact store {url!r}: give s3://BUCKET (Optuna's S3 store writes at the "
+                                "bucket's top level; a key prefix is not supported)")
+    client = boto3.client("s3", config=Config(connect_timeout=10, retries={"max_attempts": 3, "mode": "standard"}))
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        why = {"404": "no such bucket (create it first)", "NoSuchBucket": "no such bucket (create it first)",
+               "403": "access denied (check the credentials and the bucket policy)"}.get(code, f"error {code}")
+        raise ConfigError(None, f"artifact store {url}: {why}") from None
+    except BotoCoreError as exc:  # no credentials, endpoint unreachable, ...
+        raise ConfigError(None, f"artifact store {url}: {exc}") from None
+    return Boto3ArtifactStore(bucket, client=client)
 
 
 # Trials that count towards `--trials`: a failed or interrupted trial is retried by the next run, and a

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
 
 from ..config import RunConfig
-from ..study import load_study, open_storage
+from ..study import artifact_store, load_study, open_storage
 from .cost import study_cost
 from .figures import history_figure, importance_figure, pareto_figure
 from .importance import score_importances
@@ -72,7 +71,7 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
     if content.importances:
         importance_figure(content.importances, out / "importances.png")
         content.importance_png = "importances.png"
-    store = FileSystemArtifactStore(str(config.artifact_dir)) if config.artifact_dir.is_dir() else None
+    store = artifact_store(config, create=False)
     shown = list({t.number: t for t in content.table + content.preview_trials}.values())
     content.previews = copy_previews(shown, open_storage(config.storage_url, heartbeat=False), store, out,
                                      validation_frame(config))
