@@ -109,9 +109,14 @@ def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
             if "train_val_si_rmse" in t.user_attrs]
     last_vs_final = [abs(t.intermediate_values[max(t.intermediate_values)] - t.value) / t.value for t in complete
                      if t.intermediate_values and t.value]
-    predicted = [t for t in complete if t.user_attrs.get("latency_estimate_source") == "predicted"]
+    def prediction(t: optuna.trial.FrozenTrial) -> float | None:
+        a = t.user_attrs  # latency_prediction_ms: kept when the graph was then timed untrained
+        return a.get("latency_prediction_ms", a["latency_estimate_ms"] if a.get("latency_estimate_source") == "predicted"
+                     else None)
+
+    predicted = [t for t in complete if prediction(t) is not None]
     stages = {k: mean(t.user_attrs["stage_seconds"].get(k, 0.0) for t in complete)
-              for k in ("train", "export", "evaluate", "measure")} if complete else {}
+              for k in ("time_untrained", "train", "export", "evaluate", "measure")} if complete else {}
     return {
         "best_score": best.value if best else None,
         "best_trial": None if best is None else {"number": best.number, "preset": best.user_attrs.get("preset"),
@@ -134,10 +139,8 @@ def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
                                                if last_vs_final else None),
         "latency_prediction": None if len(predicted) < 3 else {
             "trials": len(predicted),
-            "spearman": spearman([t.user_attrs["latency_estimate_ms"] for t in predicted],
-                                 [t.user_attrs["latency_ms"] for t in predicted]),
-            "within_10pct": mean(abs(t.user_attrs["latency_estimate_ms"] / t.user_attrs["latency_ms"] - 1) <= 0.1
-                                 for t in predicted)},
+            "spearman": spearman([prediction(t) for t in predicted], [t.user_attrs["latency_ms"] for t in predicted]),
+            "within_10pct": mean(abs(prediction(t) / t.user_attrs["latency_ms"] - 1) <= 0.1 for t in predicted)},
     }
 
 
@@ -197,6 +200,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_quality.json"))
     parser.add_argument("--retime-top", type=int, default=3, help="re-time this many best trials of each arm")
     parser.add_argument("--retime-rounds", type=int, default=5)
+    parser.add_argument("--tag", default="", help="suffix of the search arms' names (a second variant beside the "
+                                                    "first in one --work folder)")
+    parser.add_argument("--time-before-training", action=argparse.BooleanOptionalAction, default=True,
+                        help="search arms time each new graph untrained before training it (config "
+                             "time_before_training)")
     parser.add_argument("--presets", nargs="+", default=None,
                         help="presets of the presets arm (each in every precision of the space); default: all")
     args = parser.parse_args()
@@ -215,16 +223,20 @@ def main() -> None:
         arms["presets"] = summarize(study, presets_only=True)
         arms["presets"]["scores"] = {t.user_attrs.get("preset"): t.value for t in study.trials
                                      if t.state == optuna.trial.TrialState.COMPLETE}
+    search = {"time_before_training": args.time_before_training}
     for seed in args.seeds:
         if "tpe" in args.arms:
-            studies[f"tpe-s{seed}"] = run_arm(args, f"tpe-s{seed}", seed, wall)
-            arms[f"tpe-s{seed}"] = summarize(studies[f"tpe-s{seed}"])
+            name = f"tpe-s{seed}{args.tag}"
+            studies[name] = run_arm(args, name, seed, wall, **search)
+            arms[name] = summarize(studies[name])
         if "random" in args.arms:
-            studies[f"random-s{seed}"] = run_arm(args, f"random-s{seed}", seed, wall, sampler="random")
-            arms[f"random-s{seed}"] = summarize(studies[f"random-s{seed}"])
+            name = f"random-s{seed}{args.tag}"
+            studies[name] = run_arm(args, name, seed, wall, sampler="random", **search)
+            arms[name] = summarize(studies[name])
     if "tpe-presets" in args.arms:
-        studies["tpe-presets"] = run_arm(args, "tpe-presets", args.seeds[0], wall, start_from=presets_study)
-        arms["tpe-presets"] = summarize(studies["tpe-presets"])
+        name = f"tpe-presets{args.tag}"
+        studies[name] = run_arm(args, name, args.seeds[0], wall, start_from=presets_study, **search)
+        arms[name] = summarize(studies[name])
 
     def best_of(prefix: str) -> float | None:
         scores = [a["best_score"] for k, a in arms.items() if k.startswith(prefix) and a["best_score"]]
@@ -246,7 +258,9 @@ def main() -> None:
     result = {
         "command": "python benchmarks/search_quality.py " + " ".join(
             [f"--budget {args.budget}", f"--wall-minutes {args.wall_minutes:g}", f"--trials {args.trials}", "--seeds",
-             *map(str, args.seeds), "--arms", *args.arms, *(["--presets", *args.presets] if args.presets else [])]),
+             *map(str, args.seeds), "--arms", *args.arms, *(["--presets", *args.presets] if args.presets else []),
+             *([f"--tag {args.tag}"] if args.tag else []),
+             "--time-before-training" if args.time_before_training else "--no-time-before-training"]),
         "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
         "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
         "arms": arms, "best_preset_score": preset_best,

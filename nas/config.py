@@ -102,6 +102,11 @@ class RunConfig(BaseModel):
     bound_margin: float = Field(0.03, ge=0)
     latency_key: Literal["graph", "file"] = Field("graph", description="graph: time an architecture once per "
                                                   "device; file: time every trained copy again")
+    time_before_training: bool = Field(True, description="convert and time a candidate's untrained graph before "
+                                       "training it when its latency is not known yet: the screen and the pruner "
+                                       "then work on the measured figure, which the latency cache serves to the "
+                                       "trained model (one extra conversion per new graph); false: predict it from "
+                                       "the study's measurements")
     calibration_images: int = Field(32, ge=4, description="training images that calibrate int8 models")
     pretrained: Literal["auto", "none", "imagenet"] | Path = Field(
         "auto", description="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else "
@@ -142,6 +147,13 @@ class RunConfig(BaseModel):
     @property
     def train_budget(self) -> Budget:
         return BUDGETS[self.budget]
+
+    @property
+    def times_before_training(self) -> bool:
+        """Whether candidates are timed untrained: only where the figure is used (a Final Score study with
+        the screen or a pruner) and reused (latency keyed by graph)."""
+        return (self.time_before_training and self.objective == "score" and self.latency_key == "graph"
+                and (self.latency_screen or self.pruner != "none"))
 
     @property
     def artifacts_location(self) -> str:

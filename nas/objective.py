@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .db_outage import worker_id
 from .latency_model import LatencyPoint, LatencyPredictor, arch_figures, best_possible_score
 from .metrics import final_score
 from .models import DepthNet
-from .pipeline import TrialContext, TrialRecord, deploy, graph_key, train_candidate
+from .pipeline import TrialContext, TrialRecord, deploy, graph_key, time_untrained, train_candidate
 from .progress import StudyProgress
 from .signals import Terminated
 
@@ -40,13 +41,25 @@ class LatencyEstimate:
 
 
 def latency_points(study: optuna.Study) -> list[LatencyPoint]:
-    """The study's measured (graph figures, latency) pairs: the predictor's training data."""
-    points = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    """The study's measured (graph figures, latency) pairs, one per graph: the predictor's training data.
+
+    Complete trials give their deployed latency; candidates timed untrained and then screened or pruned
+    give that measurement (a predicted figure is never fitted on).
+    """
+    points: dict[str, LatencyPoint] = {}
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=states):
         a = t.user_attrs
-        if {"macs", "activations", "latency_ms"} <= set(a):
-            points.append(LatencyPoint(a["macs"], a["activations"], a.get("precision") == "int8", a["latency_ms"]))
-    return points
+        if not {"macs", "activations"} <= set(a):
+            continue
+        if "latency_ms" in a:
+            ms = a["latency_ms"]
+        elif a.get("latency_estimate_source") == "measured" and "latency_estimate_ms" in a:
+            ms = a["latency_estimate_ms"]
+        else:
+            continue
+        points[a.get("arch_id", f"trial {t.number}")] = LatencyPoint(a["macs"], a["activations"], a.get("precision") == "int8", ms)
+    return list(points.values())
 
 
 def estimate_latency(ctx: TrialContext, study: optuna.Study, arch: Arch, figures: dict[str, int]
@@ -132,6 +145,15 @@ class TrialObjective:
         console.print(f"trial {trial.number} pruned: {reason}", markup=False)
         return optuna.TrialPruned(reason)
 
+    def _screen(self, trial: optuna.Trial, estimate: LatencyEstimate | None) -> None:
+        """Prune before training when even an optimistic si-RMSE at `estimate` cannot beat the study's best."""
+        if reason := screen_reason(self.ctx, trial.study, estimate):
+            trial.set_user_attr("latency_estimate_ms", estimate.ms)
+            trial.set_user_attr("latency_estimate_source", estimate.source)
+            trial.set_user_attr("pruned_before_training", True)
+            trial.set_user_attr("screened_by", "latency_bound")
+            raise self._prune(trial, reason)
+
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, cfg = self.ctx, self.ctx.config
         label = f"trial {trial.number}"
@@ -161,16 +183,23 @@ class TrialObjective:
 
         ctx.meter.check_usable()  # every device known down: fail now, not after training and export
         study = trial.study
+        stage_seconds: dict[str, float] = {}
         estimate = estimate_latency(ctx, study, arch, figures) if cfg.objective == "score" else None
+        if estimate is not None and estimate.source == "predicted":
+            trial.set_user_attr("latency_prediction_ms", estimate.ms)  # kept to judge the predictor
+        self._screen(trial, estimate)  # a prediction's lower bound already hopeless: not even converted
+
+        model = DepthNet(arch, weights.file)
+        if cfg.times_before_training and (estimate is None or estimate.source == "predicted"):
+            t0 = time.perf_counter()
+            measured = time_untrained(ctx, model, arch, label)
+            stage_seconds["time_untrained"] = time.perf_counter() - t0
+            trial.set_user_attr("stage_seconds", stage_seconds)
+            estimate = LatencyEstimate(measured.median_ms, measured.median_ms, "measured")
+            self._screen(trial, estimate)
         if estimate is not None:
             trial.set_user_attr("latency_estimate_ms", estimate.ms)
             trial.set_user_attr("latency_estimate_source", estimate.source)
-        if reason := screen_reason(ctx, study, estimate):
-            trial.set_user_attr("pruned_before_training", True)
-            trial.set_user_attr("screened_by", "latency_bound")
-            raise self._prune(trial, reason)
-
-        model = DepthNet(arch, weights.file)
         distill_lambda = float(training.get("distill_lambda", cfg.distill_lambda)) if cfg.distill else 0.0
         if ctx.distillation is not None and distill_lambda:
             trial.set_user_attr("distill", {**ctx.distillation.record, "lambda": distill_lambda})
@@ -189,7 +218,7 @@ class TrialObjective:
 
         result = train_candidate(ctx, model, arch, cfg.train_budget, label, cfg.seed + trial.number, distill_lambda,
                                  on_eval=report)
-        stage_seconds = {"train": result.seconds}
+        stage_seconds["train"] = result.seconds
         trial.set_user_attr("stage_seconds", stage_seconds)
         if result.stopped_early:
             raise optuna.TrialPruned(trial.user_attrs.get("fail_reason", "pruned"))

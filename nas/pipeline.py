@@ -8,7 +8,9 @@ device, and turn the result into one `TrialRecord`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,6 +151,25 @@ def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budge
     with progress:
         return train(model, batches, budget, val_split=ctx.val_frames, loss_fn=loss_fn, seed=seed, on_eval=on_eval,
                      progress=update)
+
+
+def time_untrained(ctx: TrialContext, model: torch.nn.Module, arch: Arch, label: str) -> Any:
+    """Convert the untrained network and time it on the device under its graph key, before any training.
+
+    Latency depends on the graph, not on the weights (`benchmarks/README.md`, latency_weights), so this is
+    the trained model's latency too: the cache serves it to `deploy`. Costs one conversion, against the
+    training it saves when the figure shows the candidate cannot win. Returns a LatencyResult.
+    """
+    cfg = ctx.config
+    sample = np.asarray(ctx.val_frames.rgb[:1]).transpose(0, 3, 1, 2).astype(np.float32)
+    console.print(f"{label}: timing the untrained graph ({arch.precision}) before training")
+    with tempfile.TemporaryDirectory(prefix="nas-untrained-") as tmp, stage_spinner(label, "time the untrained graph"):
+        exported = export_checked(copy.deepcopy(model), Path(tmp), sample, ctx.onnx2tf_sample, cfg.deploy_height,
+                                  cfg.deploy_width, precision=arch.precision,
+                                  calibration=ctx.calibration_images if arch.precision == "int8" else None,
+                                  tolerance=cfg.parity_tolerance, rtol=cfg.parity_rtol)
+        return ctx.meter.measure(exported.tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"),
+                                 key=graph_key(arch, cfg))
 
 
 @dataclass

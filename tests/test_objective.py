@@ -48,6 +48,7 @@ def test_arch_export_cli_writes_models_and_parity_report(tmp_path):
 # -- latency first and pruning on the objective ---------------------------------------------------
 
 import pytest  # noqa: E402
+from conftest import local_device, write_profile  # noqa: E402
 
 from nas.hardware import load_hardware  # noqa: E402
 from nas.metrics import final_score  # noqa: E402
@@ -73,8 +74,9 @@ def smoke_context(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("objective")
     synthesize(root / "data", {"train": 6, "validation": 2}, seed=5, width=128, height=96)
+    hardware = write_profile(root / "local.yaml", local_device())  # figures cached even on a busy machine
     config = load_config(None, data=root / "data", results=root / "results", budget="smoke", space=SMOKE_SPACE,
-                         distill=False, deploy_height=96, deploy_width=128)
+                         distill=False, deploy_height=96, deploy_width=128, hardware=hardware)
     return prepare_context(config, load_space(SMOKE_SPACE), load_hardware(config.hardware))
 
 
@@ -100,6 +102,11 @@ def test_the_screen_keeps_every_candidate_of_a_pareto_study_and_needs_an_incumbe
     assert screen_reason(pareto, study, slow) is None
 
 
+def with_config(ctx, **changes):
+    """The context with some settings changed."""
+    return ctx.__class__(**{**ctx.__dict__, "config": ctx.config.model_copy(update=changes)})
+
+
 class RecordingMedianPruner(optuna.pruners.MedianPruner):
     """The median pruner's decisions, recorded; stops the trial at its last report so no export runs."""
 
@@ -117,7 +124,8 @@ def test_the_median_pruner_keeps_an_accurate_fast_candidate(smoke_context):
     pruner = RecordingMedianPruner()
     study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=1))
     add_measured_trials(study, value=0.65, si=0.9)
-    study.optimize(TrialObjective(smoke_context, store=None), n_trials=1)
+    predicted = with_config(smoke_context, time_before_training=False)  # the predictor's path; timed: below
+    study.optimize(TrialObjective(predicted, store=None), n_trials=1)
     trial = study.trials[-1]
     values = trial.intermediate_values
     assert sorted(values) == [6, 12] and pruner.decisions == [False, False]
@@ -183,3 +191,43 @@ def test_the_mission_space_caps_compute_above_litedepth():
     space = load_space(Path(__file__).resolve().parent.parent / "search_spaces" / "mai2021.yaml")
     assert space.max_mmacs is not None
     assert arch_figures(PRESETS["litedepth"], 480, 640)["macs"] < space.max_mmacs * 1e6
+
+
+class PruneAtFirstReport(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_a_new_graph_is_timed_untrained_and_the_pruner_sees_that_latency(smoke_context):
+    from nas.arch import Arch
+    from nas.pipeline import graph_key
+
+    study = optuna.create_study(direction="maximize", pruner=PruneAtFirstReport())
+    study.enqueue_trial({"backbone": "tf_mobilenetv3_small_minimal_100", "head": "softplus", "upsample": "nearest"})
+    study.optimize(TrialObjective(smoke_context, store=None), n_trials=1)
+    trial = study.trials[-1]
+    attrs = trial.user_attrs
+    assert attrs["latency_estimate_source"] == "measured" and attrs["stage_seconds"]["time_untrained"] > 0
+    # The figure is the graph's: stored under its key, so the trained model's measurement is served from it.
+    cached = smoke_context.meter.cached(graph_key(Arch.from_dict(attrs["arch"]), smoke_context.config))
+    assert cached is not None and cached.median_ms == attrs["latency_estimate_ms"]
+    (value,) = trial.intermediate_values.values()
+    assert value == pytest.approx(final_score(attrs["train_val_si_rmse"], attrs["latency_estimate_ms"] / 1000.0))
+
+
+def test_a_timed_graph_that_cannot_win_is_screened_before_training(smoke_context):
+    from nas.objective import latency_points
+
+    study = optuna.create_study(direction="maximize")
+    # An incumbent without latency figures: nothing to predict from, so the screen waits for the timing.
+    study.add_trial(optuna.trial.create_trial(value=1e6, user_attrs={"si_rmse": 0.2}))
+    study.enqueue_trial({"backbone": "mobilenetv3_small_100", "head": "relu", "upsample": "bilinear"})
+    study.optimize(TrialObjective(smoke_context, store=None), n_trials=1)
+    trial = study.trials[-1]
+    attrs = trial.user_attrs
+    assert trial.state == optuna.trial.TrialState.PRUNED and attrs["screened_by"] == "latency_bound"
+    assert attrs["fail_reason"].startswith("latency bound: measured latency")
+    assert "time_untrained" in attrs["stage_seconds"] and "train" not in attrs["stage_seconds"]
+    assert not trial.intermediate_values  # never trained
+    # The measurement teaches the predictor although the trial was screened.
+    assert [p.latency_ms for p in latency_points(study)] == [attrs["latency_estimate_ms"]]
