@@ -105,7 +105,7 @@ def test_a_search_stores_its_files_in_the_bucket_and_the_report_reads_them(s3_en
     assert not (tmp_path / "results" / "artifacts").exists()
     objects = boto3.client("s3").list_objects_v2(Bucket="study-files").get("Contents", [])
     assert len(objects) == 3  # model.tflite, preview.png, arch JSON
-    storage = f"sqlite:///{tmp_path / 'results' / 'nas.db'}"
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'results' / 'nas.db'}")
     trial = optuna.load_study(study_name="s3", storage=storage).best_trial
     tflite = boto3.client("s3").get_object(Bucket="study-files", Key=next(
         m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(trial, storage=storage)
