@@ -102,7 +102,9 @@ def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
     trials = own_trials(study)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     screened = [t for t in trials if t.user_attrs.get("pruned_before_training")]
-    trained = [t for t in trials if "stage_seconds" in t.user_attrs]
+    trained = [t for t in trials if "train" in t.user_attrs.get("stage_seconds", {})]
+    timing_s = [t.user_attrs["stage_seconds"]["time_untrained"] for t in trials
+                if "time_untrained" in t.user_attrs.get("stage_seconds", {})]
     hours = elapsed_seconds(study) / 3600
     train_s = [t.user_attrs["stage_seconds"]["train"] for t in trained]
     gaps = [abs(t.user_attrs["train_val_si_rmse"] - t.user_attrs["si_rmse"]) for t in complete
@@ -131,6 +133,7 @@ def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
         "share_screened": len(screened) / len(trials) if trials else 0.0,
         # Cap-screened draws would mostly never have been drawn by a sampler that knew the cap: count the
         # latency screen's savings only.
+        "untrained_timings": len(timing_s), "untrained_timing_minutes": sum(timing_s) / 60,
         "training_minutes_saved": (sum(1 for t in screened if t.user_attrs.get("screened_by") != "compute_cap")
                                    * (mean(train_s) if train_s else 0.0) / 60),
         "mean_stage_seconds": stages,
