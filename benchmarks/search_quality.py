@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--retime-rounds", type=int, default=5)
     parser.add_argument("--tag", default="", help="suffix of the search arms' names (a second variant beside the "
                                                     "first in one --work folder)")
-    parser.add_argument("--time-before-training", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--time-before-training", action=argparse.BooleanOptionalAction, default=False,
                         help="search arms time each new graph untrained before training it (config "
                              "time_before_training)")
     parser.add_argument("--presets", nargs="+", default=None,

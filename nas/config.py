@@ -102,11 +102,11 @@ class RunConfig(BaseModel):
     bound_margin: float = Field(0.03, ge=0)
     latency_key: Literal["graph", "file"] = Field("graph", description="graph: time an architecture once per "
                                                   "device; file: time every trained copy again")
-    time_before_training: bool = Field(True, description="convert and time a candidate's untrained graph before "
+    time_before_training: bool = Field(False, description="convert and time a candidate's untrained graph before "
                                        "training it when its latency is not known yet: the screen and the pruner "
                                        "then work on the measured figure, which the latency cache serves to the "
-                                       "trained model (one extra conversion per new graph); false: predict it from "
-                                       "the study's measurements")
+                                       "trained model, at one extra conversion per new graph; off (default): "
+                                       "predict it from the study's measurements")
     calibration_images: int = Field(32, ge=4, description="training images that calibrate int8 models")
     pretrained: Literal["auto", "none", "imagenet"] | Path = Field(
         "auto", description="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else "

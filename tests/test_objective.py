@@ -124,8 +124,7 @@ def test_the_median_pruner_keeps_an_accurate_fast_candidate(smoke_context):
     pruner = RecordingMedianPruner()
     study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=1))
     add_measured_trials(study, value=0.65, si=0.9)
-    predicted = with_config(smoke_context, time_before_training=False)  # the predictor's path; timed: below
-    study.optimize(TrialObjective(predicted, store=None), n_trials=1)
+    study.optimize(TrialObjective(smoke_context, store=None), n_trials=1)  # predicted latency (timed: below)
     trial = study.trials[-1]
     values = trial.intermediate_values
     assert sorted(values) == [6, 12] and pruner.decisions == [False, False]
@@ -204,7 +203,7 @@ def test_a_new_graph_is_timed_untrained_and_the_pruner_sees_that_latency(smoke_c
 
     study = optuna.create_study(direction="maximize", pruner=PruneAtFirstReport())
     study.enqueue_trial({"backbone": "tf_mobilenetv3_small_minimal_100", "head": "softplus", "upsample": "nearest"})
-    study.optimize(TrialObjective(smoke_context, store=None), n_trials=1)
+    study.optimize(TrialObjective(with_config(smoke_context, time_before_training=True), store=None), n_trials=1)
     trial = study.trials[-1]
     attrs = trial.user_attrs
     assert attrs["latency_estimate_source"] == "measured" and attrs["stage_seconds"]["time_untrained"] > 0
@@ -222,7 +221,7 @@ def test_a_timed_graph_that_cannot_win_is_screened_before_training(smoke_context
     # An incumbent without latency figures: nothing to predict from, so the screen waits for the timing.
     study.add_trial(optuna.trial.create_trial(value=1e6, user_attrs={"si_rmse": 0.2}))
     study.enqueue_trial({"backbone": "mobilenetv3_small_100", "head": "relu", "upsample": "bilinear"})
-    study.optimize(TrialObjective(smoke_context, store=None), n_trials=1)
+    study.optimize(TrialObjective(with_config(smoke_context, time_before_training=True), store=None), n_trials=1)
     trial = study.trials[-1]
     attrs = trial.user_attrs
     assert trial.state == optuna.trial.TrialState.PRUNED and attrs["screened_by"] == "latency_bound"
