@@ -151,8 +151,8 @@ def running_elsewhere(study: optuna.Study) -> int:
 def run_search(config: RunConfig) -> optuna.Study:
     """Create or resume the study and run trials until `config.trials` have finished."""
     space, devices = check_inputs(config)
-    store = artifact_store(config)  # an unreachable bucket is a clear error now, not after the first training
     weights = encoder_weights(config, list(space.backbones()))
+    store = artifact_store(config)  # an unreachable bucket is a clear error now, not after the first training
     config.results.mkdir(parents=True, exist_ok=True)
     if config.data is None:
         ensure_synthetic_data(config)
