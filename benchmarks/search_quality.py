@@ -3,13 +3,15 @@
 Arms (each its own study and SQLite file; data, teacher and latency device shared):
 - presets: the seed presets (every precision of the space) trained at the trial budget, never pruned;
 - tpe-sN / random-sN: a search from scratch with the default sampler / random sampling, seed N;
+- tpe-timed-sN: tpe-sN with each new graph converted and timed untrained before training
+  (`time_before_training`), so the two show what the timing costs and saves at equal wall time;
 - tpe-presets: a search that starts from the presets: the presets arm's finished trials are copied into
   it (marked `copied_from: presets`), then TPE searches for the same wall time as the other arms
   (the presets' own training time is the presets arm's, not counted again).
 
 Usage:
   python benchmarks/search_quality.py [--budget quick] [--wall-minutes 60] [--seeds 0 1]
-                                      [--arms presets tpe random tpe-presets] [--work results/benchmarks/search_quality]
+                                      [--arms presets tpe tpe-timed random tpe-presets] [--work results/benchmarks/search_quality]
                                       [--retime-top 3 --retime-rounds 5]
 Writes benchmarks/results/search_quality.json (or --out) and prints the summary. Every arm is resumable:
 rerunning continues a study until its wall time is used (time is read from the trials' own records).
@@ -232,6 +234,10 @@ def main() -> None:
             name = f"tpe-s{seed}{args.tag}"
             studies[name] = run_arm(args, name, seed, wall, **search)
             arms[name] = summarize(studies[name])
+        if "tpe-timed" in args.arms:  # the same search, each new graph timed untrained before training
+            name = f"tpe-timed-s{seed}{args.tag}"
+            studies[name] = run_arm(args, name, seed, wall, time_before_training=True)
+            arms[name] = summarize(studies[name])
         if "random" in args.arms:
             name = f"random-s{seed}{args.tag}"
             studies[name] = run_arm(args, name, seed, wall, sampler="random", **search)
@@ -248,7 +254,8 @@ def main() -> None:
     preset_best = best_of("presets")
     ratios = {}
     if preset_best:
-        for name, prefix in (("tpe", "tpe-s"), ("random", "random-s"), ("tpe-presets", "tpe-presets")):
+        for name, prefix in (("tpe", "tpe-s"), ("tpe-timed", "tpe-timed-s"), ("random", "random-s"),
+                             ("tpe-presets", "tpe-presets")):
             if (b := best_of(prefix)) is not None:
                 ratios[name] = b / preset_best
     quiet = retime(args, studies) if args.retime_top else {}
@@ -267,11 +274,14 @@ def main() -> None:
         "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
         "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
         "arms": arms, "best_preset_score": preset_best,
-        "search_vs_best_preset": ratios.get("tpe"), "random_vs_best_preset": ratios.get("random"),
+        "search_vs_best_preset": ratios.get("tpe"), "timed_search_vs_best_preset": ratios.get("tpe-timed"),
+        "random_vs_best_preset": ratios.get("random"),
         "search_from_presets_vs_best_preset": ratios.get("tpe-presets"),
         "tpe_vs_random": (best_of("tpe-s") / best_of("random-s")) if best_of("tpe-s") and best_of("random-s") else None,
         "quiet": quiet,
         "quiet_search_vs_best_preset": (quiet_best("tpe-s") / quiet_preset) if quiet_best("tpe-s") and quiet_preset else None,
+        "quiet_timed_search_vs_best_preset": ((quiet_best("tpe-timed-s") / quiet_preset)
+                                              if quiet_best("tpe-timed-s") and quiet_preset else None),
         "quiet_random_vs_best_preset": ((quiet_best("random-s") / quiet_preset)
                                         if quiet_best("random-s") and quiet_preset else None),
         "quiet_search_from_presets_vs_best_preset": ((quiet_best("tpe-presets") / quiet_preset)

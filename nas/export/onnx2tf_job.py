@@ -4,9 +4,9 @@ onnx2tf calls sys.exit on errors, keeps global TensorFlow state, and reads its s
 the current directory; a child process with its own working directory contains all three.
 
     python -m nas.export.onnx2tf_job MODEL.onnx OUT_DIR                 # float32 only
-    python -m nas.export.onnx2tf_job MODEL.onnx OUT_DIR CALIB.npy       # float32 + int8 variants
+    python -m nas.export.onnx2tf_job MODEL.onnx OUT_DIR CALIB.npy       # float32 + int8
 
-With a calibration file, onnx2tf also writes `model_integer_quant.tflite` (int8 weights and
+With a calibration file the child also writes `model_integer_quant.tflite` (int8 weights and
 activations, float32 input and output), calibrated on CALIB.npy: float32 NHWC images, 0..255.
 """
 
@@ -14,40 +14,66 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
+
+INT8_FILE = "model_integer_quant.tflite"
 
 
 def tf_input_name(onnx_name: str) -> str:
-    """The name onnx2tf gives an ONNX graph input when it quantizes (its `sanitizing` rules).
+    """The name onnx2tf gives an ONNX graph input in a saved model with signatures (its `sanitizing` rules).
 
-    Calibration data is keyed by this name; a mismatch would make onnx2tf fail with a KeyError.
+    Calibration batches are keyed by this name; a mismatch makes the converter fail.
     """
     return re.sub("^/", "wa/", onnx_name.replace(":", "__"))
 
 
-def int8_options(onnx_path: str, calibration_npy: str) -> dict:
-    """onnx2tf keyword arguments for per-channel integer quantization calibrated on our images.
-
-    onnx2tf feeds `(data - mean) / std` to the converter; our graphs take raw 0..255 RGB and
-    normalise inside, so mean 0 and std 1 hand the images over unchanged.
-    """
+def onnx_input_name(onnx_path: str) -> str:
+    """The one graph input of the ONNX model (initializers listed as inputs are not inputs)."""
     import onnx
 
     graph = onnx.load(onnx_path, load_external_data=False).graph
     initializers = {init.name for init in graph.initializer}
     (name,) = [inp.name for inp in graph.input if inp.name not in initializers]
-    return {"output_integer_quantized_tflite": True, "quant_type": "per-channel",
-            "custom_input_op_name_np_data_path": [[tf_input_name(name), calibration_npy, 0.0, 1.0]]}
+    return name
+
+
+def write_int8(saved_model_dir: str, out_path: Path, input_name: str, calibration_npy: str) -> None:
+    """Per-channel int8 weights and activations with float32 input and output, calibrated on our images.
+
+    The same TensorFlow Lite converter settings onnx2tf's `output_integer_quantized_tflite` uses for its
+    `_integer_quant` file, applied to the saved model onnx2tf wrote, and nothing else: onnx2tf's option
+    also writes dynamic-range, full-integer-I/O and two int16-activation variants, three more
+    calibrated conversions that nothing here reads (`benchmarks/conversion_cost.py` measures the time).
+    Images go in raw (0..255): our graphs normalise inside.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    images = np.load(calibration_npy).astype(np.float32)
+
+    def representative_dataset():
+        for image in images:
+            yield {input_name: tf.constant(image[None])}
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.representative_dataset = representative_dataset
+    out_path.write_bytes(converter.convert())
 
 
 def main(onnx_path: str, out_dir: str, calibration_npy: str | None = None) -> int:
     import onnx2tf
 
-    options = int8_options(onnx_path, calibration_npy) if calibration_npy else {}
     try:
+        # Signatures make onnx2tf save a model whose input the int8 converter can feed by name.
         onnx2tf.convert(input_onnx_file_path=onnx_path, output_folder_path=out_dir,
-                        copy_onnx_input_output_names_to_tflite=True, non_verbose=True, **options)
+                        copy_onnx_input_output_names_to_tflite=True, non_verbose=True,
+                        output_signaturedefs=calibration_npy is not None)
     except SystemExit as exc:  # onnx2tf reports many conversion errors this way
         return int(exc.code or 1)
+    if calibration_npy is not None:
+        write_int8(out_dir, Path(out_dir) / INT8_FILE, tf_input_name(onnx_input_name(onnx_path)), calibration_npy)
     return 0
 
 

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from . import ExportError, check_close, check_precision
+from .onnx2tf_job import INT8_FILE
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 CALIBRATION_FILE = "calibration_nhwc_0_255.npy"
-# What onnx2tf writes (output_file_name "model"): float32 always, the int8 variant with float I/O
-# when asked to quantize. It also writes float16, dynamic-range, full-integer and int16-activation
-# variants that no option turns off; they are left in the temporary folder.
+# What the conversion child writes (onnx2tf's output_file_name "model"): float32 always, and the int8
+# model with float I/O when given calibration images. onnx2tf also writes a float16 variant that no
+# option turns off; it is left in the temporary folder.
 FP32_PRODUCT = "model_float32.tflite"
-INT8_PRODUCT = "model_integer_quant.tflite"
+INT8_PRODUCT = INT8_FILE
 
 
 def calibration_sample(images: list[np.ndarray]) -> np.ndarray:
