@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import nnls
+from scipy.stats import spearmanr
 from torch.utils.flop_counter import FlopCounterMode
 
 from .arch import Arch
@@ -142,18 +143,8 @@ def best_possible_score(si_rmse_floor: float, latency_lower_ms: float, alpha: fl
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
-    def ranks(v: Sequence[float]) -> np.ndarray:
-        v = np.asarray(v, dtype=float)
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in np.unique(v):
-            tied = v == value
-            r[tied] = r[tied].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:  # scipy would warn and return NaN
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)

@@ -59,6 +59,7 @@ def test_spearman_handles_ties_and_reversal():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 1, 2, 3], [1, 1, 2, 3]) == pytest.approx(1.0)
+    assert np.isnan(spearman([2, 2, 2], [1, 2, 3]))  # no ranking on one side: undefined, not 0
 
 
 def test_graph_figures_grow_with_the_internal_resolution():
