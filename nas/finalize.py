@@ -16,7 +16,7 @@ from .console import err as console
 from .data.dataset import DepthSplit, load_split
 from .errors import ConfigError
 from .export.tflite_convert import TFLiteModel
-from .latency_model import graph_figures
+from .models.complexity import graph_figures
 from .models import DepthNet, count_params
 from .pipeline import Deployed, TrialContext, TrialRecord, deploy, encoder_weights, prepare_context, train_candidate
 from .report.depth_previews import depth_previews

@@ -21,37 +21,14 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 from scipy.stats import spearmanr
-from torch.utils.flop_counter import FlopCounterMode
 
 from .arch import Arch
 from .models import DepthNet, count_params
+from .models.complexity import graph_figures
 
 MIN_POINTS = 4  # fewer measured trials than this: no prediction, the candidate is simply trained
 MIN_MARGIN = 0.8  # the lower bound is at least 20 % below the prediction
 INT8_PRIOR = 0.5  # int8/fp32 ratio of the compute terms assumed (optimistically) before any int8 model was timed
-
-@torch.no_grad()
-def graph_figures(model: torch.nn.Module, height: int, width: int) -> dict[str, int]:
-    """MACs (torch's FLOP counter / 2) and activation elements (outputs of every leaf module) of one frame."""
-    model = model.eval()
-    device = next(model.parameters()).device
-    activations = 0
-
-    def count(_module, _inputs, output) -> None:
-        nonlocal activations
-        if isinstance(output, torch.Tensor):
-            activations += output.numel()
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    counter = FlopCounterMode(display=False)
-    try:
-        with counter:
-            model(torch.zeros(1, 3, height, width, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {"macs": int(counter.get_total_flops() // 2), "activations": int(activations)}
-
 
 def arch_figures(arch: Arch, height: int, width: int) -> dict[str, int]:
     """Parameters, MACs and activation elements of `arch` at deployment resolution, weights never allocated.
