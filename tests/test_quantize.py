@@ -108,6 +108,19 @@ def test_quantized_parity_refuses_images_of_another_size(int8_export):
                                held_out_images(1)[:, :, :50, :70])
 
 
+@pytest.mark.slow  # one int8 conversion of the tiny arch: about 15 s here
+def test_the_conversion_child_writes_only_the_models_it_uses(tiny_onnx, tmp_path):
+    """onnx2tf's own quantization option adds dynamic-range, full-integer-I/O and two int16-activation
+    models: three more calibrated conversions nothing reads (benchmarks/README.md, conversion_cost)."""
+    from nas.export.tflite_convert import _run_onnx2tf
+
+    calibration = calibration_scenes(0, HEIGHT, WIDTH, 4).astype(np.float32)
+    code, output = _run_onnx2tf(tmp_path, tiny_onnx, SAMPLE, calibration, 600, None)
+    assert code == 0, output[-800:]
+    assert sorted(p.name for p in (tmp_path / "tf").glob("*.tflite")) == [
+        "model_float16.tflite", "model_float32.tflite", "model_integer_quant.tflite"]
+
+
 @pytest.mark.parametrize("calibration, message", [
     (None, "needs calibration images"),
     (np.zeros((0, HEIGHT, WIDTH, 3), np.uint8), "needs calibration images"),
