@@ -58,3 +58,14 @@ def test_normalising_after_the_resize_gives_the_same_depth(scale):
         x = resize_to((image - model.mean) * model.inv_std, (30, 40) if scale == "0.25" else (96, 128), "bilinear")
         reference = resize_to(model.head(model.decoder(model.encoder(x), tuple(x.shape[2:]))), (120, 160), "bilinear")
         assert torch.allclose(model(image), reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (5, 7), (12, 16)])
+def test_esa_pool_border_replication_is_exactly_the_padded_max_pool(hw):
+    """ESA pads its max-pool by replicating the border (a float32-lowest pad breaks int8 calibration in
+    onnx2tf, blocks/esa.py); for its 3×3 stride-2 window that must equal PyTorch's -inf padding."""
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 4, *hw) - 3.0  # mostly negative: a zero pad would show at the border
+    replicated = F.max_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel_size=3, stride=2)
+    assert torch.equal(replicated, F.max_pool2d(x, kernel_size=3, stride=2, padding=1))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_export import TINY
 
+from nas.arch import Arch
 from nas.export import PRECISIONS, ExportError
 from nas.export.onnx_export import run_onnx
 from nas.export.pipeline import calibration_scenes, export_arch
@@ -119,6 +120,23 @@ def test_the_conversion_child_writes_only_the_models_it_uses(tiny_onnx, tmp_path
     assert code == 0, output[-800:]
     assert sorted(p.name for p in (tmp_path / "tf").glob("*.tflite")) == [
         "model_float16.tflite", "model_float32.tflite", "model_integer_quant.tflite"]
+
+
+@pytest.mark.slow  # one int8 conversion of a tiny RFDB-ESA network: about 20 s here
+def test_an_rfdb_esa_network_converts_to_an_int8_model_litert_loads(tmp_path):
+    """ESA's max-pool once converted with float32's lowest value as its pad; int8 calibration took that as
+    the range and LiteRT aborted the process (double free) loading the model, so this runs in a child."""
+    arch = Arch(**{**TINY.to_dict(), "blocks": ("rfdb", "conv", "rfdb", "conv"), "rfdb_esa": True})
+    script = ("import json, sys; from pathlib import Path; from nas.arch import Arch; "
+              "from nas.export.pipeline import export_arch; "
+              "r = export_arch(Arch.from_dict(json.loads(sys.argv[1])), Path(sys.argv[2]), height=%d, width=%d, "
+              "precision='int8'); print(json.dumps(r))" % (HEIGHT, WIDTH))
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(arch.to_dict()), str(tmp_path / "esa")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 < report["int8_vs_onnx_si_rmse"] < SI_RMSE_BOUND
+    assert report["max_abs_err_tflite_vs_onnx_m"] < 1e-3  # the float32 twin matches: no zero-padded pool
 
 
 @pytest.mark.parametrize("calibration, message", [

@@ -22,7 +22,8 @@ from .upsample import resize_to
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Bumped whenever the same `Arch` starts to export a different graph (the latency cache keys on it).
-GRAPH_VERSION = 2
+# 3: ESA's max-pool pads its border explicitly (blocks/esa.py).
+GRAPH_VERSION = 3
 
 
 def internal_size(input_scale: str, height: int, width: int) -> tuple[int, int]:

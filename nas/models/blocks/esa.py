@@ -1,6 +1,13 @@
 """Enhanced Spatial Attention, the optional tail of an RFDB (RFDN, Liu et al. 2020).
 
 Kept to ops every TFLite converter maps directly: strided conv, max-pool, bilinear resize, sigmoid.
+
+The max-pool's border is an explicit edge (replicate) pad, not the pool's own padding. For a 3×3,
+stride-2 window every padded element is a copy of one the window already holds, so the result is
+exactly PyTorch's -inf padding. A padded pool is what onnx2tf cannot convert well: in float32 it pads
+with float32's lowest value, which int8 calibration then takes as the activation range (the model it
+gave made LiteRT abort with a double free when loaded), and when asked to quantize it pads with 0
+instead, which changes the float32 result wherever a border window is all negative.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ class ESA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.reduce(x)
-        y = F.max_pool2d(self.down(r), kernel_size=3, stride=2, padding=1)
+        y = F.max_pool2d(F.pad(self.down(r), (1, 1, 1, 1), mode="replicate"), kernel_size=3, stride=2)
         y = self.body(y)
         size = (int(x.shape[2]), int(x.shape[3]))  # static under export: becomes a constant
         y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
