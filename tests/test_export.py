@@ -45,6 +45,21 @@ def test_conversion_failure_is_an_export_error(tmp_path):
         convert_to_tflite(broken, tmp_path / "out.tflite", np.zeros((20, 128, 128, 3), np.float32))
 
 
+def test_a_conversion_child_that_dies_of_a_signal_is_an_export_error_naming_it(tmp_path, monkeypatch):
+    """LiteRT may abort (not raise) on a model it cannot take; the child that tries the model first dies,
+    and the trial fails with the reason instead of the study's process."""
+    from nas.export import tflite_convert
+
+    dying = tmp_path / "bin" / "python"
+    dying.parent.mkdir()
+    dying.write_text("#!/bin/sh\nkill -ABRT $$\n")
+    dying.chmod(0o755)
+    monkeypatch.setattr(tflite_convert.sys, "executable", str(dying))
+    (tmp_path / "any.onnx").write_bytes(b"the child dies before reading it")
+    with pytest.raises(ExportError, match="onnx2tf failed \\(the conversion child died of SIGABRT\\)"):
+        convert_to_tflite(tmp_path / "any.onnx", tmp_path / "out.tflite", np.zeros((20, 128, 128, 3), np.float32))
+
+
 def test_export_writes_single_self_contained_onnx(tmp_path):
     import torch
 

@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+FP32_FILE = "model_float32.tflite"  # onnx2tf's name for its float32 model (output_file_name "model")
 INT8_FILE = "model_integer_quant.tflite"
 
 
@@ -62,6 +63,26 @@ def write_int8(saved_model_dir: str, out_path: Path, input_name: str, calibratio
     out_path.write_bytes(converter.convert())
 
 
+def try_loading(path: Path) -> None:
+    """Load and run the model once with LiteRT here, in the child, before the caller's process does.
+
+    A model the runtime cannot take may abort the process that loads it instead of raising (seen: a
+    double free in XNNPACK on a miscalibrated int8 graph); the caller would lose its whole study, this
+    child only its conversion. Errors LiteRT does raise are left to the caller's checks, which name them.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=1)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+    except (RuntimeError, ValueError):
+        pass
+
+
 def main(onnx_path: str, out_dir: str, calibration_npy: str | None = None) -> int:
     import onnx2tf
 
@@ -74,6 +95,9 @@ def main(onnx_path: str, out_dir: str, calibration_npy: str | None = None) -> in
         return int(exc.code or 1)
     if calibration_npy is not None:
         write_int8(out_dir, Path(out_dir) / INT8_FILE, tf_input_name(onnx_input_name(onnx_path)), calibration_npy)
+    for name in (FP32_FILE, INT8_FILE):
+        if (Path(out_dir) / name).exists():
+            try_loading(Path(out_dir) / name)
     return 0
 
 

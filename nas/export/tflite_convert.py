@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ExportError, check_close, check_precision
-from .onnx2tf_job import INT8_FILE
+from .onnx2tf_job import FP32_FILE, INT8_FILE
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -21,7 +22,7 @@ CALIBRATION_FILE = "calibration_nhwc_0_255.npy"
 # What the conversion child writes (onnx2tf's output_file_name "model"): float32 always, and the int8
 # model with float I/O when given calibration images. onnx2tf also writes a float16 variant that no
 # option turns off; it is left in the temporary folder.
-FP32_PRODUCT = "model_float32.tflite"
+FP32_PRODUCT = FP32_FILE
 INT8_PRODUCT = INT8_FILE
 
 
@@ -126,7 +127,10 @@ def convert_to_tflite(onnx_path: Path, out_path: Path, sample: np.ndarray, timeo
         missing = [name for name in wanted if not (work / "tf" / name).exists()]
         if code != 0 or missing:
             tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:])
-            what = f"exit {code}" if code != 0 else f"exit 0 without {', '.join(missing)}"
+            if code < 0:  # killed: onnx2tf, TensorFlow or LiteRT (trying the model) aborted the child
+                what = f"the conversion child died of {signal.Signals(-code).name}"
+            else:
+                what = f"exit {code}" if code != 0 else f"exit 0 without {', '.join(missing)}"
             raise ExportError(f"onnx2tf failed ({what}): {tail[-400:]}")
         out_path.parent.mkdir(parents=True, exist_ok=True)
         for name, target in wanted.items():
