@@ -27,10 +27,8 @@ Writes benchmarks/results/conversion_cost.json and prints a Markdown table for b
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,11 +43,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from latency_weights import cpu_model  # noqa: E402
 from nas.data.synth import render_scene  # noqa: E402
 from nas.export.onnx_export import export_onnx  # noqa: E402
 from nas.export.pipeline import calibration_scenes  # noqa: E402
 from nas.export.tflite_convert import (SAMPLE_FILE, TFLiteModel, calibration_sample, convert_to_tflite,  # noqa: E402
                                        check_calibration, onnx_input_hw)
+from nas.files import sha256_file  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
 from nas.presets import PRESETS  # noqa: E402
 
@@ -116,10 +116,6 @@ def timed(fn) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def max_prediction_gap(a: Path, b: Path, height: int, width: int) -> float:
     """Largest |depth_a - depth_b| (metres) over two held-out synthetic scenes."""
     model_a, model_b = TFLiteModel(a), TFLiteModel(b)
@@ -159,7 +155,7 @@ def bench_preset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"preset": name, "seconds": seconds, "median_s": medians,
             "int8_speedup": medians["all_variants"] / medians["int8_only"],
             "int8_over_fp32": medians["int8_only"] / medians["fp32"],
-            "same_file": sha256(ours) == sha256(reference),
+            "same_file": sha256_file(ours) == sha256_file(reference),
             "int8_bytes": {"int8_only": ours.stat().st_size, "all_variants": reference.stat().st_size},
             "max_prediction_gap_m": max_prediction_gap(ours, reference, args.height, args.width)}
 
@@ -173,14 +169,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                      f"| {m['import']:.1f} | {r['int8_speedup']:.2f}× | {r['int8_over_fp32']:.2f} "
                      f"| {'yes' if r['same_file'] else 'no'} | {r['max_prediction_gap_m']:.2g} |")
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def main() -> None:
