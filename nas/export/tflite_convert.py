@@ -22,8 +22,6 @@ CALIBRATION_FILE = "calibration_nhwc_0_255.npy"
 # What the conversion child writes (onnx2tf's output_file_name "model"): float32 always, and the int8
 # model with float I/O when given calibration images. onnx2tf also writes a float16 variant that no
 # option turns off; it is left in the temporary folder.
-FP32_PRODUCT = FP32_FILE
-INT8_PRODUCT = INT8_FILE
 
 
 def calibration_sample(images: list[np.ndarray]) -> np.ndarray:
@@ -117,20 +115,18 @@ def convert_to_tflite(onnx_path: Path, out_path: Path, sample: np.ndarray, timeo
     check_precision(precision)
     if precision == "int8":
         calibration = check_calibration(calibration, onnx_input_hw(onnx_path))
-        wanted = {INT8_PRODUCT: out_path, FP32_PRODUCT: fp32_companion(out_path)}
+        wanted = {INT8_FILE: out_path, FP32_FILE: fp32_companion(out_path)}
     else:
         calibration = None
-        wanted = {FP32_PRODUCT: out_path}
+        wanted = {FP32_FILE: out_path}
     with tempfile.TemporaryDirectory(prefix="nas-onnx2tf-") as tmp:
         work = Path(tmp)
         code, output = _run_onnx2tf(work, Path(onnx_path), sample, calibration, timeout_s, log_path)
         missing = [name for name in wanted if not (work / "tf" / name).exists()]
         if code != 0 or missing:
             tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:])
-            if code < 0:  # killed: onnx2tf, TensorFlow or LiteRT (trying the model) aborted the child
-                what = f"the conversion child died of {signal.Signals(-code).name}"
-            else:
-                what = f"exit {code}" if code != 0 else f"exit 0 without {', '.join(missing)}"
+            what = (f"the conversion child died of {signal.Signals(-code).name}" if code < 0  # onnx2tf, TF or LiteRT
+                    else f"exit {code}" if code != 0 else f"exit 0 without {', '.join(missing)}")
             raise ExportError(f"onnx2tf failed ({what}): {tail[-400:]}")
         out_path.parent.mkdir(parents=True, exist_ok=True)
         for name, target in wanted.items():
