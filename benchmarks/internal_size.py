@@ -1,0 +1,91 @@
+"""Does the Final Score keep rising below 96×128 inside? One network at several internal sizes, one run.
+
+The searches so far put their best networks at the space's smallest internal size (96×128), which is
+where the issue asks to extend the space if the score still rises there. This trains fixed networks
+(the fifth search_quality run's best, and LiteDepth) at each internal size, exactly as a trial would
+(quick budget, distillation, pixel-scale crops, TFLite at 640×480, no pruning, no screen), then re-times
+every model in interleaved rounds with nothing else running and recomputes the Final Scores.
+
+Usage: python benchmarks/internal_size.py [--budget quick] [--sizes 96x128 0.15 0.125 0.1]
+                                          [--work results/benchmarks/internal_size] [--out FILE]
+Resumable: a rerun trains only the variants the study lacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+
+from latency_weights import cpu_model
+from nas.arch import Arch
+from nas.presets import PRESETS
+from nas.search import run_search
+from nas.study import open_study
+from search_quality import arm_config, retime
+
+# The fifth search_quality run's best network (tpe-timed-s0, trial 38): 1.10× LiteDepth on quiet latencies.
+SEARCHED = Arch(backbone="mobilenetv4_conv_small", depth=5, decoder_channels=(32, 64, 8, 16, 16),
+                skips=("concat", "add", "none", "add", "none"), blocks=("rfdb", "srb", "dws5", "dws5", "dws5"),
+                ffm=False, upsample="nearest", input_scale="96x128", head="relu", rfdb_esa=True, precision="fp32")
+
+
+def variants(sizes: list[str]) -> dict[str, Arch]:
+    """Label -> network: the searched network at every size, LiteDepth at its own size and the smallest."""
+    out = {f"searched@{s}": dataclasses.replace(SEARCHED, input_scale=s) for s in sizes}
+    litedepth = PRESETS["litedepth"]
+    out[f"litedepth@{litedepth.input_scale}"] = litedepth
+    out[f"litedepth@{sizes[-1]}"] = dataclasses.replace(litedepth, input_scale=sizes[-1])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", default="quick")
+    parser.add_argument("--sizes", nargs="+", default=["96x128", "0.15", "0.125", "0.1"])
+    parser.add_argument("--work", type=Path, default=Path("results/benchmarks/internal_size"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/internal_size.json"))
+    parser.add_argument("--retime-rounds", type=int, default=5)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    wanted = variants(args.sizes)
+    args.retime_top = len(wanted)  # retime() re-times an arm's top trials: here all of them
+    config = arm_config(args, "internal_size", 0, pruner="none", latency_screen=False, trials=len(wanted))
+    study = open_study(config)
+    done = {t.user_attrs.get("variant") for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    for label, arch in wanted.items():
+        if label not in done:
+            study.enqueue_trial(arch.to_params(), user_attrs={"variant": label})
+    if len(done) < len(wanted):
+        run_search(config.model_copy(update={"trials": len(wanted) - len(done)}))
+    study = open_study(config)
+    by_number = {t.number: t for t in study.trials}
+    quiet = retime(args, {"internal_size": study})["internal_size"]["trials"]
+    rows = []
+    for row in quiet:
+        trial = by_number[row["number"]]
+        rows.append({"variant": trial.user_attrs["variant"], "si_rmse": row["si_rmse"],
+                     "quiet_latency_ms": row["quiet_latency_ms"], "quiet_score": row["quiet_score"],
+                     "search_latency_ms": row["search_latency_ms"], "macs": trial.user_attrs.get("macs"),
+                     "train_seconds": trial.user_attrs["stage_seconds"].get("train")})
+    rows.sort(key=lambda r: list(wanted).index(r["variant"]))
+    result = {"command": "python benchmarks/internal_size.py --budget " + args.budget + " --sizes " + " ".join(args.sizes),
+              "machine": f"{cpu_model()}, {platform.machine()}",
+              "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
+              "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    for r in rows:
+        print(f"{r['variant']:>24}  si {r['si_rmse']:.3f}  {r['quiet_latency_ms']:.2f} ms  "
+              f"score {r['quiet_score']:.1f}  {(r['macs'] or 0) / 1e6:.0f} MMACs")
+
+
+if __name__ == "__main__":
+    main()
