@@ -6,9 +6,10 @@ where the issue asks to extend the space if the score still rises there. This tr
 (quick budget, distillation, pixel-scale crops, TFLite at 640×480, no pruning, no screen), then re-times
 every model in interleaved rounds with nothing else running and recomputes the Final Scores.
 
-Usage: python benchmarks/internal_size.py [--budget quick] [--sizes 96x128 0.15 0.125 0.1]
+Usage: python benchmarks/internal_size.py [--budget quick] [--sizes 96x128 0.15 0.125 0.1 0.075 0.05]
                                           [--work results/benchmarks/internal_size] [--out FILE]
-Resumable: a rerun trains only the variants the study lacks.
+Resumable: a rerun trains only the variants the study lacks. Sizes outside the mission space are measured
+in a copy of it that has them (Optuna samples only a space's choices; a study keeps the choices it began with).
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
+import yaml
 
 from latency_weights import cpu_model
 from nas.arch import Arch
+from nas.config import REPO_ROOT
 from nas.presets import PRESETS
 from nas.search import run_search
 from nas.study import open_study
 from search_quality import arm_config, retime
 
+MISSION_SPACE = REPO_ROOT / "search_spaces" / "mai2021.yaml"
 # The fifth search_quality run's best network (tpe-timed-s0, trial 38): 1.10× LiteDepth on quiet latencies.
 SEARCHED = Arch(backbone="mobilenetv4_conv_small", depth=5, decoder_channels=(32, 64, 8, 16, 16),
                 skips=("concat", "add", "none", "add", "none"), blocks=("rfdb", "srb", "dws5", "dws5", "dws5"),
@@ -45,10 +49,20 @@ def variants(sizes: list[str]) -> dict[str, Arch]:
     return out
 
 
+def space_with_sizes(work: Path, sizes: list[str]) -> Path:
+    """The mission space with every measured size among its input scales (Optuna samples only its choices)."""
+    space = yaml.safe_load(MISSION_SPACE.read_text())
+    choices = space["params"]["input_scale"]["choices"]
+    choices += [s for s in sizes if s not in choices]
+    path = work / "space.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="quick")
-    parser.add_argument("--sizes", nargs="+", default=["96x128", "0.15", "0.125", "0.1"])
+    parser.add_argument("--sizes", nargs="+", default=["96x128", "0.15", "0.125", "0.1", "0.075", "0.05"])
     parser.add_argument("--work", type=Path, default=Path("results/benchmarks/internal_size"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/internal_size.json"))
     parser.add_argument("--retime-rounds", type=int, default=5)
@@ -56,21 +70,25 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     wanted = variants(args.sizes)
-    args.retime_top = len(wanted)  # retime() re-times an arm's top trials: here all of them
-    config = arm_config(args, "internal_size", 0, pruner="none", latency_screen=False, trials=len(wanted))
+    config = arm_config(args, "internal_size", 0, pruner="none", latency_screen=False, trials=len(wanted),
+                        space=space_with_sizes(args.work, args.sizes))
     study = open_study(config)
-    done = {t.user_attrs.get("variant") for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
-    for label, arch in wanted.items():
-        if label not in done:
-            study.enqueue_trial(arch.to_params(), user_attrs={"variant": label})
-    if len(done) < len(wanted):
-        run_search(config.model_copy(update={"trials": len(wanted) - len(done)}))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    missing = [label for label in wanted if label not in {t.user_attrs.get("variant") for t in complete}]
+    queued = {t.user_attrs.get("variant") for t in study.trials if t.state == optuna.trial.TrialState.WAITING}
+    for label in [m for m in missing if m not in queued]:  # a run stopped early leaves its variants queued
+        study.enqueue_trial(wanted[label].to_params(), user_attrs={"variant": label})
+    if missing:  # `trials` is the study-wide target of trained trials
+        run_search(config.model_copy(update={"trials": len(complete) + len(missing)}))
     study = open_study(config)
     by_number = {t.number: t for t in study.trials}
+    args.retime_top = len(study.trials)  # retime() re-times an arm's top trials: here all of them
     quiet = retime(args, {"internal_size": study})["internal_size"]["trials"]
     rows = []
     for row in quiet:
         trial = by_number[row["number"]]
+        if trial.user_attrs["variant"] not in wanted:
+            continue
         rows.append({"variant": trial.user_attrs["variant"], "si_rmse": row["si_rmse"],
                      "quiet_latency_ms": row["quiet_latency_ms"], "quiet_score": row["quiet_score"],
                      "search_latency_ms": row["search_latency_ms"], "macs": trial.user_attrs.get("macs"),
