@@ -34,12 +34,15 @@ class Budget(BaseModel):
     train_limit: int | None = None  # at most this many training images (None: all)
     val_limit: int | None = None  # validation images for the TFLite score (None: all)
     eval_points: int = 3  # validation reports during training, for the pruner
+    # Whether `time_before_training: auto` converts and times a candidate's untrained graph: worth one
+    # extra conversion where training costs several (quick, full), not where it costs seconds (smoke).
+    time_untrained: bool = True
 
 
 BUDGETS: dict[str, Budget] = {
     # Tests and a first look: seconds of training on tiny images.
     "smoke": Budget(name="smoke", train_height=96, train_width=128, steps=12, batch_size=4, train_limit=16,
-                    val_limit=2, eval_points=2),
+                    val_limit=2, eval_points=2, time_untrained=False),
     # The embedded default on a CPU: a few minutes per trial, enough to rank architectures roughly.
     "quick": Budget(name="quick", train_height=120, train_width=160, steps=150, batch_size=8, val_limit=8,
                     eval_points=3),
@@ -102,11 +105,12 @@ class RunConfig(BaseModel):
     bound_margin: float = Field(0.03, ge=0)
     latency_key: Literal["graph", "file"] = Field("graph", description="graph: time an architecture once per "
                                                   "device; file: time every trained copy again")
-    time_before_training: bool = Field(False, description="convert and time a candidate's untrained graph before "
-                                       "training it when its latency is not known yet: the screen and the pruner "
-                                       "then work on the measured figure, which the latency cache serves to the "
-                                       "trained model, at one extra conversion per new graph; off (default): "
-                                       "predict it from the study's measurements")
+    time_before_training: bool | Literal["auto"] = Field(
+        "auto", description="convert and time a candidate's untrained graph before training it when its latency "
+                            "is not known yet: the screen and the pruner then work on the measured figure, which "
+                            "the latency cache serves to the trained model, at one extra conversion per new graph; "
+                            "false: predict it from the study's measurements; auto (default): true except at the "
+                            "smoke budget, whose training costs less than the conversion")
     calibration_images: int = Field(32, ge=4, description="training images that calibrate int8 models")
     pretrained: Literal["auto", "none", "imagenet"] | Path = Field(
         "auto", description="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else "
@@ -152,7 +156,8 @@ class RunConfig(BaseModel):
     def times_before_training(self) -> bool:
         """Whether candidates are timed untrained: only where the figure is used (a Final Score study with
         the screen or a pruner) and reused (latency keyed by graph)."""
-        return (self.time_before_training and self.objective == "score" and self.latency_key == "graph"
+        wanted = self.train_budget.time_untrained if self.time_before_training == "auto" else self.time_before_training
+        return (wanted and self.objective == "score" and self.latency_key == "graph"
                 and (self.latency_screen or self.pruner != "none"))
 
     @property

@@ -154,8 +154,6 @@ def run_search(config: RunConfig) -> optuna.Study:
     weights = encoder_weights(config, list(space.backbones()))
     store = artifact_store(config)  # an unreachable bucket is a clear error now, not after the first training
     config.results.mkdir(parents=True, exist_ok=True)
-    if config.data is None:
-        ensure_synthetic_data(config)
     try:
         study = open_study(config)
     except ValueError as exc:  # e.g. resuming a study with another objective
@@ -163,6 +161,13 @@ def run_search(config: RunConfig) -> optuna.Study:
     except SQLAlchemyError as exc:  # unreachable server, wrong credentials, no such database
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise ConfigError(None, f"cannot reach the study database {config.storage_shown}: {reason}") from None
+    if conflicts := space.conflicts(study.get_trials(deepcopy=False)):
+        raise ConfigError(config.space, f"study {config.study!r} was sampled from other choices ("
+                          + "; ".join(conflicts) + "): Optuna cannot change a parameter's choices within a study, "
+                          "so every new trial would fail. Run the new space under another --study name, or "
+                          "resume this study with the space it was started with")
+    if config.data is None:
+        ensure_synthetic_data(config)
     write_study_note(study, config, space, devices)
     if config.baselines != "none":
         if count := enqueue_baselines(study, space, None if config.baselines == "all" else config.baselines):

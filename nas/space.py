@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution,
+                                  check_distribution_compatibility)
 
 from .arch import Arch, ArchError
 from .config import read_yaml
@@ -31,6 +33,7 @@ from .errors import ConfigError
 PER_STAGE_FIELDS = ("decoder_channels", "skips", "blocks")
 ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(Arch))
 TRAINING_PARAMS = ("distill_lambda",)  # read by the objective; the learning rate is the budget's
+MAX_STAGES = 5  # decoder stages at the deepest encoder (depth 5)
 PARAM_KEYS = {"choices", "low", "high", "step", "log", "per_stage", "stage_choices", "when"}
 
 
@@ -46,13 +49,22 @@ class Param:
     per_stage: bool = False
     when: dict[str, tuple] | None = None
 
-    def suggest(self, trial: optuna.Trial, name: str, stage: int | None = None) -> Any:
+    def distribution(self, stage: int | None = None) -> BaseDistribution:
+        """What Optuna samples this parameter (of one decoder stage) from."""
         choices = self.stage_choices[stage] if self.stage_choices and stage is not None else self.choices
         if choices is not None:
-            return trial.suggest_categorical(name, list(choices))
+            return CategoricalDistribution(list(choices))
         if isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float):
-            return trial.suggest_int(name, self.low, self.high, step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+            return IntDistribution(self.low, self.high, log=self.log, step=int(self.step or 1))
+        return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+
+    def suggest(self, trial: optuna.Trial, name: str, stage: int | None = None) -> Any:
+        dist = self.distribution(stage)
+        if isinstance(dist, CategoricalDistribution):
+            return trial.suggest_categorical(name, list(dist.choices))
+        if isinstance(dist, IntDistribution):
+            return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
     def allows(self, value: Any, stage: int | None = None) -> bool:
         choices = self.stage_choices[stage] if self.stage_choices and stage is not None else self.choices
@@ -94,6 +106,32 @@ class SearchSpace:
         training = {k: v for k, v in values.items() if k not in ARCH_FIELDS}
         return Arch(**arch_values), training
 
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Every Optuna parameter name this space can suggest (`name_i` per decoder stage), with its distribution."""
+        out: dict[str, BaseDistribution] = {}
+        for p in self.params:
+            for name, stage in ([(f"{p.name}_{i}", i) for i in range(MAX_STAGES)] if p.per_stage else [(p.name, None)]):
+                out[name] = p.distribution(stage)
+        return out
+
+    def conflicts(self, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+        """Parameters a study's trials sampled from choices this space has changed (newest trial first).
+
+        Optuna refuses to sample a parameter from other choices than earlier trials of the same study did
+        (a changed numeric range is allowed): resuming such a study would fail every trial.
+        """
+        ours, seen, problems = self.distributions(), set(), []
+        for trial in reversed(trials):
+            for name, theirs in trial.distributions.items():
+                if name in seen or name not in ours:
+                    continue
+                seen.add(name)
+                try:
+                    check_distribution_compatibility(theirs, ours[name])
+                except ValueError:
+                    problems.append(f"{name}: {_described(theirs)} in the study, {_described(ours[name])} now")
+        return problems
+
     def backbones(self) -> tuple[str, ...]:
         """Every backbone a trial of this space can have: what pretrained weights are resolved for."""
         param = next((p for p in self.params if p.name == "backbone"), None)
@@ -119,6 +157,12 @@ class SearchSpace:
         return problems
 
 
+def _described(dist: BaseDistribution) -> str:
+    if isinstance(dist, CategoricalDistribution):
+        return "choices [" + ", ".join(map(str, dist.choices)) + "]"
+    return f"a {type(dist).__name__.removesuffix('Distribution').lower()} range {dist.low}..{dist.high}"
+
+
 def _parse_param(path: Path, name: str, spec: Any, earlier: set[str]) -> Param:
     def bad(message: str) -> ConfigError:
         return ConfigError(path, f"parameter {name!r}: {message}")
@@ -139,9 +183,9 @@ def _parse_param(path: Path, name: str, spec: Any, earlier: set[str]) -> Param:
     choices = spec.get("choices")
     stage_choices = spec.get("stage_choices")
     if stage_choices is not None:
-        if not (isinstance(stage_choices, list) and len(stage_choices) == 5
+        if not (isinstance(stage_choices, list) and len(stage_choices) == MAX_STAGES
                 and all(isinstance(c, list) and c for c in stage_choices)):
-            raise bad("stage_choices must be a list of 5 non-empty lists (one per possible stage)")
+            raise bad(f"stage_choices must be a list of {MAX_STAGES} non-empty lists (one per possible stage)")
         stage_choices = tuple(tuple(c) for c in stage_choices)
     if choices is not None and (not isinstance(choices, list) or not choices):
         raise bad("choices must be a non-empty list")

@@ -105,3 +105,18 @@ def test_space_files_with_bad_flags_ranges_or_unused_parameters_are_refused(tmp_
     with pytest.raises(ConfigError, match=words) as info:
         load_space(path)
     assert str(path) in str(info.value)
+
+
+def test_changed_choices_conflict_with_a_study_and_a_changed_range_does_not():
+    space = load_space("search_spaces/smoke.yaml")
+    old = optuna.distributions.CategoricalDistribution(["0.25", "0.5"])
+    widths = optuna.distributions.CategoricalDistribution([16, 24])  # unchanged: decoder_channels_0
+    lam = optuna.distributions.FloatDistribution(0.5, 4.0, log=True)  # not in the smoke space: ignored
+    trial = optuna.trial.create_trial(params={"input_scale": "0.5", "decoder_channels_0": 24, "distill_lambda": 1.0},
+                                      distributions={"input_scale": old, "decoder_channels_0": widths,
+                                                     "distill_lambda": lam}, value=1.0)
+    assert space.conflicts([trial]) == ["input_scale: choices [0.25, 0.5] in the study, choices [0.25] now"]
+    mai = load_space("search_spaces/mai2021.yaml")
+    narrower = optuna.distributions.FloatDistribution(0.5, 1.0, log=True)  # another range is fine for Optuna
+    assert mai.conflicts([optuna.trial.create_trial(params={"distill_lambda": 0.7},
+                                                    distributions={"distill_lambda": narrower}, value=1.0)]) == []

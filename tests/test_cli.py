@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from nas.cli import ErrorBoundary, app
-from nas.config import BUDGETS, RunConfig
+from nas.config import BUDGETS, RunConfig, load_config
 from nas.errors import ConfigError, TeacherError
 
 
@@ -86,6 +86,20 @@ def test_budget_names_of_the_config_are_the_budgets() -> None:
     assert set(typing.get_args(RunConfig.model_fields["budget"].annotation)) == set(BUDGETS)
 
 
+def test_timing_before_training_is_on_by_default_except_at_the_smoke_budget(tmp_path) -> None:
+    # auto: worth a conversion where training costs several (quick, full), not where it costs seconds.
+    assert [RunConfig(budget=b).times_before_training for b in ("smoke", "quick", "full")] == [False, True, True]
+    assert RunConfig(budget="smoke", time_before_training=True).times_before_training
+    assert not RunConfig(budget="full", time_before_training=False).times_before_training
+    assert not RunConfig(budget="full", objective="pareto").times_before_training  # no screen or pruner to feed
+    config = tmp_path / "my.yaml"
+    config.write_text("time_before_training: false\n")
+    assert load_config(config).time_before_training is False
+    config.write_text("time_before_training: sometimes\n")
+    with pytest.raises(ConfigError, match="time_before_training"):
+        load_config(config)
+
+
 def test_brackets_in_any_printed_message_are_text_not_markup() -> None:
     from nas.console import err, out
 
@@ -100,6 +114,24 @@ def test_a_config_file_that_is_not_utf8_is_named(tmp_path) -> None:
     config.write_bytes("study: caf\xe9\n".encode("latin-1"))
     result = CliRunner().invoke(app, ["run", "--config", str(config)])
     assert result.exit_code == 2 and str(config) in result.output and "UTF-8" in result.output
+
+
+def test_resuming_a_study_whose_space_changed_its_choices_is_refused_before_work_starts(tmp_path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    study = optuna.create_study(storage=storage, study_name="depth-nas", direction="maximize")
+    earlier = optuna.distributions.CategoricalDistribution(["tf_mobilenetv3_small_minimal_100", "lcnet_050"])
+    study.add_trial(optuna.trial.create_trial(params={"backbone": "lcnet_050"}, distributions={"backbone": earlier},
+                                              value=1.0))
+    space = RunConfig().space.parent / "smoke.yaml"
+    result = CliRunner().invoke(app, ["run", "--storage", storage, "--results", str(tmp_path / "r"),
+                                      "--space", str(space)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and str(space) in text and "was sampled from other choices" in text
+    assert "backbone: choices [tf_mobilenetv3_small_minimal_100, lcnet_050] in the study" in text
+    assert not (tmp_path / "r" / "data").exists()  # nothing generated, nothing trained
+    assert len(optuna.load_study(study_name="depth-nas", storage=storage).trials) == 1
 
 
 @pytest.mark.parametrize(("text", "words"), [
