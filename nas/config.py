@@ -34,15 +34,12 @@ class Budget(BaseModel):
     train_limit: int | None = None  # at most this many training images (None: all)
     val_limit: int | None = None  # validation images for the TFLite score (None: all)
     eval_points: int = 3  # validation reports during training, for the pruner
-    # Whether `time_before_training: auto` converts and times a candidate's untrained graph: worth one
-    # extra conversion where training costs several (quick, full), not where it costs seconds (smoke).
-    time_untrained: bool = True
 
 
 BUDGETS: dict[str, Budget] = {
     # Tests and a first look: seconds of training on tiny images.
     "smoke": Budget(name="smoke", train_height=96, train_width=128, steps=12, batch_size=4, train_limit=16,
-                    val_limit=2, eval_points=2, time_untrained=False),
+                    val_limit=2, eval_points=2),
     # The embedded default on a CPU: a few minutes per trial, enough to rank architectures roughly.
     "quick": Budget(name="quick", train_height=120, train_width=160, steps=150, batch_size=8, val_limit=8,
                     eval_points=3),
@@ -50,6 +47,11 @@ BUDGETS: dict[str, Budget] = {
     "full": Budget(name="full", train_height=240, train_width=320, steps=4000, batch_size=16, lr=1e-3,
                    eval_points=5),
 }
+
+# Budgets at which `time_before_training: auto` converts and times a candidate's untrained graph: worth one
+# extra conversion where training costs several (quick, full), not where it costs seconds (smoke). Not a
+# Budget field: a budget's fields are the training recipe that teachers and re-trainings are keyed by.
+TIME_UNTRAINED_AT = frozenset({"quick", "full"})
 
 
 class RunConfig(BaseModel):
@@ -156,7 +158,7 @@ class RunConfig(BaseModel):
     def times_before_training(self) -> bool:
         """Whether candidates are timed untrained: only where the figure is used (a Final Score study with
         the screen or a pruner) and reused (latency keyed by graph)."""
-        wanted = self.train_budget.time_untrained if self.time_before_training == "auto" else self.time_before_training
+        wanted = self.budget in TIME_UNTRAINED_AT if self.time_before_training == "auto" else self.time_before_training
         return (wanted and self.objective == "score" and self.latency_key == "graph"
                 and (self.latency_screen or self.pruner != "none"))
 
