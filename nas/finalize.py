@@ -17,8 +17,9 @@ from .data.dataset import DepthSplit, load_split
 from .errors import ConfigError
 from .export.tflite_convert import TFLiteModel
 from .models.complexity import graph_figures
-from .models import DepthNet, count_params
-from .pipeline import Deployed, TrialContext, TrialRecord, deploy, encoder_weights, prepare_context, train_candidate
+from .models import count_params
+from .pipeline import (Deployed, TrialContext, TrialRecord, deploy, encoder_weights, initial_network,
+                       prepare_context, train_candidate)
 from .report.depth_previews import depth_previews
 from .report.model_page import search_figures, write_model_page
 from .search import check_inputs, ensure_synthetic_data
@@ -136,7 +137,7 @@ def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, 
     config = ctx.config
     arch = Arch.from_dict(trial.user_attrs["arch"])
     source = ctx.weights_for(arch.backbone)
-    model = DepthNet(arch, source.file)
+    model = initial_network(arch, source.file, seed)
     figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
     distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
     result = train_candidate(ctx, model, arch, budget, label, seed, distill_lambda)

@@ -25,8 +25,8 @@ from .console import err as console
 from .db_outage import worker_id
 from .latency_model import LatencyPoint, LatencyPredictor, arch_figures, best_possible_score
 from .metrics import final_score
-from .models import DepthNet
-from .pipeline import TrialContext, TrialRecord, deploy, graph_key, time_untrained, train_candidate
+from .pipeline import (TrialContext, TrialRecord, deploy, graph_key, initial_network, time_untrained,
+                       train_candidate)
 from .progress import StudyProgress
 from .signals import Terminated
 
@@ -189,7 +189,8 @@ class TrialObjective:
             trial.set_user_attr("latency_prediction_ms", estimate.ms)  # kept to judge the predictor
         self._screen(trial, estimate)  # a prediction's lower bound already hopeless: not even converted
 
-        model = DepthNet(arch, weights.file)
+        seed = cfg.seed + trial.number
+        model = initial_network(arch, weights.file, seed)
         if cfg.times_before_training and (estimate is None or estimate.source == "predicted"):
             t0 = time.perf_counter()
             measured = time_untrained(ctx, model, arch, label)
@@ -216,8 +217,7 @@ class TrialObjective:
                 return True
             return False
 
-        result = train_candidate(ctx, model, arch, cfg.train_budget, label, cfg.seed + trial.number, distill_lambda,
-                                 on_eval=report)
+        result = train_candidate(ctx, model, arch, cfg.train_budget, label, seed, distill_lambda, on_eval=report)
         stage_seconds["train"] = result.seconds
         trial.set_user_attr("stage_seconds", stage_seconds)
         if result.stopped_early:

@@ -34,7 +34,7 @@ from .export.tflite_convert import calibration_sample
 from .hardware import LatencyMeter
 from .files import sha256_file
 from .metrics import final_score
-from .models.depthnet import GRAPH_VERSION
+from .models.depthnet import GRAPH_VERSION, DepthNet
 from .models.pretrained import RANDOM, WeightSource, fallback_line, resolve_weights
 from .space import SearchSpace
 from .train.batches import PixelScaleBatches, training_crop
@@ -136,6 +136,14 @@ def stage_spinner(label: str, stage: str, unit: str = "") -> Iterator[Callable[[
 
     with progress:
         yield update
+
+
+def initial_network(arch: Arch, encoder_file: str | Path | None, seed: int) -> DepthNet:
+    """A candidate's network before training, its random layers drawn from `seed` (the one it trains with):
+    a trial starts from the same weights whenever it is built, so a re-training (`nas finalize`,
+    `nas proxy-check`) differs from the search's only in what the recipe changes."""
+    torch.manual_seed(seed)
+    return DepthNet(arch, encoder_file)
 
 
 def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budget: Budget, label: str, seed: int,

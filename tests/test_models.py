@@ -69,3 +69,14 @@ def test_esa_pool_border_replication_is_exactly_the_padded_max_pool(hw):
     x = torch.randn(2, 4, *hw) - 3.0  # mostly negative: a zero pad would show at the border
     replicated = F.max_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel_size=3, stride=2)
     assert torch.equal(replicated, F.max_pool2d(x, kernel_size=3, stride=2, padding=1))
+
+
+def test_a_candidate_starts_from_the_same_weights_whenever_it_is_built_with_its_seed():
+    from nas.pipeline import initial_network
+
+    arch = Arch(**SMALL, input_scale="0.25")
+    first = initial_network(arch, None, 7).state_dict()
+    torch.rand(1000)  # whatever ran in between (another trial's training) does not matter
+    again, other = (initial_network(arch, None, seed).state_dict() for seed in (7, 8))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
