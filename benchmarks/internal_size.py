@@ -74,7 +74,8 @@ def main() -> None:
                         space=space_with_sizes(args.work, args.sizes))
     study = open_study(config)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    missing = [label for label in wanted if label not in {t.user_attrs.get("variant") for t in complete}]
+    done = {t.user_attrs.get("variant") for t in complete}
+    missing = [label for label in wanted if label not in done]
     queued = {t.user_attrs.get("variant") for t in study.trials if t.state == optuna.trial.TrialState.WAITING}
     for label in [m for m in missing if m not in queued]:  # a run stopped early leaves its variants queued
         study.enqueue_trial(wanted[label].to_params(), user_attrs={"variant": label})

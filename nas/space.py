@@ -110,8 +110,10 @@ class SearchSpace:
         """Every Optuna parameter name this space can suggest (`name_i` per decoder stage), with its distribution."""
         out: dict[str, BaseDistribution] = {}
         for p in self.params:
-            for name, stage in ([(f"{p.name}_{i}", i) for i in range(MAX_STAGES)] if p.per_stage else [(p.name, None)]):
-                out[name] = p.distribution(stage)
+            if p.per_stage:
+                out.update({f"{p.name}_{i}": p.distribution(i) for i in range(MAX_STAGES)})
+            else:
+                out[p.name] = p.distribution()
         return out
 
     def conflicts(self, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
