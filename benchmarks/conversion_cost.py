@@ -1,27 +1,34 @@
-"""What an int8 conversion costs, before and after converting only the variant we deploy.
+"""What a conversion costs a trial, before and after the two changes that make it cheaper.
 
-Latency-first search converts each new graph once before training (`time_before_training`), so a
-conversion's wall time decides whether timing pays. onnx2tf's `output_integer_quantized_tflite`
-writes five quantized variants (dynamic range, int8 with float I/O, full-integer I/O, and two with
-int16 activations), four of them calibrated; a trial reads one. `nas.export.onnx2tf_job` now lets
-onnx2tf write the float32 model and its saved model, and runs TensorFlow Lite's converter once for
-the int8 file with the settings onnx2tf uses for it.
+Latency-first search converts each new graph twice: untrained, to time it before training
+(`time_before_training`), and trained, to score and ship it. A conversion is a child process running
+onnx2tf. Two of its costs did not convert anything:
 
-For each preset (untrained weights, 640×480, calibrated on 8 synthetic scenes as `nas arch export`
-does) this times, in interleaved rounds so machine load hits every path alike:
+- onnx2tf simplifies the ONNX graph by starting the `onnxsim` executable three times, a fresh
+  interpreter each; the child now runs the same simplifier in process until the graph stops changing;
+- the child imported onnx2tf (TensorFlow with it) after the conversion was asked for; now a spare
+  child does that import while the worker trains (`nas/export/spares.py`).
 
-- `all_variants`: onnx2tf with its quantization option (the path before this change);
-- `int8_only`: `convert_to_tflite(precision="int8")`, the path trials use now;
-- `fp32`: `convert_to_tflite(precision="fp32")`, the floor: one float conversion;
-- `import`: a child that only imports onnx2tf (TensorFlow included), the fixed cost a converter
-  process kept warm across trials would save.
+Part 1 (`convert`), per preset and precision (untrained weights, 640×480, int8 calibrated on 8 synthetic
+scenes), in interleaved rounds so machine load hits every path alike, times:
+- `before`: the child as it was (onnx2tf's three `onnxsim` runs, TensorFlow imported on demand);
+- `in_process`: the child simplifying in process, started on demand;
+- `spare`: the same child, started 20 s ahead (its import done, as after a training stretch);
+- `import`: a child that only imports onnx2tf, the fixed cost a spare takes off;
+and checks that every path writes the same `.tflite` (file hash) as `before`.
 
-It also checks that the two int8 files are the same model: file hashes, and the largest difference
-of their predictions on two held-out scenes (metres).
+Part 2 (`kept_trial`), LiteDepth: the conversions and training of one kept trial with timing on, in
+steady state, `before` against `after`: train at the quick budget's shape (150 AdamW steps, batch 8, whole
+synthetic frames at 160×120; the real loop, without the pruner's validation), then convert the trained
+network and the next candidate's untrained one. `after` keeps two spares ready from the start of
+training, as `pipeline.train_candidate` does, so the figure includes what their imports take from
+training on a CPU.
 
     .venv/bin/python benchmarks/conversion_cost.py [--presets litedepth fastdepth] [--rounds 2]
+                                                   [--trial-rounds 2]
 
-Writes benchmarks/results/conversion_cost.json and prints a Markdown table for benchmarks/README.md.
+Writes benchmarks/results/conversion_cost.json and prints Markdown tables for benchmarks/README.md.
+(The first run, which measured converting only the int8 variant, is conversion_cost_run1.json.)
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +44,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -44,37 +52,35 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from latency_weights import cpu_model  # noqa: E402
+from nas.config import BUDGETS  # noqa: E402
+from nas.data.dataset import DepthSplit  # noqa: E402
 from nas.data.synth import render_scene  # noqa: E402
+from nas.export.onnx2tf_job import FP32_FILE, INT8_FILE  # noqa: E402
 from nas.export.onnx_export import export_onnx  # noqa: E402
 from nas.export.pipeline import calibration_scenes  # noqa: E402
-from nas.export.tflite_convert import (SAMPLE_FILE, TFLiteModel, calibration_sample, convert_to_tflite,  # noqa: E402
-                                       check_calibration, onnx_input_hw)
+from nas.export.spares import SPARES, child_env  # noqa: E402
+from nas.export.tflite_convert import (CALIBRATION_FILE, SAMPLE_FILE, calibration_sample,  # noqa: E402
+                                       check_calibration, convert_to_tflite, onnx_input_hw)
 from nas.files import sha256_file  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
 from nas.presets import PRESETS  # noqa: E402
+from nas.train.loop import train  # noqa: E402
 
-PATHS = ("all_variants", "int8_only", "fp32", "import")
-HELD_OUT_SEED = 1000
+PATHS = ("before", "in_process", "spare", "import")
+SPARE_LEAD_S = 20.0  # how long before the conversion the spare is started in part 1
 
-# The conversion before this change: onnx2tf's own quantization option (run in a child, like the job).
-ALL_VARIANTS_JOB = """
-import sys
-import onnx2tf
-from nas.export.onnx2tf_job import onnx_input_name, tf_input_name
-onnx_path, out_dir, calibration = sys.argv[1:4]
-onnx2tf.convert(input_onnx_file_path=onnx_path, output_folder_path=out_dir,
-                copy_onnx_input_output_names_to_tflite=True, non_verbose=True,
-                output_integer_quantized_tflite=True, quant_type="per-channel",
-                custom_input_op_name_np_data_path=[[tf_input_name(onnx_input_name(onnx_path)), calibration, 0.0, 1.0]])
-"""
+# The child as it was: onnx2tf runs the `onnxsim` executable (found on PATH) three times.
+BEFORE_JOB = "import sys; from nas.export.onnx2tf_job import main; sys.exit(main(*sys.argv[1:], simplify_here=False))"
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", nargs="+", default=["litedepth", "fastdepth"], choices=sorted(PRESETS))
+    p.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--trial-rounds", type=int, default=2, help="rounds of part 2 (0: skip it)")
     p.add_argument("--workdir", type=Path, default=Path("results/benchmarks/conversion_cost"),
                    help="where the models are kept (git-ignored)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/conversion_cost.json"))
@@ -85,103 +91,163 @@ def log(message: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def child_env() -> dict[str, str]:
-    """As the job's: the `onnxsim` beside this interpreter first on PATH, no GPU, quiet TensorFlow."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-
-
-def run_all_variants(onnx_path: Path, calibration: np.ndarray, sample: np.ndarray, keep: Path) -> Path:
-    """onnx2tf with its quantization option in a child; its int8 (float I/O) file copied to `keep`."""
-    with tempfile.TemporaryDirectory(prefix="nas-allvariants-") as tmp:
+def convert_before(onnx_path: Path, out_path: Path, sample: np.ndarray, precision: str,
+                   calibration: np.ndarray | None) -> Path:
+    """The conversion as it was: a child started on demand, onnx2tf simplifying through `onnxsim` runs."""
+    with tempfile.TemporaryDirectory(prefix="nas-before-") as tmp:
         work = Path(tmp)
         np.save(work / SAMPLE_FILE, sample)
-        np.save(work / "calibration.npy", check_calibration(calibration, onnx_input_hw(onnx_path)))
-        model_copy = work / "model.onnx"
-        model_copy.write_bytes(onnx_path.read_bytes())
-        proc = subprocess.run([sys.executable, "-c", ALL_VARIANTS_JOB, str(model_copy), str(work / "tf"),
-                               str(work / "calibration.npy")], cwd=work, env=child_env(), capture_output=True,
-                              text=True)
-        int8 = work / "tf" / "model_integer_quant.tflite"
-        if proc.returncode != 0 or not int8.exists():
-            raise RuntimeError(f"onnx2tf all-variants run failed: {(proc.stdout + proc.stderr)[-800:]}")
-        keep.write_bytes(int8.read_bytes())
-        return keep
+        shutil.copyfile(onnx_path, work / "model.onnx")
+        argv = [sys.executable, "-c", BEFORE_JOB, str(work / "model.onnx"), str(work / "tf")]
+        if precision == "int8":
+            np.save(work / CALIBRATION_FILE, check_calibration(calibration, onnx_input_hw(onnx_path)))
+            argv.append(str(work / CALIBRATION_FILE))
+        env = {**child_env(), "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+        proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True)
+        produced = work / "tf" / (INT8_FILE if precision == "int8" else FP32_FILE)
+        if proc.returncode != 0 or not produced.exists():
+            raise RuntimeError(f"the reference conversion failed: {(proc.stdout + proc.stderr)[-800:]}")
+        shutil.copyfile(produced, out_path)
+    return out_path
 
 
-def timed(fn) -> tuple[float, Any]:
+def convert_now(onnx_path: Path, out_path: Path, sample: np.ndarray, precision: str,
+                calibration: np.ndarray | None) -> Path:
+    return convert_to_tflite(onnx_path, out_path, sample, precision=precision,
+                             calibration=calibration if precision == "int8" else None)
+
+
+def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+    fn()
+    return time.perf_counter() - start
 
 
-def max_prediction_gap(a: Path, b: Path, height: int, width: int) -> float:
-    """Largest |depth_a - depth_b| (metres) over two held-out synthetic scenes."""
-    model_a, model_b = TFLiteModel(a), TFLiteModel(b)
-    gap = 0.0
-    for seed in (HELD_OUT_SEED, HELD_OUT_SEED + 1):
-        rgb, _ = render_scene(seed, width, height)
-        gap = max(gap, float(np.max(np.abs(model_a.predict(rgb) - model_b.predict(rgb)))))
-    return gap
-
-
-def bench_preset(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    folder = args.workdir / name
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
+def untrained_onnx(name: str, folder: Path, height: int, width: int, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
     model = DepthNet(PRESETS[name])
     torch.nn.init.normal_(model.head.conv.weight, std=0.05)  # as export_arch: the output varies
-    onnx_path = export_onnx(model.eval(), folder / "model.onnx", args.height, args.width)
+    return export_onnx(model.eval(), folder / f"model-{seed}.onnx", height, width)
+
+
+def bench_convert(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
+    folder = args.workdir / name / precision
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = untrained_onnx(name, folder, args.height, args.width)
     rgb, _ = render_scene(0, args.width, args.height)
     sample = calibration_sample([rgb])
     calibration = calibration_scenes(0, args.height, args.width)
+    outputs = {path: folder / f"{path}.tflite" for path in PATHS if path != "import"}
+
+    def with_spare() -> float:
+        SPARES.keep_ready(1)
+        time.sleep(SPARE_LEAD_S)  # the training stretch during which the spare imports
+        return timed(lambda: convert_now(onnx_path, outputs["spare"], sample, precision, calibration))
+
     steps = {
-        "all_variants": lambda: run_all_variants(onnx_path, calibration, sample, folder / "all_variants_int8.tflite"),
-        "int8_only": lambda: convert_to_tflite(onnx_path, folder / "int8_only.tflite", sample, precision="int8",
-                                               calibration=calibration),
-        "fp32": lambda: convert_to_tflite(onnx_path, folder / "fp32.tflite", sample),
-        "import": lambda: subprocess.run([sys.executable, "-c", "import onnx2tf"], env=child_env(), check=True),
+        "before": lambda: timed(lambda: convert_before(onnx_path, outputs["before"], sample, precision, calibration)),
+        "in_process": lambda: timed(lambda: convert_now(onnx_path, outputs["in_process"], sample, precision,
+                                                        calibration)),
+        "spare": with_spare,
+        "import": lambda: timed(lambda: subprocess.run([sys.executable, "-c", "import onnx2tf"], env=child_env(),
+                                                       check=True)),
     }
     seconds: dict[str, list[float]] = {path: [] for path in PATHS}
     for round_no in range(args.rounds):
         order = PATHS[round_no % len(PATHS):] + PATHS[:round_no % len(PATHS)]
         for path in order:
-            elapsed, _ = timed(steps[path])
+            SPARES.dismiss_all()
+            elapsed = steps[path]()
             seconds[path].append(round(elapsed, 2))
-            log(f"{name} round {round_no + 1}: {path} {elapsed:.1f} s")
-    ours, reference = folder / "int8_only.tflite", folder / "all_variants_int8.tflite"
+            log(f"{name} {precision} round {round_no + 1}: {path} {elapsed:.1f} s")
     medians = {path: statistics.median(values) for path, values in seconds.items()}
-    return {"preset": name, "seconds": seconds, "median_s": medians,
-            "int8_speedup": medians["all_variants"] / medians["int8_only"],
-            "int8_over_fp32": medians["int8_only"] / medians["fp32"],
-            "same_file": sha256_file(ours) == sha256_file(reference),
-            "int8_bytes": {"int8_only": ours.stat().st_size, "all_variants": reference.stat().st_size},
-            "max_prediction_gap_m": max_prediction_gap(ours, reference, args.height, args.width)}
+    reference = sha256_file(outputs["before"])
+    return {"preset": name, "precision": precision, "seconds": seconds, "median_s": medians,
+            "speedup_in_process": medians["before"] / medians["in_process"],
+            "speedup_spare": medians["before"] / medians["spare"],
+            "same_file": {path: sha256_file(out) == reference for path, out in outputs.items()}}
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| preset | all variants s | int8 only s | fp32 s | import onnx2tf s | int8 speed-up | int8 / fp32 "
-             "| same file | max prediction gap m |", "|---|---|---|---|---|---|---|---|---|"]
+def synthetic_split(count: int, width: int, height: int) -> DepthSplit:
+    scenes = [render_scene(seed, width, height) for seed in range(count)]
+    return DepthSplit(np.stack([s[0] for s in scenes]), np.stack([s[1] for s in scenes]),
+                      [f"s{i}" for i in range(count)])
+
+
+def kept_trial(mode: str, onnx_next: Path, split: DepthSplit, sample: np.ndarray, args: argparse.Namespace,
+               folder: Path) -> dict[str, float]:
+    """One kept trial's training and its two conversions (this network trained, the next one untrained)."""
+    budget = BUDGETS["quick"]
+    torch.manual_seed(0)
+    model = DepthNet(PRESETS["litedepth"])
+    convert = convert_before if mode == "before" else convert_now
+    SPARES.dismiss_all()
+    start = time.perf_counter()
+    if mode == "after":
+        SPARES.keep_ready(2)  # what pipeline.train_candidate does when candidates are timed
+    train(model, split, budget, device=torch.device("cpu"))
+    trained_at = time.perf_counter()
+    trained_onnx = export_onnx(model.eval(), folder / f"trained-{mode}.onnx", args.height, args.width)
+    exported_at = time.perf_counter()
+    convert(trained_onnx, folder / f"trained-{mode}.tflite", sample, "fp32", None)
+    deployed_at = time.perf_counter()
+    convert(onnx_next, folder / f"next-{mode}.tflite", sample, "fp32", None)
+    done = time.perf_counter()
+    return {"train_s": trained_at - start, "onnx_export_s": exported_at - trained_at,
+            "convert_trained_s": deployed_at - exported_at, "convert_next_untrained_s": done - deployed_at,
+            "total_s": done - start}
+
+
+def bench_kept_trial(args: argparse.Namespace) -> dict[str, Any]:
+    folder = args.workdir / "kept_trial"
+    folder.mkdir(parents=True, exist_ok=True)
+    budget = BUDGETS["quick"]
+    split = synthetic_split(64, budget.train_width, budget.train_height)
+    onnx_next = untrained_onnx("litedepth", folder, args.height, args.width, seed=1)
+    rgb, _ = render_scene(0, args.width, args.height)
+    sample = calibration_sample([rgb])
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    for round_no in range(args.trial_rounds):
+        for mode in (("before", "after") if round_no % 2 == 0 else ("after", "before")):
+            figures = {k: round(v, 2) for k, v in kept_trial(mode, onnx_next, split, sample, args, folder).items()}
+            runs[mode].append(figures)
+            log(f"kept trial round {round_no + 1}, {mode}: {figures}")
+    SPARES.dismiss_all()
+    medians = {mode: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for mode, rows in runs.items()}
+    return {"preset": "litedepth", "precision": "fp32", "budget": budget.model_dump(), "runs": runs,
+            "median": medians, "total_after_over_before": medians["after"]["total_s"] / medians["before"]["total_s"]}
+
+
+def markdown(rows: list[dict[str, Any]], trial: dict[str, Any] | None) -> str:
+    lines = ["| preset | precision | before s | in-process simplify s | + spare child s | import onnx2tf s "
+             "| speed-up | same file |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["median_s"]
-        lines.append(f"| {r['preset']} | {m['all_variants']:.1f} | {m['int8_only']:.1f} | {m['fp32']:.1f} "
-                     f"| {m['import']:.1f} | {r['int8_speedup']:.2f}× | {r['int8_over_fp32']:.2f} "
-                     f"| {'yes' if r['same_file'] else 'no'} | {r['max_prediction_gap_m']:.2g} |")
+        lines.append(f"| {r['preset']} | {r['precision']} | {m['before']:.1f} | {m['in_process']:.1f} "
+                     f"| {m['spare']:.1f} | {m['import']:.1f} | {r['speedup_spare']:.2f}× "
+                     f"| {'yes' if all(r['same_file'].values()) else 'NO'} |")
+    if trial:
+        lines += ["", "| kept trial (LiteDepth fp32) | train s | trained conversion s | next untrained conversion s "
+                  "| total s |", "|---|---|---|---|---|"]
+        for mode, m in trial["median"].items():
+            lines.append(f"| {mode} | {m['train_s']:.1f} | {m['convert_trained_s']:.1f} "
+                         f"| {m['convert_next_untrained_s']:.1f} | {m['total_s']:.1f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     args = parse_args()
     started = datetime.now(timezone.utc)
-    rows = [bench_preset(name, args) for name in args.presets]
+    rows = [bench_convert(name, precision, args) for name in args.presets for precision in args.precisions]
+    trial = bench_kept_trial(args) if args.trial_rounds else None
     result = {"benchmark": "conversion_cost", "date": started.isoformat(timespec="seconds"),
               "command": " ".join(["benchmarks/conversion_cost.py", *sys.argv[1:]]),
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_end": os.getloadavg()},
-              "height": args.height, "width": args.width, "rounds": args.rounds, "presets": rows}
+              "height": args.height, "width": args.width, "rounds": args.rounds, "spare_lead_s": SPARE_LEAD_S,
+              "convert": rows, "kept_trial": trial}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(rows))
+    print(markdown(rows, trial))
 
 
 if __name__ == "__main__":

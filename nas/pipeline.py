@@ -30,6 +30,7 @@ from .data.frames import open_split
 from .db_outage import worker_id
 from .evaluate import evaluate_tflite, write_preview
 from .export.pipeline import export_checked
+from .export.spares import SPARES
 from .export.tflite_convert import calibration_sample
 from .hardware import LatencyMeter
 from .files import sha256_file
@@ -148,7 +149,12 @@ def initial_network(arch: Arch, encoder_file: str | Path | None, seed: int) -> D
 
 def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budget: Budget, label: str, seed: int,
                     distill_lambda: float, on_eval: EvalCallback | None = None) -> TrainResult:
-    """Train on crops at the deployed pixel scale, distilling when the context has a teacher and lambda > 0."""
+    """Train on crops at the deployed pixel scale, distilling when the context has a teacher and lambda > 0.
+
+    Meanwhile conversion children import TensorFlow for this model's export and, when candidates are timed
+    before training, for the next one's timing (`export/spares.py`).
+    """
+    SPARES.keep_ready(2 if ctx.config.times_before_training else 1)
     frames_hw = tuple(int(s) for s in ctx.train_frames.depth_mm.shape[1:3])
     crop = training_crop(arch.input_scale, (budget.train_height, budget.train_width), frames_hw)
     loss_fn, teacher = supervised, None

@@ -110,3 +110,31 @@ def test_parity_tolerance_is_absolute_plus_relative_to_depth():
         check_close(far + [0.0, 2.6e-3], far, 1e-3, 1e-4, "x")  # 2.6 mm at 1 m
     with pytest.raises(ExportError):
         check_close(np.array([np.nan, 1.0]), far, 1e-3, 1e-4, "x")
+
+
+def test_the_conversion_child_simplifies_the_graph_itself_to_a_fixed_point(tmp_path):
+    """onnx2tf's own simplification starts the `onnxsim` executable three times (seconds each); the child runs
+    the same simplifier in process until nothing changes, folding what onnxsim folds, without changing the
+    output."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from nas.export.onnx2tf_job import simplify
+
+    two = helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])
+    three = helper.make_tensor("three", TensorProto.FLOAT, [1], [3.0])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["two", "three"], ["five"]), helper.make_node("Mul", ["x", "five"], ["y"])],
+        "foldable", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])], initializer=[two, three])
+    path = tmp_path / "foldable.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.arange(48, dtype=np.float32).reshape(1, 3, 4, 4)
+
+    assert simplify(str(path)) >= 1
+    assert [node.op_type for node in onnx.load(path).graph.node] == ["Mul"]  # 2 + 3 folded into a constant
+    import onnxruntime as ort
+
+    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})
+    np.testing.assert_allclose(y, 5 * x)
+    assert simplify(str(path)) == 0  # a fixed point: another pass changes nothing

@@ -3,8 +3,14 @@
 onnx2tf calls sys.exit on errors, keeps global TensorFlow state, and reads its sample-image file from
 the current directory; a child process with its own working directory contains all three.
 
+The ONNX graph is simplified here, in this process, before onnx2tf sees it: onnx2tf would run the
+`onnxsim` executable three times, each a fresh interpreter that imports onnx and onnxsim again (3.5 s
+apiece on a 2-core CPU, half of a LiteDepth conversion), to reach the graph one or two passes of the
+same simplifier give (`benchmarks/conversion_cost.py` checks that the TFLite files are identical).
+
     python -m nas.export.onnx2tf_job MODEL.onnx OUT_DIR                 # float32 only
     python -m nas.export.onnx2tf_job MODEL.onnx OUT_DIR CALIB.npy       # float32 + int8
+    python -m nas.export.onnx2tf_job --spare    # import first, then read one job from stdin (spares.py)
 
 With a calibration file the child also writes `model_integer_quant.tflite` (int8 weights and
 activations, float32 input and output), calibrated on CALIB.npy: float32 NHWC images, 0..255.
@@ -12,6 +18,9 @@ activations, float32 input and output), calibrated on CALIB.npy: float32 NHWC im
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -83,14 +92,44 @@ def try_loading(path: Path) -> None:
         pass
 
 
-def main(onnx_path: str, out_dir: str, calibration_npy: str | None = None) -> int:
+def simplify(onnx_path: str, max_passes: int = 3) -> int:
+    """Run onnx-simplifier on `onnx_path` in place until the graph stops changing (at most `max_passes`,
+    onnx2tf's own count); the passes that changed it.
+
+    A simplifier error leaves the file as it was, as onnx2tf does when its `onnxsim` run fails: the
+    converter copes with an unsimplified graph, and the parity checks judge the result.
+    """
+    import onnx
+    import onnxsim
+
+    model = onnx.load(onnx_path)
+    changed = 0
+    for _ in range(max_passes):
+        try:
+            simplified, _ = onnxsim.simplify(model)
+        except Exception as exc:  # onnxsim raises RuntimeError and friends from its C++ core
+            print(f"onnxsim failed, converting the graph as simplified so far: {exc}", file=sys.stderr)
+            break
+        if simplified.graph.SerializeToString() == model.graph.SerializeToString():
+            break
+        model, changed = simplified, changed + 1
+    if changed:
+        onnx.save(model, onnx_path)
+    return changed
+
+
+def main(onnx_path: str, out_dir: str, calibration_npy: str | None = None, *, simplify_here: bool = True) -> int:
+    """Convert; `simplify_here=False` leaves simplification to onnx2tf's `onnxsim` runs (the benchmark's
+    reference path)."""
     import onnx2tf
 
+    if simplify_here:
+        simplify(onnx_path)
     try:
         # Signatures make onnx2tf save a model whose input the int8 converter can feed by name.
         onnx2tf.convert(input_onnx_file_path=onnx_path, output_folder_path=out_dir,
                         copy_onnx_input_output_names_to_tflite=True, non_verbose=True,
-                        output_signaturedefs=calibration_npy is not None)
+                        output_signaturedefs=calibration_npy is not None, not_use_onnxsim=simplify_here)
     except SystemExit as exc:  # onnx2tf reports many conversion errors this way
         return int(exc.code or 1)
     if calibration_npy is not None:
@@ -101,5 +140,22 @@ def main(onnx_path: str, out_dir: str, calibration_npy: str | None = None) -> in
     return 0
 
 
+def serve_one() -> int:
+    """A spare child: import onnx2tf (TensorFlow with it) now, then run the one job a JSON line on stdin
+    names ({"cwd": ..., "argv": [...]}, as the command line would give it), in that working directory.
+
+    End of input instead of a job (the parent exited, or dismissed the spare) ends the child quietly.
+    """
+    for module in ("onnx2tf", "onnxsim"):  # the imports this child pays ahead of its job
+        importlib.import_module(module)
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    job = json.loads(line)
+    os.chdir(job["cwd"])
+    return main(*job["argv"])
+
+
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(serve_one() if sys.argv[1:] == ["--spare"] else main(*sys.argv[1:4]))

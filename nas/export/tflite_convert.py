@@ -3,7 +3,7 @@ runtime used to check and score it."""
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import signal
 import subprocess
@@ -15,6 +15,7 @@ import numpy as np
 
 from . import ExportError, check_close, check_precision
 from .onnx2tf_job import FP32_FILE, INT8_FILE
+from .spares import SPARES, child_env
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -81,25 +82,33 @@ def check_calibration(calibration: np.ndarray | None, input_hw: tuple[int, int])
 
 def _run_onnx2tf(work: Path, onnx_path: Path, sample: np.ndarray, calibration: np.ndarray | None,
                  timeout_s: float, log_path: Path | None) -> tuple[int, str]:
-    """Run the onnx2tf child in `work` (results in work/tf); its exit code and output."""
+    """Run the onnx2tf child in `work` (results in work/tf): a spare one that imported ahead when one waits
+    (`spares.py`), a new one otherwise. Its exit code and output."""
     np.save(work / SAMPLE_FILE, sample)
-    model_copy = work / "model.onnx"  # onnxsim rewrites its input in place: convert a copy
+    model_copy = work / "model.onnx"  # the child simplifies its input in place: convert a copy
     shutil.copyfile(onnx_path, model_copy)
-    argv = [sys.executable, "-m", "nas.export.onnx2tf_job", str(model_copy), str(work / "tf")]
+    job = [str(model_copy), str(work / "tf")]
     if calibration is not None:
         np.save(work / CALIBRATION_FILE, calibration)
-        argv.append(str(work / CALIBRATION_FILE))
-    # onnx2tf runs the `onnxsim` executable found on PATH: make it the one beside this interpreter.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+        job.append(str(work / CALIBRATION_FILE))
+    spare = SPARES.take()
     try:
-        proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=timeout_s)
+        if spare is not None:
+            out, err = spare.communicate(json.dumps({"cwd": str(work), "argv": job}) + "\n", timeout=timeout_s)
+            code = spare.returncode
+        else:
+            proc = subprocess.run([sys.executable, "-m", "nas.export.onnx2tf_job", *job], cwd=work, env=child_env(),
+                                  capture_output=True, text=True, timeout=timeout_s)
+            out, err, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:
+        if spare is not None:
+            spare.kill()
+            spare.communicate()
         raise ExportError(f"onnx2tf did not finish within {timeout_s:.0f} s") from exc
-    output = proc.stdout + proc.stderr
+    output = out + err
     if log_path:
         log_path.write_text(output)
-    return proc.returncode, output
+    return code, output
 
 
 def convert_to_tflite(onnx_path: Path, out_path: Path, sample: np.ndarray, timeout_s: float = 900,
