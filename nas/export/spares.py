@@ -5,13 +5,15 @@ TensorFlow with it, is 4-5 s of each on a 2-core CPU (`benchmarks/README.md`, co
 spare child pays that import while the worker trains, then waits on its stdin for the one job it
 will run, and exits: nothing carries over from one conversion to the next, as before.
 
-Spares are started when training starts (`keep_ready`), the one stretch of a trial in which a spare's
-import cannot overlap a latency measurement on this machine, and an idle spare uses no CPU. A spare
-reads end-of-input when its parent exits, however it exits, and ends, so none outlives a worker.
+Spares are started when training starts (`keep_ready`), so their imports run beside training, not
+beside a latency measurement on this machine (the meter would find it busy); an idle spare uses no
+CPU. A spare reads end-of-input when its parent exits, however it exits, and ends, so none outlives
+a worker.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -85,3 +87,4 @@ def _dismiss(process: subprocess.Popen) -> None:
 
 
 SPARES = SpareConverters()  # this process's spares (one worker process: one set)
+atexit.register(SPARES.dismiss_all)  # a normal exit ends them at once; any other exit closes their stdin
