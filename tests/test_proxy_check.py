@@ -115,6 +115,25 @@ def test_the_searchs_best_is_ranked_by_score_not_si_rmse():
     assert stats["search_best"] == 0 and stats["search_best_retrained_rank"] == 2 and not stats["best_stays_best"]
 
 
+def test_a_latency_timed_again_is_compared_at_one_latency_per_graph():
+    """Trial 2's search figure was taken on a busy device (3x slow) and timed again, quiet, after re-training:
+    as recorded, its score ranks it last; at one latency per graph the proxy's ranking is intact."""
+    si = [0.20, 0.22, 0.24, 0.26]
+    quiet_ms = [2.0, 2.0, 2.0, 2.0]
+    search_ms = [2.0, 2.0, 6.0, 2.0]
+    p = [Pair(i, s, s - 0.03, 2 ** (-10 * s) / t, 2 ** (-10 * (s - 0.03)) / q, t, q)
+         for i, (s, t, q) in enumerate(zip(si, search_ms, quiet_ms))]
+    stats = agreement(p)
+    assert stats["latency_remeasured"] == [2]
+    assert stats["final_score"]["kendall_tau"] < 1.0  # as recorded: trial 2 out of place
+    assert stats["final_score_one_latency"]["kendall_tau"] == pytest.approx(1.0)
+    assert p[2].search_score_at_retrained_latency == pytest.approx(2 ** (-10 * 0.24) / 2.0)
+    assert p[0].search_score_at_retrained_latency == p[0].search_score  # same figure: unchanged
+    lines = summary_lines({**stats, "study": "busy", "k": 4, "budget": "quick-x4", "retrained_this_run": 4})
+    assert any(line.startswith("Final Score at one latency per graph (trials 2 timed again") and
+               "Kendall tau 1.00" in line for line in lines)
+
+
 # --- resumable re-training, with a fake re-train -----------------------------------------------------------
 
 class FakeRetrain:

@@ -33,8 +33,11 @@ def proxy_section(check: dict[str, Any] | None) -> str:
     best = check.get("search_best")
     verdict = ("stays the best after re-training" if check.get("best_stays_best") else
                f"is rank {_cell(check.get('search_best_retrained_rank'))} of {_cell(check.get('k'))} after re-training")
-    figures = "".join(_figures_row(name, check.get(key, {}))
-                      for key, name in (("si_rmse", "si-RMSE"), ("final_score", "Final Score")))
+    rows_wanted = [("si_rmse", "si-RMSE"), ("final_score", "Final Score")]
+    if remeasured := check.get("latency_remeasured"):  # a latency taken again: the ranking at one latency per graph
+        rows_wanted.append(("final_score_one_latency", "Final Score at one latency per graph (trials "
+                            f"{', '.join(map(str, remeasured))} timed again)"))
+    figures = "".join(_figures_row(escape(name), check.get(key, {})) for key, name in rows_wanted)
     head = "".join(f"<th>{h}</th>" for h in (
         "trial", "rank in the study", "search rank", "re-trained rank", "search si-RMSE", "re-trained si-RMSE",
         "search Final Score", "re-trained Final Score", "re-trained latency ms"))
