@@ -18,14 +18,14 @@ scenes), in interleaved rounds so machine load hits every path alike, times:
 and checks that every path writes the same `.tflite` (file hash) as `before`.
 
 Part 2 (`kept_trial`), LiteDepth: the conversions and training of one kept trial with timing on, in
-steady state, `before` against `after`: train at the quick budget's shape (150 AdamW steps, batch 8, whole
-synthetic frames at 160×120; the real loop, without the pruner's validation), then convert the trained
-network and the next candidate's untrained one. `after` keeps two spares ready from the start of
-training, as `pipeline.train_candidate` does, so the figure includes what their imports take from
-training on a CPU.
+steady state: train at the quick budget's shape (150 AdamW steps, batch 8, whole synthetic frames at
+160×120; the real loop, without the pruner's validation), then convert the trained network and the
+next candidate's untrained one. Modes: `before` (the child as it was), `in_process` (what a CPU-only
+worker does now), `spares` (two spares started when training starts, what `pipeline.train_candidate`
+does when training runs on a GPU; on a CPU the figure shows what their imports take from training).
 
     .venv/bin/python benchmarks/conversion_cost.py [--presets litedepth fastdepth] [--rounds 2]
-                                                   [--trial-rounds 2]
+                                                   [--trial-rounds 2] [--parts convert kept_trial]
 
 Writes benchmarks/results/conversion_cost.json and prints Markdown tables for benchmarks/README.md.
 (The first run, which measured converting only the int8 variant, is conversion_cost_run1.json.)
@@ -80,7 +80,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--trial-rounds", type=int, default=2, help="rounds of part 2 (0: skip it)")
+    p.add_argument("--trial-rounds", type=int, default=2, help="rounds of part 2")
+    p.add_argument("--parts", nargs="+", default=["convert", "kept_trial"], choices=["convert", "kept_trial"])
     p.add_argument("--workdir", type=Path, default=Path("results/benchmarks/conversion_cost"),
                    help="where the models are kept (git-ignored)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/conversion_cost.json"))
@@ -183,8 +184,8 @@ def kept_trial(mode: str, onnx_next: Path, split: DepthSplit, sample: np.ndarray
     convert = convert_before if mode == "before" else convert_now
     SPARES.dismiss_all()
     start = time.perf_counter()
-    if mode == "after":
-        SPARES.keep_ready(2)  # what pipeline.train_candidate does when candidates are timed
+    if mode == "spares":
+        SPARES.keep_ready(2)  # what pipeline.train_candidate does on a GPU when candidates are timed
     train(model, split, budget, device=torch.device("cpu"))
     trained_at = time.perf_counter()
     trained_onnx = export_onnx(model.eval(), folder / f"trained-{mode}.onnx", args.height, args.width)
@@ -206,20 +207,22 @@ def bench_kept_trial(args: argparse.Namespace) -> dict[str, Any]:
     onnx_next = untrained_onnx("litedepth", folder, args.height, args.width, seed=1)
     rgb, _ = render_scene(0, args.width, args.height)
     sample = calibration_sample([rgb])
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    modes = ("before", "in_process", "spares")
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for round_no in range(args.trial_rounds):
-        for mode in (("before", "after") if round_no % 2 == 0 else ("after", "before")):
+        for mode in modes[round_no % 3:] + modes[:round_no % 3]:
             figures = {k: round(v, 2) for k, v in kept_trial(mode, onnx_next, split, sample, args, folder).items()}
             runs[mode].append(figures)
             log(f"kept trial round {round_no + 1}, {mode}: {figures}")
     SPARES.dismiss_all()
     medians = {mode: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for mode, rows in runs.items()}
     return {"preset": "litedepth", "precision": "fp32", "budget": budget.model_dump(), "runs": runs,
-            "median": medians, "total_after_over_before": medians["after"]["total_s"] / medians["before"]["total_s"]}
+            "median": medians, "total_over_before": {mode: medians[mode]["total_s"] / medians["before"]["total_s"]
+                                                     for mode in modes}}
 
 
 def markdown(rows: list[dict[str, Any]], trial: dict[str, Any] | None) -> str:
-    lines = ["| preset | precision | before s | in-process simplify s | + spare child s | import onnx2tf s "
+    lines = [] if not rows else ["| preset | precision | before s | in-process simplify s | + spare child s | import onnx2tf s "
              "| speed-up | same file |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["median_s"]
@@ -227,7 +230,7 @@ def markdown(rows: list[dict[str, Any]], trial: dict[str, Any] | None) -> str:
                      f"| {m['spare']:.1f} | {m['import']:.1f} | {r['speedup_spare']:.2f}× "
                      f"| {'yes' if all(r['same_file'].values()) else 'NO'} |")
     if trial:
-        lines += ["", "| kept trial (LiteDepth fp32) | train s | trained conversion s | next untrained conversion s "
+        lines += [""] * bool(lines) + ["| kept trial (LiteDepth fp32) | train s | trained conversion s | next untrained conversion s "
                   "| total s |", "|---|---|---|---|---|"]
         for mode, m in trial["median"].items():
             lines.append(f"| {mode} | {m['train_s']:.1f} | {m['convert_trained_s']:.1f} "
@@ -238,8 +241,9 @@ def markdown(rows: list[dict[str, Any]], trial: dict[str, Any] | None) -> str:
 def main() -> None:
     args = parse_args()
     started = datetime.now(timezone.utc)
-    rows = [bench_convert(name, precision, args) for name in args.presets for precision in args.precisions]
-    trial = bench_kept_trial(args) if args.trial_rounds else None
+    rows = [bench_convert(name, precision, args) for name in args.presets for precision in args.precisions
+            if "convert" in args.parts]
+    trial = bench_kept_trial(args) if "kept_trial" in args.parts else None
     result = {"benchmark": "conversion_cost", "date": started.isoformat(timespec="seconds"),
               "command": " ".join(["benchmarks/conversion_cost.py", *sys.argv[1:]]),
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_end": os.getloadavg()},

@@ -40,7 +40,7 @@ from .models.pretrained import RANDOM, WeightSource, fallback_line, resolve_weig
 from .space import SearchSpace
 from .train.batches import PixelScaleBatches, training_crop
 from .train.distill import Distillation
-from .train.loop import EvalCallback, TrainResult, supervised, train
+from .train.loop import EvalCallback, TrainResult, default_device, supervised, train
 
 
 @dataclass
@@ -151,10 +151,13 @@ def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budge
                     distill_lambda: float, on_eval: EvalCallback | None = None) -> TrainResult:
     """Train on crops at the deployed pixel scale, distilling when the context has a teacher and lambda > 0.
 
-    Meanwhile conversion children import TensorFlow for this model's export and, when candidates are timed
-    before training, for the next one's timing (`export/spares.py`).
+    When training runs on a GPU, conversion children meanwhile import TensorFlow on the idle CPU for this
+    model's export and, when candidates are timed before training, for the next one's timing
+    (`export/spares.py`). Not on a CPU-only worker: there the imports take the cores training uses, and
+    cost training what they save the conversions (`benchmarks/README.md`, conversion_cost).
     """
-    SPARES.keep_ready(2 if ctx.config.times_before_training else 1)
+    if default_device().type != "cpu":
+        SPARES.keep_ready(2 if ctx.config.times_before_training else 1)
     frames_hw = tuple(int(s) for s in ctx.train_frames.depth_mm.shape[1:3])
     crop = training_crop(arch.input_scale, (budget.train_height, budget.train_width), frames_hw)
     loss_fn, teacher = supervised, None

@@ -1,13 +1,14 @@
 """Conversion children started ahead of need, so a conversion does not wait for TensorFlow to import.
 
 Every conversion runs in a child process of its own (`onnx2tf_job` says why); importing onnx2tf,
-TensorFlow with it, is 4-5 s of each on a 2-core CPU (`benchmarks/README.md`, conversion_cost). A
+TensorFlow with it, is about 4 s of each on a 2-core CPU (`benchmarks/README.md`, conversion_cost). A
 spare child pays that import while the worker trains, then waits on its stdin for the one job it
 will run, and exits: nothing carries over from one conversion to the next, as before.
 
-Spares are started when training starts (`keep_ready`), so their imports run beside training, not
-beside a latency measurement on this machine (the meter would find it busy); an idle spare uses no
-CPU. A spare reads end-of-input when its parent exits, however it exits, and ends, so none outlives
+Spares are started when training on a GPU starts (`keep_ready`), so their imports run on CPU cores
+that training leaves idle, not beside a latency measurement on this machine (the meter would find it
+busy); an idle spare uses no CPU. A CPU-only worker starts none: its training uses every core, and
+there the imports slowed training by about what they saved the conversions (measured). A spare reads end-of-input when its parent exits, however it exits, and ends, so none outlives
 a worker.
 """
 
