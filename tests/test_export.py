@@ -117,6 +117,7 @@ def test_the_conversion_child_simplifies_the_graph_itself_to_a_fixed_point(tmp_p
     the same simplifier in process until nothing changes, folding what onnxsim folds, without changing the
     output."""
     import onnx
+    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     from nas.export.onnx2tf_job import simplify
@@ -133,8 +134,6 @@ def test_the_conversion_child_simplifies_the_graph_itself_to_a_fixed_point(tmp_p
 
     assert simplify(str(path)) >= 1
     assert [node.op_type for node in onnx.load(path).graph.node] == ["Mul"]  # 2 + 3 folded into a constant
-    import onnxruntime as ort
-
     (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})
     np.testing.assert_allclose(y, 5 * x)
     assert simplify(str(path)) == 0  # a fixed point: another pass changes nothing

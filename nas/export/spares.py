@@ -8,8 +8,8 @@ will run, and exits: nothing carries over from one conversion to the next, as be
 Spares are started when training on a GPU starts (`keep_ready`), so their imports run on CPU cores
 that training leaves idle, not beside a latency measurement on this machine (the meter would find it
 busy); an idle spare uses no CPU. A CPU-only worker starts none: its training uses every core, and
-there the imports slowed training by about what they saved the conversions (measured). A spare reads end-of-input when its parent exits, however it exits, and ends, so none outlives
-a worker.
+there the imports slowed training by about what they saved the conversions (measured). A spare reads
+end-of-input when its parent exits, however it exits, and ends, so none outlives a worker.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-SPARE_ARGS = ("-m", "nas.export.onnx2tf_job", "--spare")
+JOB_MODULE = "nas.export.onnx2tf_job"  # the conversion child, fresh (`-m JOB_MODULE ARGS`) or spare (`--spare`)
 
 
 def child_env() -> dict[str, str]:
@@ -45,24 +45,24 @@ class SpareConverters:
     def _wanted() -> tuple:
         return sys.executable, tuple(sorted(child_env().items()))
 
-    def keep_ready(self, count: int) -> None:
-        """Start spares until `count` live ones wait (dismissing any started for another interpreter or env)."""
+    def _drop_stale(self) -> tuple:
+        """Dismiss spares that died or were started for another interpreter or environment; what is wanted now."""
         wanted = self._wanted()
         self._drop(lambda spare: spare.process.poll() is not None or spare.started_for != wanted)
+        return wanted
+
+    def keep_ready(self, count: int) -> None:
+        """Start spares until `count` live ones for this interpreter and environment wait."""
+        wanted = self._drop_stale()
         while len(self._spares) < count:
-            process = subprocess.Popen([sys.executable, *SPARE_ARGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, env=child_env(), text=True)
+            process = subprocess.Popen([sys.executable, "-m", JOB_MODULE, "--spare"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True)
             self._spares.append(_Spare(process, wanted))
 
     def take(self) -> subprocess.Popen | None:
         """A live spare for this interpreter and environment, no longer counted as spare; None when none waits."""
-        wanted = self._wanted()
-        while self._spares:
-            spare = self._spares.pop(0)
-            if spare.process.poll() is None and spare.started_for == wanted:
-                return spare.process
-            _dismiss(spare.process)
-        return None
+        self._drop_stale()
+        return self._spares.pop(0).process if self._spares else None
 
     def dismiss_all(self) -> None:
         self._drop(lambda spare: True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import ExportError, check_close, check_precision
 from .onnx2tf_job import FP32_FILE, INT8_FILE
-from .spares import SPARES, child_env
+from .spares import JOB_MODULE, SPARES, child_env
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -97,7 +97,7 @@ def _run_onnx2tf(work: Path, onnx_path: Path, sample: np.ndarray, calibration: n
             out, err = spare.communicate(json.dumps({"cwd": str(work), "argv": job}) + "\n", timeout=timeout_s)
             code = spare.returncode
         else:
-            proc = subprocess.run([sys.executable, "-m", "nas.export.onnx2tf_job", *job], cwd=work, env=child_env(),
+            proc = subprocess.run([sys.executable, "-m", JOB_MODULE, *job], cwd=work, env=child_env(),
                                   capture_output=True, text=True, timeout=timeout_s)
             out, err, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:
