@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
 
+import timm
 import torch
 
 from nas.config import BUDGETS, Budget
@@ -130,7 +133,8 @@ def main() -> None:
     started = time.time()
     data = args.work / "data"
     if not (data / "train").is_dir():
-        synthesize(data, {"train": args.train_images, "validation": 16, "test": 0}, seed=0, width=640, height=480)
+        synthesize(data, {"train": args.train_images, "validation": 16, "test": 0}, seed=0, width=640, height=480,
+                   workers=os.cpu_count() or 1)
     cache = args.work / "frames"
     train_frames = open_split(data, "train", cache, (640, 480), None)
     val = open_split(data, "validation", cache, (640, 480), 4 if args.cpu_dry_run else None)
@@ -151,8 +155,11 @@ def main() -> None:
             make_batches = lambda crop=crop, budget=budget: PixelScaleBatches(  # noqa: E731
                 train_frames, budget.batch_size, crop)
         for mode in args.modes:
-            figures = run_one(name, lambda arch=arch: DepthNet(arch), make_batches, budget, val, device, MODES[mode],
-                              args.warmup)
+            try:
+                figures = run_one(name, lambda arch=arch: DepthNet(arch), make_batches, budget, val, device,
+                                  MODES[mode], args.warmup)
+            except Exception as error:  # one mode failing for one model must not cost the other runs
+                figures = {"model": name, "error": f"{type(error).__name__}: {error}"}
             figures.update(mode=mode, params=count_params(DepthNet(arch)), batch_size=budget.batch_size,
                            resolution=f"{budget.train_width}x{budget.train_height} internal")
             runs.append(figures)
@@ -167,7 +174,8 @@ def summarise(runs: list[dict]) -> dict:
     models = sorted({r["model"] for r in runs})
     summary = {}
     for mode in MODES:
-        pairs = [(by[(m, mode)], by[(m, "fp32")]) for m in models if (m, mode) in by and (m, "fp32") in by]
+        pairs = [(by[(m, mode)], by[(m, "fp32")]) for m in models
+                 if "error" not in by.get((m, mode), {"error": 1}) and "error" not in by.get((m, "fp32"), {"error": 1})]
         if not pairs:
             continue
         summary[mode] = {
@@ -179,7 +187,7 @@ def summarise(runs: list[dict]) -> dict:
                                          if all(a["gpu_utilisation_pct"] is not None for a, _ in pairs) else None),
         }
     full = {}
-    for r in runs:
+    for r in (r for r in runs if "error" not in r):
         steps = TEACHER_BUDGETS["full"].steps if r["model"] == "teacher" else BUDGETS["full"].steps
         full.setdefault(r["model"], {})[r["mode"]] = steps / r["steps_per_s"] / 60
     return {"modes": summary, "full_budget_training_minutes": full}
@@ -187,9 +195,10 @@ def summarise(runs: list[dict]) -> dict:
 
 def write(args: argparse.Namespace, device: torch.device, runs: list[dict], started: float) -> None:
     result = {
-        "command": "python benchmarks/gpu_training.py " + f"--steps {args.steps}" + (" --cpu-dry-run" if args.cpu_dry_run else ""),
+        "command": " ".join(["python", "benchmarks/gpu_training.py", *sys.argv[1:]]),
         "machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+                    "cpu_cores": os.cpu_count(), "torch": torch.__version__, "timm": timm.__version__,
+                    "python": platform.python_version()},
         "date": datetime.now(timezone.utc).date().isoformat(), "minutes": (time.time() - started) / 60,
         "runs": runs, "summary": summarise(runs),
     }

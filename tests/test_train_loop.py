@@ -48,6 +48,7 @@ def test_an_error_while_preparing_a_batch_reaches_the_training_loop():
 
 def test_cpu_trains_in_plain_fp32_and_every_option_still_trains():
     assert StepOptions.for_device(torch.device("cpu")) == StepOptions()
+    assert StepOptions.for_device(torch.device("cpu"), compute_bound=True) == StepOptions()
     budget = Budget(name="t", train_height=32, train_width=32, steps=3, batch_size=2, eval_points=1)
     frames = _frames()
     for options in (StepOptions(), StepOptions(bf16_autocast=True, channels_last=True, prefetch=True)):
@@ -58,3 +59,11 @@ def test_cpu_trains_in_plain_fp32_and_every_option_still_trains():
         assert result.steps == 3 and np.isfinite(result.final_loss) and np.isfinite(result.val_si_rmse)
         assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it learned something
         assert all(p.is_contiguous() for p in model.parameters())  # plain layout again, ready for export
+
+
+def test_cuda_trains_channels_last_with_prefetch_and_the_teacher_adds_bf16():
+    """The choices benchmarks/gpu_training.py measured on an H100 (no GPU needed to pick them)."""
+    cuda = torch.device("cuda")
+    assert StepOptions.for_device(cuda) == StepOptions(channels_last=True, prefetch=True)
+    assert StepOptions.for_device(cuda, compute_bound=True) == StepOptions(bf16_autocast=True, channels_last=True,
+                                                                            prefetch=True)

@@ -11,6 +11,8 @@ occlusion edges), as a ZED camera records it. Deterministic for a seed.
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,16 +218,26 @@ def write_pair(rgb: np.ndarray, depth_mm: np.ndarray, root: Path, split: str, st
     Image.fromarray(depth_mm.astype(np.uint16)).save(root / split / "depth" / f"{stem}.png")
 
 
+def _render_and_write(job: tuple[int, int, int, Path, str, str]) -> None:
+    scene_seed, width, height, out, split, stem = job
+    rgb, depth = render_scene(scene_seed, width, height)
+    write_pair(rgb, depth, out, split, stem)
+
+
 def synthesize(out: Path, counts: dict[str, int], seed: int = 0, width: int = WIDTH, height: int = HEIGHT,
-               progress=None) -> None:
-    """Write `counts[split]` scenes per split under `out`; scene seeds differ per split and index."""
-    total = sum(counts.values())
-    done = 0
-    for split_index, split in enumerate(SPLITS):
-        for i in range(counts.get(split, 0)):
-            scene_seed = (seed * 1_000_003 + split_index * 100_003 + i) & 0xFFFFFFFF
-            rgb, depth = render_scene(scene_seed, width, height)
-            write_pair(rgb, depth, out, split, f"{i:05d}")
-            done += 1
+               progress=None, workers: int = 1) -> None:
+    """Write `counts[split]` scenes per split under `out`; scene seeds differ per split and index.
+
+    `workers` > 1 renders in that many processes (same files: each scene depends on its seed alone).
+    """
+    jobs = [((seed * 1_000_003 + split_index * 100_003 + i) & 0xFFFFFFFF, width, height, out, split, f"{i:05d}")
+            for split_index, split in enumerate(SPLITS) for i in range(counts.get(split, 0))]
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers))
+            finished = pool.map(_render_and_write, jobs, chunksize=4)
+        else:
+            finished = map(_render_and_write, jobs)
+        for done, _ in enumerate(finished, start=1):
             if progress:
-                progress(done, total)
+                progress(done, len(jobs))

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..files import atomic_path, sha256_file
 from ..models import DepthNet, count_params
 from ..models.pretrained import fallback_line, resolve_weights
-from ..train.loop import default_device, train
+from ..train.loop import StepOptions, default_device, train
 from .predictors import Predictor, evaluate_teacher
 from .progress import metrics_line, progress_bar
 from .spec import WEIGHTS_FILE, TeacherSpec, data_fingerprint, read_spec, write_spec
@@ -133,7 +133,7 @@ def train_teacher(data_root: Path, out: Path, budget_name: str = "quick", backbo
 
     with progress:
         result = train(model, train_split, budget, val_split=val_split, seed=seed, device=device, on_eval=report,
-                       progress=advance)
+                       progress=advance, options=StepOptions.for_device(device, compute_bound=True))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         torch.save(model.cpu().state_dict(), tmp)
