@@ -8,6 +8,7 @@ their own for an error, and every error prints as one `error: ...` line with the
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -91,7 +92,7 @@ def data_synth(out_dir: Annotated[Path, typer.Option("--out", help="folder to wr
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("rendering scenes", total=train + val + test)
         synthesize(out_dir, {"train": train, "validation": val, "test": test}, seed=seed, width=width, height=height,
-                   progress=lambda done, total: progress.update(task, completed=done))
+                   workers=os.cpu_count() or 1, progress=lambda done, total: progress.update(task, completed=done))
     out.print(f"wrote {train} train, {val} validation, {test} test pairs to {out_dir}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def ensure_synthetic_data(config: RunConfig) -> Path:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("generating synthetic scenes", total=sum(recipe[s] for s in ("train", "validation", "test")))
         synthesize(root, {s: recipe[s] for s in ("train", "validation", "test")}, seed=config.synth_seed,
-                   width=config.deploy_width, height=config.deploy_height,
+                   width=config.deploy_width, height=config.deploy_height, workers=os.cpu_count() or 1,
                    progress=lambda done, total: progress.update(task, completed=done))
     marker.write_text(json.dumps(recipe))
     return root

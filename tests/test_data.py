@@ -82,3 +82,13 @@ def test_checker_reports_missing_folder(tmp_path):
     messages = [str(p) for p in check_dataset(tmp_path / "d")]
     assert any("validation" in m and "missing" in m for m in messages)
     assert any("train/rgb" in m and "missing" in m for m in messages)
+
+
+def test_synthesize_in_worker_processes_writes_the_same_files(tmp_path):
+    counts = {"train": 3, "validation": 1, "test": 1}
+    synthesize(tmp_path / "one", counts, seed=4, width=48, height=36)
+    seen: list[int] = []
+    synthesize(tmp_path / "two", counts, seed=4, width=48, height=36, workers=2, progress=lambda d, t: seen.append(d))
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    assert len(files) == 10 and seen == [1, 2, 3, 4, 5]
+    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)
