@@ -1,5 +1,7 @@
 """ONNX and TFLite parity on a tiny model, and the offline conversion contract."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,29 @@ def test_the_conversion_child_simplifies_the_graph_itself_to_a_fixed_point(tmp_p
     (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})
     np.testing.assert_allclose(y, 5 * x)
     assert simplify(str(path)) == 0  # a fixed point: another pass changes nothing
+
+
+def test_a_simplifier_crash_converts_again_with_onnx2tfs_own_simplifier(tmp_path, monkeypatch):
+    """onnxsim's C++ core can abort the process it runs in; onnx2tf runs it as a separate program and goes on
+    without it, so a candidate that crashes the in-process simplifier is converted all the same."""
+    import torch
+
+    from nas.export import tflite_convert
+
+    fake = tmp_path / "fake" / "onnxsim"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import os\n\ndef simplify(*args, **kwargs):\n    os.abort()\n\n"
+                                      "def main():\n    os.abort()\n")
+    monkeypatch.setenv("PYTHONPATH", f"{fake.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setattr(tflite_convert.SPARES, "take", lambda: None)  # a cold child sees the fake package
+
+    conv = torch.nn.Conv2d(3, 1, 3, padding=1).eval()
+    onnx_path = export_onnx(conv, tmp_path / "c.onnx", 16, 16)
+    log = tmp_path / "onnx2tf.log"
+    tflite = convert_to_tflite(onnx_path, tmp_path / "c.tflite", np.zeros((20, 128, 128, 3), np.float32),
+                               log_path=log)
+    assert log.read_text().startswith("the in-process simplifier crashed the conversion child (SIGABRT); "
+                                      "converted again with onnx2tf's own simplifier")
+    image = np.linspace(0, 255, 16 * 16 * 3).reshape(16, 16, 3).astype(np.float32)
+    expected = run_onnx(onnx_path, image.transpose(2, 0, 1)[None])[0]
+    assert np.max(np.abs(TFLiteModel(tflite).predict(image) - expected)) < 1e-3

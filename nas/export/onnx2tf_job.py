@@ -27,6 +27,10 @@ from pathlib import Path
 
 FP32_FILE = "model_float32.tflite"  # onnx2tf's name for its float32 model (output_file_name "model")
 INT8_FILE = "model_integer_quant.tflite"
+# The child's line once its in-process simplifier is done: a crash without it was the simplifier's.
+SIMPLIFIED = "nas: graph simplified"
+# Argument that leaves simplification to onnx2tf's own `onnxsim` runs, which survive a simplifier crash.
+ONNX2TF_SIMPLIFIES = "--onnx2tf-simplifies"
 
 
 def tf_input_name(onnx_name: str) -> str:
@@ -120,11 +124,12 @@ def simplify(onnx_path: str, max_passes: int = 3) -> int:
 
 def main(onnx_path: str, out_dir: str, calibration_npy: str | None = None, *, simplify_here: bool = True) -> int:
     """Convert; `simplify_here=False` leaves simplification to onnx2tf's `onnxsim` runs (the benchmark's
-    reference path)."""
+    reference path, and the parent's fallback when the simplifier crashed this process)."""
     import onnx2tf
 
     if simplify_here:
         simplify(onnx_path)
+        print(SIMPLIFIED, file=sys.stderr, flush=True)  # past the simplifier: a later crash is not its doing
     try:
         # Signatures make onnx2tf save a model whose input the int8 converter can feed by name.
         onnx2tf.convert(input_onnx_file_path=onnx_path, output_folder_path=out_dir,
@@ -154,8 +159,14 @@ def serve_one() -> int:
         return 0
     job = json.loads(line)
     os.chdir(job["cwd"])
-    return main(*job["argv"])
+    return run_argv(job["argv"])
+
+
+def run_argv(argv: list[str]) -> int:
+    """`ONNX [OUT_DIR [CALIBRATION]]`, with ONNX2TF_SIMPLIFIES anywhere to skip the in-process simplifier."""
+    positional = [arg for arg in argv if arg != ONNX2TF_SIMPLIFIES]
+    return main(*positional[:3], simplify_here=ONNX2TF_SIMPLIFIES not in argv)
 
 
 if __name__ == "__main__":
-    sys.exit(serve_one() if sys.argv[1:] == ["--spare"] else main(*sys.argv[1:4]))
+    sys.exit(serve_one() if sys.argv[1:] == ["--spare"] else run_argv(sys.argv[1:]))

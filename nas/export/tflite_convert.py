@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ExportError, check_close, check_precision
-from .onnx2tf_job import FP32_FILE, INT8_FILE
+from .onnx2tf_job import FP32_FILE, INT8_FILE, ONNX2TF_SIMPLIFIES, SIMPLIFIED
 from .spares import JOB_MODULE, SPARES, child_env
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
@@ -81,7 +81,7 @@ def check_calibration(calibration: np.ndarray | None, input_hw: tuple[int, int])
 
 
 def _run_onnx2tf(work: Path, onnx_path: Path, sample: np.ndarray, calibration: np.ndarray | None,
-                 timeout_s: float, log_path: Path | None) -> tuple[int, str]:
+                 timeout_s: float, log_path: Path | None, simplify_here: bool = True) -> tuple[int, str]:
     """Run the onnx2tf child in `work` (results in work/tf): a spare one that imported ahead when one waits
     (`spares.py`), a new one otherwise. Its exit code and output."""
     np.save(work / SAMPLE_FILE, sample)
@@ -91,6 +91,8 @@ def _run_onnx2tf(work: Path, onnx_path: Path, sample: np.ndarray, calibration: n
     if calibration is not None:
         np.save(work / CALIBRATION_FILE, calibration)
         job.append(str(work / CALIBRATION_FILE))
+    if not simplify_here:
+        job.append(ONNX2TF_SIMPLIFIES)
     spare = SPARES.take()
     try:
         if spare is not None:
@@ -131,6 +133,16 @@ def convert_to_tflite(onnx_path: Path, out_path: Path, sample: np.ndarray, timeo
     with tempfile.TemporaryDirectory(prefix="nas-onnx2tf-") as tmp:
         work = Path(tmp)
         code, output = _run_onnx2tf(work, Path(onnx_path), sample, calibration, timeout_s, log_path)
+        if code < 0 and SIMPLIFIED not in output:
+            # The simplifier's C++ core crashed the child before conversion began. onnx2tf's own path runs
+            # it as a separate program and converts the unsimplified graph when that dies: slower, but the
+            # candidate is converted, as it was before the simplifier moved in process.
+            first = f"the in-process simplifier crashed the conversion child ({signal.Signals(-code).name})"
+            code, output = _run_onnx2tf(work, Path(onnx_path), sample, calibration, timeout_s, None,
+                                        simplify_here=False)
+            output = f"{first}; converted again with onnx2tf's own simplifier\n{output}"
+            if log_path:
+                log_path.write_text(output)
         missing = [name for name in wanted if not (work / "tf" / name).exists()]
         if code != 0 or missing:
             tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:])
