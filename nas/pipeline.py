@@ -151,10 +151,6 @@ def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budge
                     distill_lambda: float, on_eval: EvalCallback | None = None) -> TrainResult:
     """Train on crops at the deployed pixel scale, distilling when the context has a teacher and lambda > 0.
 
-    Every candidate of a study sees the same batches in the same order (drawn from the config's seed;
-    `seed` draws its weights): common random numbers, so two candidates' figures differ by their
-    architectures and initial weights, not by the luck of their data order.
-
     When training runs on a GPU, conversion children meanwhile import TensorFlow on the idle CPU for this
     model's export and, when candidates are timed before training, for the next one's timing
     (`export/spares.py`). Not on a CPU-only worker: there the imports take the cores training uses, and
@@ -171,7 +167,7 @@ def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budge
     progress, update = _progress(f"{label} training on {crop[1]}×{crop[0]} crops")
     with progress:
         return train(model, batches, budget, val_split=ctx.val_frames, loss_fn=loss_fn, seed=seed, on_eval=on_eval,
-                     progress=update, data_seed=ctx.config.seed)
+                     progress=update)
 
 
 def time_untrained(ctx: TrialContext, model: torch.nn.Module, arch: Arch, label: str) -> Any:

@@ -67,25 +67,3 @@ def test_cuda_trains_channels_last_with_prefetch_and_the_teacher_adds_bf16():
     assert StepOptions.for_device(cuda) == StepOptions(channels_last=True, prefetch=True)
     assert StepOptions.for_device(cuda, compute_bound=True) == StepOptions(bf16_autocast=True, channels_last=True,
                                                                             prefetch=True)
-
-
-def test_the_data_seed_alone_draws_the_batches():
-    """Common random numbers: candidates trained with their own seeds but one data seed see the same batches."""
-    source = PixelScaleBatches(_frames(), batch_size=2, crop_hw=(32, 32))
-    budget = Budget(name="t", train_height=32, train_width=32, steps=3, batch_size=2, eval_points=1)
-
-    def images_seen(seed: int, data_seed: int | None) -> list[torch.Tensor]:
-        seen: list[torch.Tensor] = []
-
-        def recording(generator: torch.Generator) -> dict:
-            batch = source(generator)
-            seen.append(batch["image"].clone())
-            return batch
-
-        train(DepthNet(PRESETS["litedepth"]), recording, budget, seed=seed, device=torch.device("cpu"),
-              options=StepOptions(), data_seed=data_seed)
-        return seen
-
-    common = images_seen(1, data_seed=7)
-    assert all(torch.equal(a, b) for a, b in zip(common, images_seen(2, data_seed=7)))
-    assert not all(torch.equal(a, b) for a, b in zip(images_seen(1, None), images_seen(2, None)))

@@ -151,22 +151,21 @@ def validate(model: torch.nn.Module, split: DepthSplit, device: torch.device, ba
 def train(model: torch.nn.Module, data: DepthSplit | BatchSource, budget: Budget, *, val_split: DepthSplit | None = None,
           extra_maps: dict[str, np.ndarray] | None = None, loss_fn: LossFn = supervised, seed: int = 0,
           device: torch.device | None = None, lr: float | None = None, on_eval: EvalCallback | None = None,
-          progress: Callable[[int, int, float], None] | None = None, options: StepOptions | None = None,
-          data_seed: int | None = None) -> TrainResult:
+          progress: Callable[[int, int, float], None] | None = None, options: StepOptions | None = None
+          ) -> TrainResult:
     """Train `model` for `budget.steps` AdamW steps with a one-cycle schedule.
 
     `data` is a batch source, or a split held at the training resolution (whole frames); then
     `extra_maps` are (N, H, W) arrays aligned with it (e.g. "teacher" depth in metres) that enter
     each batch under their key, augmented like the ground truth. `options` default to
-    `StepOptions.for_device(device)`. `data_seed` (default `seed`) alone draws the batches: trainings given
-    the same one draw the same images in the same order, crops and flips from the same random stream.
+    `StepOptions.for_device(device)`.
     """
     batches = WholeFrameBatches(data, budget.batch_size, extra_maps) if isinstance(data, DepthSplit) else data
     device = device or default_device()
     options = options or StepOptions.for_device(device)
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).train()
-    generator = torch.Generator().manual_seed(seed if data_seed is None else data_seed)
+    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr or budget.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr or budget.lr, total_steps=max(budget.steps, 1),
