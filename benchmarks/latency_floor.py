@@ -11,13 +11,17 @@ times, on this machine, untrained fp32 `.tflite` files of:
 - `litedepth-out-nearest`: the output resized with nearest instead of bilinear;
 - cheap-corner points of the space: LiteDepth at 96×128, and half-width backbones
   (`lcnet_050`, `mobilenetv3_small_050`) with LiteDepth's decoder, and one at 96×128 with a
-  narrower decoder.
+  narrower decoder;
+- the output upsampling (`--set output`): the depth map's bilinear upsampling by a whole factor as
+  RESIZE_BILINEAR (`*-resize`, graph version 3) against a constant 3×3 convolution + DEPTH_TO_SPACE
+  (`DepthNet` since graph version 4, `upsample_bilinear`), for the fixed costs alone at 48×64 and
+  96×128, LiteDepth at 96×128 and search_quality run 8's best network (48×64).
 
 Every file is timed with `hardware/runner.py` (2 threads, 5 warm-up + 30 timed invokes per call) in
 interleaved rounds (order rotated each round); latency is the median of a file's round medians.
 
-Usage: python benchmarks/latency_floor.py [--rounds 7] [--workdir results/benchmarks/latency_floor]
-Writes benchmarks/results/latency_floor.json.
+Usage: python benchmarks/latency_floor.py [--set floor|output] [--rounds 7] [--workdir results/benchmarks/latency_floor]
+Writes benchmarks/results/latency_floor.json (`--set output`: latency_floor_output.json).
 """
 
 from __future__ import annotations
@@ -40,22 +44,25 @@ from nas.data.synth import render_scene
 from nas.export.onnx_export import export_onnx
 from nas.export.tflite_convert import calibration_sample, convert_to_tflite
 from nas.models.depthnet import DepthNet, internal_size
-from nas.models.upsample import resize_to
+from nas.models.upsample import resize_to, upsample_bilinear
+from nas.arch import Arch
 from nas.presets import PRESETS
 
 
 class FixedCostsOnly(torch.nn.Module):
     """What every graph does, and a 1×1 convolution so there is something to run in between."""
 
-    def __init__(self, internal_hw: tuple[int, int]):
+    def __init__(self, internal_hw: tuple[int, int], subpixel: bool = False):
         super().__init__()
         self.internal_hw = internal_hw
         self.conv = torch.nn.Conv2d(3, 1, 1)
+        self.subpixel = subpixel  # the output upsampled as DepthNet does since graph version 4
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         out_hw = (int(image.shape[2]), int(image.shape[3]))
         x = (resize_to(image, self.internal_hw, "bilinear") - 114.0) / 58.0
-        return resize_to(torch.relu(self.conv(x)), out_hw, "bilinear")
+        depth = torch.relu(self.conv(x))
+        return upsample_bilinear(depth, out_hw) if self.subpixel else resize_to(depth, out_hw, "bilinear")
 
 
 class NormaliseFirst(DepthNet):
@@ -65,6 +72,16 @@ class NormaliseFirst(DepthNet):
         out_hw = (int(image.shape[2]), int(image.shape[3]))
         size = internal_size(self.arch.input_scale, *out_hw)
         x = resize_to((image - self.mean) * self.inv_std, size, "bilinear")
+        return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, "bilinear")
+
+
+class ResizeOutput(DepthNet):
+    """`DepthNet` as it was before graph version 4: the depth map upsampled by RESIZE_BILINEAR."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out_hw = (int(image.shape[2]), int(image.shape[3]))
+        size = internal_size(self.arch.input_scale, *out_hw)
+        x = (resize_to(image, size, "bilinear") - self.mean) * self.inv_std
         return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, "bilinear")
 
 
@@ -79,6 +96,25 @@ class NearestOutput(DepthNet):
 
 
 LITEDEPTH = PRESETS["litedepth"]
+# search_quality run 8's best network (timed TPE, seed 3): 1.99x LiteDepth's Final Score, internal 48x64.
+RUN8_BEST = Arch(backbone="mnasnet_100", depth=4, decoder_channels=(32, 32, 24, 8),
+                 skips=("concat", "concat", "add", "none"), blocks=("srb", "dws5", "dws5", "srb"), ffm=True,
+                 upsample="transpose", input_scale="0.1", head="sigmoid")
+
+
+def output_variants() -> dict[str, Callable[[], torch.nn.Module]]:
+    """RESIZE_BILINEAR against convolution + DEPTH_TO_SPACE for the depth map's last upsampling."""
+    litedepth_96 = dataclasses.replace(LITEDEPTH, input_scale="96x128")
+    return {
+        "floor-48x64-resize": lambda: FixedCostsOnly((48, 64)),
+        "floor-48x64": lambda: FixedCostsOnly((48, 64), subpixel=True),
+        "floor-96x128-resize": lambda: FixedCostsOnly((96, 128)),
+        "floor-96x128": lambda: FixedCostsOnly((96, 128), subpixel=True),
+        "litedepth-96x128-resize": lambda: ResizeOutput(litedepth_96),
+        "litedepth-96x128": lambda: untrained_model(litedepth_96),
+        "run8-best-resize": lambda: ResizeOutput(RUN8_BEST),
+        "run8-best": lambda: untrained_model(RUN8_BEST),
+    }
 
 
 def variants() -> dict[str, Callable[[], torch.nn.Module]]:
@@ -98,14 +134,17 @@ def variants() -> dict[str, Callable[[], torch.nn.Module]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", choices=("floor", "output"), default="floor")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_floor.json"))
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    out = args.out or Path("benchmarks/results") / ("latency_floor.json" if args.set == "floor"
+                                                    else "latency_floor_output.json")
     rgb, _ = render_scene(0, 640, 480)
     files: dict[str, Path] = {}
     convert_s: dict[str, float] = {}
-    for name, build in variants().items():
+    for name, build in (variants() if args.set == "floor" else output_variants()).items():
         folder = args.workdir / name
         folder.mkdir(parents=True, exist_ok=True)
         files[name] = folder / "fp32.tflite"
@@ -123,15 +162,15 @@ def main() -> None:
         for name in names[index % len(names):] + names[:index % len(names)]:
             medians[name].append(round(time_once(str(files[name]), 2, 5, 30)["median_ms"], 3))
     result = {
-        "command": f"python benchmarks/latency_floor.py --rounds {args.rounds}",
+        "command": f"python benchmarks/latency_floor.py --set {args.set} --rounds {args.rounds}",
         "date": datetime.now(timezone.utc).date().isoformat(),
         "machine": {"cpu": cpu_model(), "python": platform.python_version()},
         "loadavg_1m_per_round": loads,
         "variants": {name: {"median_ms": statistics.median(v), "round_medians_ms": v,
                             "convert_seconds": convert_s.get(name)} for name, v in medians.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     for name, row in result["variants"].items():
         print(f"{name:32s} {row['median_ms']:7.3f} ms")
 

@@ -38,6 +38,12 @@ def test_tiny_model_converts_and_matches(exported):
     assert depth.std() > 1e-4
     onnx_depth = run_onnx(exported["onnx"], image.transpose(2, 0, 1)[None].astype(np.float32))[0]
     assert np.max(np.abs(onnx_depth - depth)) < 1e-3
+    # 50×70 inside, 100×140 out: the depth is upsampled by a convolution and a depth-to-space (graph v4), in ops
+    # that XNNPACK takes (no MIRROR_PAD, which it does not), not by a final RESIZE_BILINEAR.
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = [op["op_name"] for op in Interpreter(model_path=str(exported["tflite"]))._get_ops_details()]
+    assert "MIRROR_PAD" not in ops and ops[-1] != "RESIZE_BILINEAR" and "CONCATENATION" in ops[-8:]
 
 
 def test_conversion_failure_is_an_export_error(tmp_path):

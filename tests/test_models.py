@@ -71,6 +71,21 @@ def test_esa_pool_border_replication_is_exactly_the_padded_max_pool(hw):
     assert torch.equal(replicated, F.max_pool2d(x, kernel_size=3, stride=2, padding=1))
 
 
+@pytest.mark.parametrize("hw, size", [((48, 64), (480, 640)), ((96, 128), (480, 640)), ((60, 80), (480, 640)),
+                                      ((5, 7), (10, 14)), ((128, 160), (480, 640)), ((7, 9), (20, 26))])
+def test_the_depth_maps_upsampling_is_bilinear_whatever_its_lowering(hw, size):
+    """By a whole factor it is a convolution + depth-to-space (fewer device milliseconds), otherwise a resize:
+    either way PyTorch's bilinear upsampling, so a trained network's output does not depend on the lowering."""
+    import torch.nn.functional as F
+
+    from nas.models.upsample import edge_pad, upsample_bilinear
+
+    x = torch.rand(2, 1, *hw) * 40.0
+    reference = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    assert torch.allclose(upsample_bilinear(x, size), reference, rtol=1e-5, atol=5e-4)  # float32 rounding: 0.5 mm
+    assert torch.equal(edge_pad(x), F.pad(x, (1, 1, 1, 1), mode="replicate"))
+
+
 def test_a_candidate_starts_from_the_same_weights_whenever_it_is_built_with_its_seed():
     from nas.pipeline import initial_network
 

@@ -17,13 +17,14 @@ from ..arch import Arch
 from .decoder import UNetDecoder
 from .encoder import Encoder
 from .head import DepthHead
-from .upsample import resize_to
+from .upsample import resize_to, upsample_bilinear
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Bumped whenever the same `Arch` starts to export a different graph (the latency cache keys on it).
 # 3: ESA's max-pool pads its border explicitly (blocks/esa.py).
-GRAPH_VERSION = 3
+# 4: the depth map's upsampling by a whole factor is a convolution + depth-to-space (upsample_bilinear).
+GRAPH_VERSION = 4
 
 
 def internal_size(input_scale: str, height: int, width: int) -> tuple[int, int]:
@@ -58,4 +59,4 @@ class DepthNet(nn.Module):
         x = resize_to(image, size, "bilinear")
         x = (x - self.mean) * self.inv_std
         depth = self.head(self.decoder(self.encoder(x), size))
-        return resize_to(depth, out_size, "bilinear")
+        return upsample_bilinear(depth, out_size)
