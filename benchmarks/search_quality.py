@@ -4,14 +4,16 @@ Arms (each its own study and SQLite file; data, teacher and latency device share
 - presets: the seed presets (every precision of the space) trained at the trial budget, never pruned;
 - tpe-sN / random-sN: a search from scratch with the default sampler / random sampling, seed N;
 - tpe-timed-sN: tpe-sN with each new graph converted and timed untrained before training
-  (`time_before_training`), so the two show what the timing costs and saves at equal wall time;
+  (`time_before_training: true`), so the two show what the timing costs and saves at equal wall time;
+- tpe-auto-sN: tpe-sN timing only the new graphs whose predicted latency leaves the screen's decision
+  open (`time_before_training: auto`, the default at the quick and full budgets);
 - tpe-presets: a search that starts from the presets: the presets arm's finished trials are copied into
   it (marked `copied_from: presets`), then TPE searches for the same wall time as the other arms
   (the presets' own training time is the presets arm's, not counted again).
 
 Usage:
   python benchmarks/search_quality.py [--budget quick] [--wall-minutes 60] [--seeds 0 1]
-                                      [--arms presets tpe tpe-timed random tpe-presets] [--work results/benchmarks/search_quality]
+                                      [--arms presets tpe tpe-timed tpe-auto random tpe-presets] [--work results/benchmarks/search_quality]
                                       [--retime-top 3 --retime-rounds 5]
 Writes benchmarks/results/search_quality.json (or --out) and prints the summary. Every arm is resumable:
 rerunning continues a study until its wall time is used (time is read from the trials' own records).
@@ -107,6 +109,7 @@ def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
     trained = [t for t in trials if "train" in t.user_attrs.get("stage_seconds", {})]
     timing_s = [t.user_attrs["stage_seconds"]["time_untrained"] for t in trials
                 if "time_untrained" in t.user_attrs.get("stage_seconds", {})]
+    untimed_kept = [t for t in trained if "latency_upper_ms" in t.user_attrs]  # auto: kept at the upper bound
     hours = elapsed_seconds(study) / 3600
     train_s = [t.user_attrs["stage_seconds"]["train"] for t in trained]
     gaps = [abs(t.user_attrs["train_val_si_rmse"] - t.user_attrs["si_rmse"]) for t in complete
@@ -136,6 +139,8 @@ def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
         # Cap-screened draws would mostly never have been drawn by a sampler that knew the cap: count the
         # latency screen's savings only.
         "untrained_timings": len(timing_s), "untrained_timing_minutes": sum(timing_s) / 60,
+        "trained_without_untrained_timing": len(untimed_kept),
+        "trained_after_untrained_timing": sum(1 for t in trained if "time_untrained" in t.user_attrs["stage_seconds"]),
         "training_minutes_saved": (sum(1 for t in screened if t.user_attrs.get("screened_by") != "compute_cap")
                                    * (mean(train_s) if train_s else 0.0) / 60),
         "mean_stage_seconds": stages,
@@ -238,6 +243,10 @@ def main() -> None:
             name = f"tpe-timed-s{seed}{args.tag}"
             studies[name] = run_arm(args, name, seed, wall, time_before_training=True)
             arms[name] = summarize(studies[name])
+        if "tpe-auto" in args.arms:  # timed untrained only where the prediction leaves the screen open
+            name = f"tpe-auto-s{seed}{args.tag}"
+            studies[name] = run_arm(args, name, seed, wall, time_before_training="auto")
+            arms[name] = summarize(studies[name])
         if "random" in args.arms:
             name = f"random-s{seed}{args.tag}"
             studies[name] = run_arm(args, name, seed, wall, sampler="random", **search)
@@ -254,8 +263,8 @@ def main() -> None:
     preset_best = best_of("presets")
     ratios = {}
     if preset_best:
-        for name, prefix in (("tpe", "tpe-s"), ("tpe-timed", "tpe-timed-s"), ("random", "random-s"),
-                             ("tpe-presets", "tpe-presets")):
+        for name, prefix in (("tpe", "tpe-s"), ("tpe-timed", "tpe-timed-s"), ("tpe-auto", "tpe-auto-s"),
+                             ("random", "random-s"), ("tpe-presets", "tpe-presets")):
             if (b := best_of(prefix)) is not None:
                 ratios[name] = b / preset_best
     quiet = retime(args, studies) if args.retime_top else {}
@@ -277,6 +286,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
         "arms": arms, "best_preset_score": preset_best,
         "search_vs_best_preset": ratios.get("tpe"), "timed_search_vs_best_preset": ratios.get("tpe-timed"),
+        "auto_timed_search_vs_best_preset": ratios.get("tpe-auto"),
         "random_vs_best_preset": ratios.get("random"),
         "search_from_presets_vs_best_preset": ratios.get("tpe-presets"),
         "tpe_vs_random": ((best_of(tpe_like_random) / best_of("random-s"))
@@ -288,6 +298,8 @@ def main() -> None:
         "quiet_search_vs_best_preset": (quiet_best("tpe-s") / quiet_preset) if quiet_best("tpe-s") and quiet_preset else None,
         "quiet_timed_search_vs_best_preset": ((quiet_best("tpe-timed-s") / quiet_preset)
                                               if quiet_best("tpe-timed-s") and quiet_preset else None),
+        "quiet_auto_timed_search_vs_best_preset": ((quiet_best("tpe-auto-s") / quiet_preset)
+                                                   if quiet_best("tpe-auto-s") and quiet_preset else None),
         "quiet_random_vs_best_preset": ((quiet_best("random-s") / quiet_preset)
                                         if quiet_best("random-s") and quiet_preset else None),
         "quiet_search_from_presets_vs_best_preset": ((quiet_best("tpe-presets") / quiet_preset)

@@ -111,8 +111,10 @@ class RunConfig(BaseModel):
         "auto", description="convert and time a candidate's untrained graph before training it when its latency "
                             "is not known yet: the screen and the pruner then work on the measured figure, which "
                             "the latency cache serves to the trained model, at one extra conversion per new graph; "
-                            "false: predict it from the study's measurements; auto (default): true except at the "
-                            "smoke budget, whose training costs less than the conversion")
+                            "true: every new graph; false: predict it from the study's measurements; auto "
+                            "(default): at the quick and full budgets, every new graph whose predicted latency "
+                            "leaves the screen's decision open (none at smoke, whose training costs less than a "
+                            "conversion)")
     calibration_images: int = Field(32, ge=4, description="training images that calibrate int8 models")
     pretrained: Literal["auto", "none", "imagenet"] | Path = Field(
         "auto", description="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else "

@@ -70,11 +70,13 @@ class LatencyPredictor:
 
     A device spends time on arithmetic and on moving activations; both terms only add, hence the
     non-negative fit. `lower_bound_ms` divides the prediction by the worst leave-one-out
-    over-prediction seen (at least `1 / MIN_MARGIN`).
+    over-prediction seen (at least `1 / MIN_MARGIN`), `upper_bound_ms` by the worst under-prediction
+    (at least by `MIN_MARGIN`).
     """
 
     coef: np.ndarray
     margin: float  # lower bound = prediction * margin
+    upper_margin: float  # upper bound = prediction * upper_margin
     points: int
     loo_ratios: np.ndarray  # leave-one-out prediction / truth, one per point
     int8_seen: bool
@@ -93,7 +95,9 @@ class LatencyPredictor:
             ratios.append(float(x[i] @ _fit(x[keep], y[keep]) / y[i]))
         loo = np.array(ratios)
         margin = min(MIN_MARGIN, 1.0 / max(float(loo.max()), 1e-6))
-        return cls(_fit(x, y), margin, len(points), loo, any(p.int8 for p in points), any(not p.int8 for p in points))
+        upper_margin = max(1.0 / MIN_MARGIN, 1.0 / max(float(loo.min()), 1e-6))
+        return cls(_fit(x, y), margin, upper_margin, len(points), loo, any(p.int8 for p in points),
+                   any(not p.int8 for p in points))
 
     def predict_ms(self, macs: int, activations: int, int8: bool) -> float:
         coef = self.coef.copy()
@@ -107,11 +111,18 @@ class LatencyPredictor:
         """A latency the candidate is unlikely to beat."""
         return self.predict_ms(macs, activations, int8) * self.margin
 
+    def upper_bound_ms(self, macs: int, activations: int, int8: bool) -> float:
+        """A latency the candidate is unlikely to exceed; infinite for a precision never measured (its
+        prediction borrows the other precision's terms, which bounds it from below only)."""
+        if not (self.int8_seen if int8 else self.fp32_seen):
+            return float("inf")
+        return self.predict_ms(macs, activations, int8) * self.upper_margin
+
     def quality(self) -> dict[str, float]:
         """Leave-one-out figures: share of predictions within ±10 % and the largest error."""
         return {"points": self.points, "within_10pct": float(np.mean(np.abs(self.loo_ratios - 1) <= 0.10)),
                 "max_ratio": float(self.loo_ratios.max()), "min_ratio": float(self.loo_ratios.min()),
-                "margin": self.margin}
+                "margin": self.margin, "upper_margin": self.upper_margin}
 
 
 def best_possible_score(si_rmse_floor: float, latency_lower_ms: float, alpha: float, c: float) -> float:

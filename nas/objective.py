@@ -3,7 +3,8 @@
 Latency first: a candidate's latency is known (the same graph was timed before) or predicted from
 the study's own measurements before it is trained. If even an optimistic si-RMSE at a latency
 below the prediction cannot beat the study's best Final Score, the candidate is pruned before any
-training, with the figures in its `fail_reason`. While training, the intermediate values are the
+training, with the figures in its `fail_reason`. Where the prediction leaves that decision open, the
+untrained graph is converted and timed first (`time_before_training`). While training, the intermediate values are the
 objective's own estimate, the Final Score from the validation si-RMSE (deployment resolution, the
 same frames the TFLite model is scored on) and that latency, so Optuna's pruners compare like with
 like, in the study's direction.
@@ -33,11 +34,16 @@ from .signals import Terminated
 
 @dataclass(frozen=True)
 class LatencyEstimate:
-    """Latency known before training: measured for this graph already, or predicted with a lower bound."""
+    """Latency known before training: measured for this graph already, or predicted with bounds."""
 
     ms: float
     lower_ms: float
     source: str  # "measured" | "predicted"
+    upper_ms: float | None = None  # a prediction's upper bound; None: `ms` (a measurement)
+
+    @property
+    def upper(self) -> float:
+        return self.ms if self.upper_ms is None else self.upper_ms
 
 
 def latency_points(study: optuna.Study) -> list[LatencyPoint]:
@@ -71,9 +77,10 @@ def estimate_latency(ctx: TrialContext, study: optuna.Study, arch: Arch, figures
     predictor = LatencyPredictor.fit(latency_points(study))
     if predictor is None:
         return None
-    int8 = arch.precision == "int8"
-    return LatencyEstimate(predictor.predict_ms(figures["macs"], figures["activations"], int8),
-                           predictor.lower_bound_ms(figures["macs"], figures["activations"], int8), "predicted")
+    macs, activations, int8 = figures["macs"], figures["activations"], arch.precision == "int8"
+    return LatencyEstimate(predictor.predict_ms(macs, activations, int8),
+                           predictor.lower_bound_ms(macs, activations, int8), "predicted",
+                           predictor.upper_bound_ms(macs, activations, int8))
 
 
 def optimistic_si_rmse(ctx: TrialContext, study: optuna.Study) -> float | None:
@@ -116,6 +123,24 @@ def screen_reason(ctx: TrialContext, study: optuna.Study, estimate: LatencyEstim
     return (f"latency bound: {estimate.source} latency {estimate.ms:.1f} ms (lower bound {estimate.lower_ms:.1f} ms); "
             f"even at si-RMSE {floor:.3f} the score cannot exceed {bound:.3f} < best {best.value:.3f} "
             f"(trial {best.number})")
+
+
+def timing_can_decide(ctx: TrialContext, study: optuna.Study, estimate: LatencyEstimate | None) -> bool:
+    """Whether timing the untrained graph could change what happens to the candidate before training.
+
+    `time_before_training: true` times every new graph. Otherwise (`auto`) a prediction that passes the
+    screen even at its upper bound keeps the candidate whatever the device says, so that conversion would
+    only delay training: the trained model is timed once, as an untimed search would. Without a prediction
+    (fewer than 4 measured graphs) the graph is timed: the pruner has no other figure and the predictor
+    learns from it.
+    """
+    if estimate is None:
+        return True
+    if estimate.source == "measured":
+        return False
+    if ctx.config.time_before_training is True:
+        return True
+    return screen_reason(ctx, study, LatencyEstimate(estimate.upper, estimate.upper, estimate.source)) is not None
 
 
 class TrialObjective:
@@ -191,13 +216,17 @@ class TrialObjective:
 
         seed = cfg.seed + trial.number
         model = initial_network(arch, weights.file, seed)
-        if cfg.times_before_training and (estimate is None or estimate.source == "predicted"):
+        if cfg.times_before_training and timing_can_decide(ctx, study, estimate):
             t0 = time.perf_counter()
             measured = time_untrained(ctx, model, arch, label)
             stage_seconds["time_untrained"] = time.perf_counter() - t0
             trial.set_user_attr("stage_seconds", stage_seconds)
             estimate = LatencyEstimate(measured.median_ms, measured.median_ms, "measured")
             self._screen(trial, estimate)
+        elif cfg.times_before_training and estimate.source == "predicted":  # kept whatever the device says
+            trial.set_user_attr("latency_upper_ms", estimate.upper)
+            console.print(f"{label}: predicted {estimate.ms:.1f} ms (at most {estimate.upper:.1f} ms) passes the "
+                          "latency screen either way: trained without timing the untrained graph", markup=False)
         if estimate is not None:
             trial.set_user_attr("latency_estimate_ms", estimate.ms)
             trial.set_user_attr("latency_estimate_source", estimate.source)

@@ -39,9 +39,11 @@ def test_predictor_ranks_unseen_graphs_and_its_lower_bound_stays_below_the_truth
     assert spearman(predicted, truth) > 0.9
     below = [predictor.lower_bound_ms(p.macs, p.activations, p.int8) <= p.latency_ms for p in unseen]
     assert np.mean(below) >= 0.95  # the screen's latency is a lower bound, not a guess
+    above = [predictor.upper_bound_ms(p.macs, p.activations, p.int8) >= p.latency_ms for p in unseen]
+    assert np.mean(above) >= 0.95  # and the upper bound, which decides whether timing is needed, one too
     quality = predictor.quality()
     assert quality["points"] == 12 and 0.0 <= quality["within_10pct"] <= 1.0
-    assert predictor.margin <= 0.8
+    assert predictor.margin <= 0.8 and predictor.upper_margin >= 1.25
 
 
 def test_an_unseen_precision_gets_an_optimistic_prior():
@@ -49,6 +51,9 @@ def test_an_unseen_precision_gets_an_optimistic_prior():
     predictor = LatencyPredictor.fit(fp32_only)
     p = fp32_only[0]
     assert predictor.predict_ms(p.macs, p.activations, True) < 0.6 * predictor.predict_ms(p.macs, p.activations, False)
+    # A prior bounds from below only: nothing measured says how slow an int8 model may be.
+    assert predictor.upper_bound_ms(p.macs, p.activations, True) == math.inf
+    assert predictor.upper_bound_ms(p.macs, p.activations, False) < math.inf
 
 
 def test_best_possible_score_is_the_final_score_formula():

@@ -52,7 +52,7 @@ from conftest import local_device, write_profile  # noqa: E402
 
 from nas.hardware import load_hardware  # noqa: E402
 from nas.metrics import final_score  # noqa: E402
-from nas.objective import screen_reason, LatencyEstimate  # noqa: E402
+from nas.objective import screen_reason, timing_can_decide, LatencyEstimate  # noqa: E402
 
 SMOKE_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
 
@@ -100,6 +100,39 @@ def test_the_screen_keeps_every_candidate_of_a_pareto_study_and_needs_an_incumbe
     pareto = smoke_context.__class__(**{**smoke_context.__dict__,
                                         "config": smoke_context.config.model_copy(update={"objective": "pareto"})})
     assert screen_reason(pareto, study, slow) is None
+
+
+def test_the_untrained_graph_is_timed_only_where_the_measurement_could_change_the_screen(smoke_context):
+    from nas.latency_model import best_possible_score
+
+    study = optuna.create_study(direction="maximize")
+    add_measured_trials(study, value=1.0, si=0.2)
+    cfg = smoke_context.config
+    # The latency at which the best possible score is 1/0.9 = 1.11, above the incumbent's 1.0.
+    fast_ms = 900.0 * best_possible_score(0.2 - cfg.bound_margin, 1000.0, cfg.score_alpha, cfg.score_c)
+    clear = LatencyEstimate(ms=fast_ms * 0.9, lower_ms=fast_ms * 0.7, source="predicted", upper_ms=fast_ms)
+    assert screen_reason(smoke_context, study, clear) is None
+    assert not timing_can_decide(smoke_context, study, clear)  # kept at its upper bound: timing changes nothing
+    open_ = LatencyEstimate(ms=fast_ms, lower_ms=fast_ms * 0.8, source="predicted", upper_ms=fast_ms * 1.25)
+    assert screen_reason(smoke_context, study, open_) is None and timing_can_decide(smoke_context, study, open_)
+    assert timing_can_decide(smoke_context, study, None)  # nothing predicted yet
+    assert not timing_can_decide(smoke_context, study, LatencyEstimate(fast_ms * 2, fast_ms * 2, "measured"))
+    assert timing_can_decide(with_config(smoke_context, time_before_training=True), study, clear)
+
+
+def test_a_candidate_kept_at_its_predicted_upper_bound_trains_without_timing(smoke_context, monkeypatch):
+    monkeypatch.setattr("nas.config.TIME_UNTRAINED_AT", frozenset({"smoke"}))  # auto's timing at this budget
+    ctx = with_config(smoke_context, time_before_training="auto")
+    assert ctx.config.times_before_training
+    study = optuna.create_study(direction="maximize", pruner=PruneAtFirstReport())
+    add_measured_trials(study, value=1e-3, si=0.9)  # an incumbent any candidate beats at any latency
+    study.optimize(TrialObjective(ctx, store=None), n_trials=1)
+    attrs = study.trials[-1].user_attrs
+    assert "time_untrained" not in attrs["stage_seconds"] and attrs["stage_seconds"]["train"] > 0
+    assert attrs["latency_estimate_source"] == "predicted"
+    assert attrs["latency_upper_ms"] >= 1.25 * attrs["latency_estimate_ms"]
+    (value,) = study.trials[-1].intermediate_values.values()  # the pruner saw the prediction
+    assert value == pytest.approx(final_score(attrs["train_val_si_rmse"], attrs["latency_estimate_ms"] / 1000.0))
 
 
 def with_config(ctx, **changes):
