@@ -4,10 +4,10 @@ Latency first: a candidate's latency is known (the same graph was timed before) 
 the study's own measurements before it is trained. If even an optimistic si-RMSE at a latency
 below the prediction cannot beat the study's best Final Score, the candidate is pruned before any
 training, with the figures in its `fail_reason`. Where the prediction leaves that decision open, the
-untrained graph is converted and timed first (`time_before_training`). While training, the intermediate values are the
-objective's own estimate, the Final Score from the validation si-RMSE (deployment resolution, the
-same frames the TFLite model is scored on) and that latency, so Optuna's pruners compare like with
-like, in the study's direction.
+untrained graph is converted and timed first (`time_before_training`). While training, the
+intermediate values are the objective's own estimate, the Final Score from the validation si-RMSE
+(deployment resolution, the same frames the TFLite model is scored on) and that latency, so Optuna's
+pruners compare like with like, in the study's direction.
 """
 
 from __future__ import annotations

@@ -184,7 +184,9 @@ def run_search(config: RunConfig) -> optuna.Study:
     ctx = prepare_context(config, space, devices, weights=weights)
     console.print(f"study {config.study!r}: {remaining} trial(s) to run, budget {config.budget}, "
                   f"space {space.name}, device(s) {', '.join(d.name for d in devices)}"
-                  + (", each new graph timed before training" if config.times_before_training else ""))
+                  + ((", each new graph timed before training" if config.time_before_training is True else
+                      ", new graphs timed before training where the predicted latency leaves the screen open")
+                     if config.times_before_training else ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Generous: random sampling of the mission space meets its compute cap about once in 30 draws (a second
     # or less each); TPE learns the cap within its first few dozen.

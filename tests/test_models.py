@@ -66,8 +66,10 @@ def test_esa_pool_border_replication_is_exactly_the_padded_max_pool(hw):
     onnx2tf, blocks/esa.py); for its 3×3 stride-2 window that must equal PyTorch's -inf padding."""
     import torch.nn.functional as F
 
+    from nas.models.upsample import edge_pad
+
     x = torch.randn(2, 4, *hw) - 3.0  # mostly negative: a zero pad would show at the border
-    replicated = F.max_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel_size=3, stride=2)
+    replicated = F.max_pool2d(edge_pad(x), kernel_size=3, stride=2)
     assert torch.equal(replicated, F.max_pool2d(x, kernel_size=3, stride=2, padding=1))
 
 

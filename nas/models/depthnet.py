@@ -23,7 +23,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Bumped whenever the same `Arch` starts to export a different graph (the latency cache keys on it).
 # 3: ESA's max-pool pads its border explicitly (blocks/esa.py).
-# 4: the depth map's upsampling by a whole factor is a convolution + depth-to-space (upsample_bilinear).
+# 4: the depth map's upsampling by a whole factor is a convolution + depth-to-space (upsample_bilinear); edge
+#    pads (that one, ESA's) are slices + concatenations.
 GRAPH_VERSION = 4
 
 

@@ -2,7 +2,8 @@
 
 Kept to ops every TFLite converter maps directly: strided conv, max-pool, bilinear resize, sigmoid.
 
-The max-pool's border is an explicit edge (replicate) pad, not the pool's own padding. For a 3×3,
+The max-pool's border is an explicit edge (replicate) pad, not the pool's own padding, written as slices and
+concatenations (`edge_pad`), which stay in XNNPACK where onnx2tf's MIRROR_PADs for `F.pad` would not. For a 3×3,
 stride-2 window every padded element is a copy of one the window already holds, so the result is
 exactly PyTorch's -inf padding. A padded pool is what onnx2tf cannot convert well: in float32 it pads
 with float32's lowest value, which int8 calibration then takes as the activation range (the model it
@@ -15,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..upsample import edge_pad
 
 
 class ESA(nn.Module):
@@ -29,7 +32,7 @@ class ESA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.reduce(x)
-        y = F.max_pool2d(F.pad(self.down(r), (1, 1, 1, 1), mode="replicate"), kernel_size=3, stride=2)
+        y = F.max_pool2d(edge_pad(self.down(r)), kernel_size=3, stride=2)
         y = self.body(y)
         size = (int(x.shape[2]), int(x.shape[3]))  # static under export: becomes a constant
         y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
