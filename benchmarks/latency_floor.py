@@ -75,24 +75,19 @@ class NormaliseFirst(DepthNet):
         return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, "bilinear")
 
 
-class ResizeOutput(DepthNet):
-    """`DepthNet` as it was before graph version 4: the depth map upsampled by RESIZE_BILINEAR."""
+class ResizedOutput(DepthNet):
+    """`DepthNet` with the depth map resized to the input's size by RESIZE_BILINEAR (as before graph
+    version 4) or nearest neighbour."""
+
+    def __init__(self, arch: Arch, mode: str = "bilinear"):
+        super().__init__(arch)
+        self.mode = mode
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         out_hw = (int(image.shape[2]), int(image.shape[3]))
         size = internal_size(self.arch.input_scale, *out_hw)
         x = (resize_to(image, size, "bilinear") - self.mean) * self.inv_std
-        return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, "bilinear")
-
-
-class NearestOutput(DepthNet):
-    """`DepthNet` with the depth map resized to the input's size by nearest neighbour."""
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out_hw = (int(image.shape[2]), int(image.shape[3]))
-        size = internal_size(self.arch.input_scale, *out_hw)
-        x = (resize_to(image, size, "bilinear") - self.mean) * self.inv_std
-        return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, "nearest")
+        return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, self.mode)
 
 
 LITEDEPTH = PRESETS["litedepth"]
@@ -110,9 +105,9 @@ def output_variants() -> dict[str, Callable[[], torch.nn.Module]]:
         "floor-48x64": lambda: FixedCostsOnly((48, 64), subpixel=True),
         "floor-96x128-resize": lambda: FixedCostsOnly((96, 128)),
         "floor-96x128": lambda: FixedCostsOnly((96, 128), subpixel=True),
-        "litedepth-96x128-resize": lambda: ResizeOutput(litedepth_96),
+        "litedepth-96x128-resize": lambda: ResizedOutput(litedepth_96),
         "litedepth-96x128": lambda: untrained_model(litedepth_96),
-        "run8-best-resize": lambda: ResizeOutput(RUN8_BEST),
+        "run8-best-resize": lambda: ResizedOutput(RUN8_BEST),
         "run8-best": lambda: untrained_model(RUN8_BEST),
     }
 
@@ -123,7 +118,7 @@ def variants() -> dict[str, Callable[[], torch.nn.Module]]:
         "floor": lambda: FixedCostsOnly((128, 160)),
         "litedepth-norm-first": lambda: NormaliseFirst(LITEDEPTH),
         "litedepth": lambda: untrained_model(LITEDEPTH),
-        "litedepth-out-nearest": lambda: NearestOutput(LITEDEPTH),
+        "litedepth-out-nearest": lambda: ResizedOutput(LITEDEPTH, "nearest"),
         "litedepth-96x128": lambda: untrained_model(replace(LITEDEPTH, input_scale="96x128")),
         "lcnet_050-128x160": lambda: untrained_model(replace(LITEDEPTH, backbone="lcnet_050")),
         "mobilenetv3_small_050-128x160": lambda: untrained_model(replace(LITEDEPTH, backbone="mobilenetv3_small_050")),
