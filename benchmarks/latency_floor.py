@@ -43,9 +43,9 @@ from latency_weights import cpu_model, time_once, untrained_model
 from nas.data.synth import render_scene
 from nas.export.onnx_export import export_onnx
 from nas.export.tflite_convert import calibration_sample, convert_to_tflite
+from nas.arch import Arch
 from nas.models.depthnet import DepthNet, internal_size
 from nas.models.upsample import resize_to, upsample_bilinear
-from nas.arch import Arch
 from nas.presets import PRESETS
 
 

@@ -39,11 +39,7 @@ class LatencyEstimate:
     ms: float
     lower_ms: float
     source: str  # "measured" | "predicted"
-    upper_ms: float | None = None  # a prediction's upper bound; None: `ms` (a measurement)
-
-    @property
-    def upper(self) -> float:
-        return self.ms if self.upper_ms is None else self.upper_ms
+    upper_ms: float | None = None  # a prediction's upper bound (a measurement needs none)
 
 
 def latency_points(study: optuna.Study) -> list[LatencyPoint]:
@@ -140,7 +136,8 @@ def timing_can_decide(ctx: TrialContext, study: optuna.Study, estimate: LatencyE
         return False
     if ctx.config.time_before_training is True:
         return True
-    return screen_reason(ctx, study, LatencyEstimate(estimate.upper, estimate.upper, estimate.source)) is not None
+    upper = LatencyEstimate(estimate.upper_ms, estimate.upper_ms, estimate.source)
+    return screen_reason(ctx, study, upper) is not None
 
 
 class TrialObjective:
@@ -224,8 +221,8 @@ class TrialObjective:
             estimate = LatencyEstimate(measured.median_ms, measured.median_ms, "measured")
             self._screen(trial, estimate)
         elif cfg.times_before_training and estimate.source == "predicted":  # kept whatever the device says
-            trial.set_user_attr("latency_upper_ms", estimate.upper)
-            console.print(f"{label}: predicted {estimate.ms:.1f} ms (at most {estimate.upper:.1f} ms) passes the "
+            trial.set_user_attr("latency_upper_ms", estimate.upper_ms)
+            console.print(f"{label}: predicted {estimate.ms:.1f} ms (at most {estimate.upper_ms:.1f} ms) passes the "
                           "latency screen either way: trained without timing the untrained graph", markup=False)
         if estimate is not None:
             trial.set_user_attr("latency_estimate_ms", estimate.ms)

@@ -182,11 +182,12 @@ def run_search(config: RunConfig) -> optuna.Study:
         console.print("pruning is off for --objective pareto (Optuna cannot prune multi-objective studies); "
                       "the latency screen is off too, so the whole front is kept")
     ctx = prepare_context(config, space, devices, weights=weights)
+    timing = ""
+    if config.times_before_training:
+        timing = (", each new graph timed before training" if config.time_before_training is True
+                  else ", new graphs timed before training where the predicted latency leaves the screen open")
     console.print(f"study {config.study!r}: {remaining} trial(s) to run, budget {config.budget}, "
-                  f"space {space.name}, device(s) {', '.join(d.name for d in devices)}"
-                  + ((", each new graph timed before training" if config.time_before_training is True else
-                      ", new graphs timed before training where the predicted latency leaves the screen open")
-                     if config.times_before_training else ""))
+                  f"space {space.name}, device(s) {', '.join(d.name for d in devices)}{timing}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Generous: random sampling of the mission space meets its compute cap about once in 30 draws (a second
     # or less each); TPE learns the cap within its first few dozen.

@@ -2,7 +2,9 @@
 
 Sizes do not always halve evenly (480/32 = 15, 240/32 = 7.5, so an encoder rounds up), so every
 flavour ends at the skip's exact size: learned ×2 ops are followed by a resize when they overshoot.
-Target sizes are read as Python ints, which makes them constants in an exported graph.
+Target sizes are read as Python ints, which makes them constants in an exported graph. The depth map's
+last upsampling (`upsample_bilinear`) and edge padding (`edge_pad`) are written in the ops TFLite's
+XNNPACK delegate runs fastest.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     Where `size` is the same whole multiple of both sides (640×480 from 64×48, 128×96, 160×120 ...), the
     result equals `F.interpolate(..., mode="bilinear", align_corners=False)` but exports as an edge pad, a
     constant 3×3 convolution to factor² channels and DEPTH_TO_SPACE, which TFLite runs in under half the
-    time of RESIZE_BILINEAR on a one-channel map (`benchmarks/README.md`, latency_floor: 0.5 against
-    1.2 ms at 48×64 on a 2-core x86). Other sizes are resized.
+    time of RESIZE_BILINEAR on a one-channel map (`benchmarks/README.md`, latency_floor: 0.55 against
+    1.07 ms at 48×64 on a 2-core x86). Other sizes are resized.
     """
     h, w = int(x.shape[2]), int(x.shape[3])
     factor = size[0] // h
