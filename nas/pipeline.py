@@ -30,7 +30,7 @@ from .data.frames import open_split
 from .db_outage import worker_id
 from .evaluate import evaluate_tflite, write_preview
 from .export.pipeline import export_checked
-from .export.spares import SPARES
+from .export.conversion_server import CONVERSIONS
 from .export.tflite_convert import calibration_sample
 from .hardware import LatencyMeter
 from .files import sha256_file
@@ -151,13 +151,12 @@ def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budge
                     distill_lambda: float, on_eval: EvalCallback | None = None) -> TrainResult:
     """Train on crops at the deployed pixel scale, distilling when the context has a teacher and lambda > 0.
 
-    When training runs on a GPU, conversion children meanwhile import TensorFlow on the idle CPU for this
-    model's export and, when candidates are timed before training, for the next one's timing
-    (`export/spares.py`). Not on a CPU-only worker: there the imports take the cores training uses, and
-    cost training what they save the conversions (`benchmarks/README.md`, conversion_cost).
+    When training runs on a GPU, the worker's conversion server starts now if it is not up, so its one
+    import of TensorFlow runs on the idle CPU (`export/conversion_server.py`); a CPU-only worker starts it
+    at its first conversion, where a fresh child would have imported anyway.
     """
     if default_device().type != "cpu":
-        SPARES.keep_ready(2 if ctx.config.times_before_training else 1)
+        CONVERSIONS.start()
     frames_hw = tuple(int(s) for s in ctx.train_frames.depth_mm.shape[1:3])
     crop = training_crop(arch.input_scale, (budget.train_height, budget.train_width), frames_hw)
     loss_fn, teacher = supervised, None

@@ -1,6 +1,7 @@
 """ONNX and TFLite parity on a tiny model, and the offline conversion contract."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -56,13 +57,11 @@ def test_conversion_failure_is_an_export_error(tmp_path):
 def test_a_conversion_child_that_dies_of_a_signal_is_an_export_error_naming_it(tmp_path, monkeypatch):
     """LiteRT may abort (not raise) on a model it cannot take; the child that tries the model first dies,
     and the trial fails with the reason instead of the study's process."""
-    from nas.export import tflite_convert
-
     dying = tmp_path / "bin" / "python"
     dying.parent.mkdir()
     dying.write_text("#!/bin/sh\nkill -ABRT $$\n")
     dying.chmod(0o755)
-    monkeypatch.setattr(tflite_convert.sys, "executable", str(dying))
+    monkeypatch.setattr(sys, "executable", str(dying))  # the conversion server and a fresh child alike
     (tmp_path / "any.onnx").write_bytes(b"the child dies before reading it")
     with pytest.raises(ExportError, match="onnx2tf failed \\(the conversion child died of SIGABRT\\)"):
         convert_to_tflite(tmp_path / "any.onnx", tmp_path / "out.tflite", np.zeros((20, 128, 128, 3), np.float32))
@@ -152,14 +151,11 @@ def test_a_simplifier_crash_converts_again_with_onnx2tfs_own_simplifier(tmp_path
     without it, so a candidate that crashes the in-process simplifier is converted all the same."""
     import torch
 
-    from nas.export import tflite_convert
-
     fake = tmp_path / "fake" / "onnxsim"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("import os\n\ndef simplify(*args, **kwargs):\n    os.abort()\n\n"
                                       "def main():\n    os.abort()\n")
     monkeypatch.setenv("PYTHONPATH", f"{fake.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setattr(tflite_convert.SPARES, "take", lambda: None)  # a cold child sees the fake package
 
     conv = torch.nn.Conv2d(3, 1, 3, padding=1).eval()
     onnx_path = export_onnx(conv, tmp_path / "c.onnx", 16, 16)

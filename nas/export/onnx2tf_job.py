@@ -10,7 +10,7 @@ same simplifier give (`benchmarks/conversion_cost.py` checks that the TFLite fil
 
     python -m nas.export.onnx2tf_job MODEL.onnx OUT_DIR                 # float32 only
     python -m nas.export.onnx2tf_job MODEL.onnx OUT_DIR CALIB.npy       # float32 + int8
-    python -m nas.export.onnx2tf_job --spare    # import first, then read one job from stdin (spares.py)
+    python -m nas.export.onnx2tf_job --serve    # import once, then fork a child per job on stdin
 
 With a calibration file the child also writes `model_integer_quant.tflite` (int8 weights and
 activations, float32 input and output), calibrated on CALIB.npy: float32 NHWC images, 0..255.
@@ -22,7 +22,10 @@ import importlib
 import json
 import os
 import re
+import signal
 import sys
+import time
+import traceback
 from pathlib import Path
 
 FP32_FILE = "model_float32.tflite"  # onnx2tf's name for its float32 model (output_file_name "model")
@@ -145,21 +148,63 @@ def main(onnx_path: str, out_dir: str, calibration_npy: str | None = None, *, si
     return 0
 
 
-def serve_one() -> int:
-    """A spare child: import onnx2tf (TensorFlow with it) now, then run the one job a JSON line on stdin
-    names ({"cwd": ..., "argv": [...]}, as the command line would give it), in that working directory.
+def serve() -> int:
+    """The conversion server (conversion_server.py): import onnx2tf (TensorFlow and onnxsim with it) once,
+    then run each job a JSON line on stdin names ({"cwd", "argv", "log", "timeout_s"}) in a child forked
+    for it, and answer one JSON line ({"exit", "timed_out"}) when the child has ended.
 
-    End of input instead of a job (the parent exited, or dismissed the spare) ends the child quietly.
+    End of input (the parent exited, or stopped the server) ends the server. It ignores Ctrl-C: the
+    terminal's interrupt reaches the parent and the running child, and the parent decides.
     """
-    for module in ("onnx2tf", "onnxsim"):  # the imports this child pays ahead of its job
-        importlib.import_module(module)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for module in ("onnx2tf", "onnxsim"):  # what every child would import; one missing fails each child, logged
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    for line in sys.stdin:
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _run_forked(job)
+        code, timed_out = _wait(pid, float(job["timeout_s"]))
+        print(json.dumps({"exit": code, "timed_out": timed_out}), flush=True)
+    return 0
 
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0
-    job = json.loads(line)
-    os.chdir(job["cwd"])
-    return run_argv(job["argv"])
+
+def _run_forked(job: dict) -> None:
+    """In the forked child: the job in its own directory, output to its log, then exit (never returns)."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.chdir(job["cwd"])
+        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)  # the server's job pipe is not the child's to read
+        code = run_argv(job["argv"])
+    except SystemExit as exc:
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _wait(pid: int, timeout_s: float) -> tuple[int, bool]:
+    """The child's exit code (negative: the signal that ended it), killing it past `timeout_s`; whether it was."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), False
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), True
+        time.sleep(0.02)
 
 
 def run_argv(argv: list[str]) -> int:
@@ -169,4 +214,4 @@ def run_argv(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve_one() if sys.argv[1:] == ["--spare"] else run_argv(sys.argv[1:]))
+    sys.exit(serve() if sys.argv[1:] == ["--serve"] else run_argv(sys.argv[1:]))

@@ -3,11 +3,9 @@ runtime used to check and score it."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import numpy as np
 
 from . import ExportError, check_close, check_precision
 from .onnx2tf_job import FP32_FILE, INT8_FILE, ONNX2TF_SIMPLIFIES, SIMPLIFIED
-from .spares import JOB_MODULE, SPARES, child_env
+from .conversion_server import CONVERSIONS
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -82,8 +80,8 @@ def check_calibration(calibration: np.ndarray | None, input_hw: tuple[int, int])
 
 def _run_onnx2tf(work: Path, onnx_path: Path, sample: np.ndarray, calibration: np.ndarray | None,
                  timeout_s: float, log_path: Path | None, simplify_here: bool = True) -> tuple[int, str]:
-    """Run the onnx2tf child in `work` (results in work/tf): a spare one that imported ahead when one waits
-    (`spares.py`), a new one otherwise. Its exit code and output."""
+    """Run the onnx2tf child in `work` (results in work/tf), forked from this worker's conversion server
+    (`conversion_server.py`). Its exit code and output."""
     np.save(work / SAMPLE_FILE, sample)
     model_copy = work / "model.onnx"  # the child simplifies its input in place: convert a copy
     shutil.copyfile(onnx_path, model_copy)
@@ -93,21 +91,10 @@ def _run_onnx2tf(work: Path, onnx_path: Path, sample: np.ndarray, calibration: n
         job.append(str(work / CALIBRATION_FILE))
     if not simplify_here:
         job.append(ONNX2TF_SIMPLIFIES)
-    spare = SPARES.take()
     try:
-        if spare is not None:
-            out, err = spare.communicate(json.dumps({"cwd": str(work), "argv": job}) + "\n", timeout=timeout_s)
-            code = spare.returncode
-        else:
-            proc = subprocess.run([sys.executable, "-m", JOB_MODULE, *job], cwd=work, env=child_env(),
-                                  capture_output=True, text=True, timeout=timeout_s)
-            out, err, code = proc.stdout, proc.stderr, proc.returncode
+        code, output = CONVERSIONS.run(work, job, timeout_s)
     except subprocess.TimeoutExpired as exc:
-        if spare is not None:
-            spare.kill()
-            spare.communicate()
         raise ExportError(f"onnx2tf did not finish within {timeout_s:.0f} s") from exc
-    output = out + err
     if log_path:
         log_path.write_text(output)
     return code, output
