@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from latency_weights import cpu_model  # noqa: E402
 from nas.arch import Arch  # noqa: E402
-from nas.latency_model import spearman  # noqa: E402
+from nas.latency_model import _fit, spearman  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
+from nas.objective import measured_latency_ms  # noqa: E402
 
 
 # PyTorch operators a converted graph does not run: allocations and views, batch norm (folded into the
@@ -84,11 +85,8 @@ def measured_graphs(storage_file: Path) -> list[dict]:
     rows: dict[str, dict] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
         a = t.user_attrs
-        if "arch" not in a or not {"macs", "activations"} <= set(a):
-            continue
-        ms = a.get("latency_ms") or (a.get("latency_estimate_ms") if a.get("latency_estimate_source") == "measured"
-                                     else None)
-        if ms:
+        ms = measured_latency_ms(a)
+        if ms and "arch" in a and {"macs", "activations"} <= set(a):
             rows[a["arch_id"]] = {"arch": a["arch"], "macs": a["macs"], "activations": a["activations"],
                                   "int8": a["arch"].get("precision") == "int8", "latency_ms": ms}
     return list(rows.values())
@@ -105,14 +103,12 @@ def design(rows: list[dict], terms: tuple[str, ...]) -> np.ndarray:
 
 
 def leave_one_out(rows: list[dict], terms: tuple[str, ...]) -> np.ndarray:
-    from scipy.optimize import nnls
-
+    """Prediction / truth for each graph, fitted as the predictor fits (`_fit`) on all the others."""
     x, y = design(rows, terms), np.array([r["latency_ms"] for r in rows])
     ratios = []
     for i in range(len(rows)):
         keep = np.arange(len(rows)) != i
-        coef, _ = nnls(x[keep] / y[keep, None], np.ones(int(keep.sum())))
-        ratios.append(float(x[i] @ coef / y[i]))
+        ratios.append(float(x[i] @ _fit(x[keep], y[keep]) / y[i]))
     return np.array(ratios)
 
 

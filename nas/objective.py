@@ -52,16 +52,21 @@ def latency_points(study: optuna.Study) -> list[LatencyPoint]:
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=states):
         a = t.user_attrs
-        if not {"macs", "activations"} <= set(a):
-            continue
-        if "latency_ms" in a:
-            ms = a["latency_ms"]
-        elif a.get("latency_estimate_source") == "measured" and "latency_estimate_ms" in a:
-            ms = a["latency_estimate_ms"]
-        else:
+        ms = measured_latency_ms(a)
+        if ms is None or not {"macs", "activations"} <= set(a):
             continue
         points[a.get("arch_id", f"trial {t.number}")] = LatencyPoint(a["macs"], a["activations"], a.get("precision") == "int8", ms)
     return list(points.values())
+
+
+def measured_latency_ms(attrs: dict) -> float | None:
+    """A trial's measured latency: deployed, or timed untrained before a screen or pruner stopped it;
+    None when it has only a prediction or none."""
+    if "latency_ms" in attrs:
+        return attrs["latency_ms"]
+    if attrs.get("latency_estimate_source") == "measured" and "latency_estimate_ms" in attrs:
+        return attrs["latency_estimate_ms"]
+    return None
 
 
 def estimate_latency(ctx: TrialContext, study: optuna.Study, arch: Arch, figures: dict[str, int]

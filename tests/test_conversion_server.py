@@ -6,6 +6,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from nas.export import ExportError
 from nas.export.conversion_server import CONVERSIONS, ConversionServer, _run_fresh
@@ -33,8 +34,6 @@ def fake_onnxsim(tmp_path, monkeypatch, body: str) -> None:
 
 
 def test_forked_children_convert_to_the_same_model_as_a_fresh_child_with_one_import(tmp_path, monkeypatch):
-    import torch
-
     torch.manual_seed(0)
     onnx_path = export_onnx(DepthNet(TINY).eval(), tmp_path / "m.onnx", 64, 96)
     sample = np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
@@ -52,7 +51,7 @@ def test_forked_children_convert_to_the_same_model_as_a_fresh_child_with_one_imp
 
 
 def test_a_crash_or_timeout_ends_only_its_child_and_a_changed_environment_gets_a_new_server(tmp_path, monkeypatch):
-    conv_onnx = export_onnx(__import__("torch").nn.Conv2d(3, 1, 3, padding=1).eval(), tmp_path / "c.onnx", 16, 16)
+    conv_onnx = export_onnx(torch.nn.Conv2d(3, 1, 3, padding=1).eval(), tmp_path / "c.onnx", 16, 16)
     CONVERSIONS.start()
     before, starts = CONVERSIONS._process, CONVERSIONS.starts
 
@@ -77,7 +76,7 @@ def test_a_crash_or_timeout_ends_only_its_child_and_a_changed_environment_gets_a
 
 
 def test_a_server_killed_from_outside_costs_no_conversion(tmp_path):
-    conv_onnx = export_onnx(__import__("torch").nn.Conv2d(3, 1, 3, padding=1).eval(), tmp_path / "c.onnx", 16, 16)
+    conv_onnx = export_onnx(torch.nn.Conv2d(3, 1, 3, padding=1).eval(), tmp_path / "c.onnx", 16, 16)
     CONVERSIONS.start()
     CONVERSIONS._process.kill()
     CONVERSIONS._process.wait()
@@ -93,6 +92,6 @@ def test_a_timed_out_conversion_is_an_export_error(tmp_path, monkeypatch):
         raise subprocess.TimeoutExpired("onnx2tf_job", timeout_s)
 
     monkeypatch.setattr(ConversionServer, "run", hang)
-    conv_onnx = export_onnx(__import__("torch").nn.Conv2d(3, 1, 3, padding=1).eval(), tmp_path / "c.onnx", 16, 16)
+    conv_onnx = export_onnx(torch.nn.Conv2d(3, 1, 3, padding=1).eval(), tmp_path / "c.onnx", 16, 16)
     with pytest.raises(ExportError, match="did not finish within 7 s"):
         convert_to_tflite(conv_onnx, tmp_path / "c.tflite", np.zeros((20, 128, 128, 3), np.float32), timeout_s=7)
