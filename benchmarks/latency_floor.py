@@ -15,18 +15,26 @@ times, on this machine, untrained fp32 `.tflite` files of:
 - the output upsampling (`--set output`): the depth map's bilinear upsampling by a whole factor as
   RESIZE_BILINEAR (`*-resize`, graph version 3) against a constant 3×3 convolution + DEPTH_TO_SPACE
   (`DepthNet` since graph version 4, `upsample_bilinear`), for the fixed costs alone at 48×64 and
-  96×128, LiteDepth at 96×128 and search_quality run 8's best network (48×64).
+  96×128, LiteDepth at 96×128 and search_quality run 8's best network (48×64);
+- DEPTH_TO_SPACE (`--set depth-to-space`): PyTorch's pixel shuffle exported as it comes (CRD order,
+  which onnx2tf lowers to reshape + transpose + reshape: `*-crd`) against the convolution's channels
+  reordered to DCR, which becomes TFLite's own DEPTH_TO_SPACE (`export_onnx` since graph version 5), for
+  LiteDepth at 24×32 and 48×64, search_quality run 10's best network (48×64), and LiteDepth at 48×64
+  with pixel-shuffle upsampling in the decoder too; fp32, and int8 (`*-int8`) for two of them.
 
 Every file is timed with `hardware/runner.py` (2 threads, 5 warm-up + 30 timed invokes per call) in
 interleaved rounds (order rotated each round); latency is the median of a file's round medians.
 
-Usage: python benchmarks/latency_floor.py [--set floor|output] [--rounds 7] [--workdir results/benchmarks/latency_floor]
-Writes benchmarks/results/latency_floor.json (`--set output`: latency_floor_output.json).
+Usage: python benchmarks/latency_floor.py [--set floor|output|depth-to-space] [--rounds 7]
+                                         [--workdir results/benchmarks/latency_floor]
+Writes benchmarks/results/latency_floor.json (`--set output`: latency_floor_output.json, `--set
+depth-to-space`: latency_floor_depth_to_space.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -36,12 +44,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 from latency_weights import cpu_model, time_once, untrained_model
 from nas.data.synth import render_scene
 from nas.export.onnx_export import export_onnx
+from nas.export.pipeline import calibration_scenes
 from nas.export.tflite_convert import calibration_sample, convert_to_tflite
 from nas.arch import Arch
 from nas.models.depthnet import DepthNet, internal_size
@@ -112,6 +122,27 @@ def output_variants() -> dict[str, Callable[[], torch.nn.Module]]:
     }
 
 
+# search_quality run 10's best network (timed TPE, seed 4): 3.13x LiteDepth's Final Score, internal 48x64.
+RUN10_BEST = Arch(backbone="ghostnet_100", depth=4, decoder_channels=(96, 48, 8, 8), skips=("none", "concat", "add", "none"),
+                  blocks=("conv", "dws5", "conv", "srb"), upsample="nearest", input_scale="0.1", head="sigmoid")
+
+
+def depth_to_space_variants() -> dict[str, Callable[[], torch.nn.Module]]:
+    """Each network twice: `-crd` is exported without the DCR rewrite (as before graph version 5)."""
+    networks = {"litedepth-24x32": dataclasses.replace(LITEDEPTH, input_scale="0.05"),
+                "litedepth-48x64": dataclasses.replace(LITEDEPTH, input_scale="0.1"),
+                "run10-best": RUN10_BEST,
+                "litedepth-48x64-pixelshuffle": dataclasses.replace(LITEDEPTH, input_scale="0.1", upsample="pixelshuffle")}
+    built = {}
+    for name, arch in networks.items():
+        precisions = ("fp32", "int8") if name in ("litedepth-24x32", "litedepth-48x64-pixelshuffle") else ("fp32",)
+        for precision in precisions:
+            for order in ("-crd", ""):
+                built[f"{name}{'-int8' if precision == 'int8' else ''}{order}"] = \
+                    lambda arch=arch: untrained_model(arch)
+    return built
+
+
 def variants() -> dict[str, Callable[[], torch.nn.Module]]:
     replace = dataclasses.replace
     return {
@@ -129,25 +160,31 @@ def variants() -> dict[str, Callable[[], torch.nn.Module]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=("floor", "output"), default="floor")
+    parser.add_argument("--set", choices=("floor", "output", "depth-to-space"), default="floor")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    out = args.out or Path("benchmarks/results") / ("latency_floor.json" if args.set == "floor"
-                                                    else "latency_floor_output.json")
+    out = args.out or Path("benchmarks/results") / {"floor": "latency_floor.json", "output": "latency_floor_output.json",
+                                                    "depth-to-space": "latency_floor_depth_to_space.json"}[args.set]
     rgb, _ = render_scene(0, 640, 480)
     files: dict[str, Path] = {}
     convert_s: dict[str, float] = {}
-    for name, build in (variants() if args.set == "floor" else output_variants()).items():
+    builders = {"floor": variants, "output": output_variants, "depth-to-space": depth_to_space_variants}[args.set]()
+    for name, build in builders.items():
         folder = args.workdir / name
         folder.mkdir(parents=True, exist_ok=True)
-        files[name] = folder / "fp32.tflite"
+        precision = "int8" if "-int8" in name else "fp32"
+        files[name] = folder / f"{precision}.tflite"
         if not files[name].exists():
             torch.manual_seed(0)
-            onnx_path = export_onnx(build().eval(), folder / "model.onnx", 480, 640)
+            with mock.patch("nas.export.onnx_export.depth_to_space_as_dcr", return_value=0) if name.endswith("-crd") \
+                    else contextlib.nullcontext():
+                onnx_path = export_onnx(build().eval(), folder / "model.onnx", 480, 640)
             start = time.perf_counter()
-            convert_to_tflite(onnx_path, files[name], calibration_sample([rgb]), log_path=folder / "onnx2tf.log")
+            convert_to_tflite(onnx_path, files[name], calibration_sample([rgb]), log_path=folder / "onnx2tf.log",
+                              precision=precision,
+                              calibration=calibration_scenes(0, 480, 640) if precision == "int8" else None)
             convert_s[name] = round(time.perf_counter() - start, 1)
     medians: dict[str, list[float]] = {name: [] for name in files}
     loads = []
@@ -164,10 +201,46 @@ def main() -> None:
         "variants": {name: {"median_ms": statistics.median(v), "round_medians_ms": v,
                             "convert_seconds": convert_s.get(name)} for name, v in medians.items()},
     }
+    if args.set == "depth-to-space":  # differences of a few hundredths of a ms: the runner's rounds are too noisy
+        result["in_process"] = {f"{threads}_threads": time_in_process(files, args.rounds, threads) for threads in (1, 2)}
+        for setting, rows in result["in_process"].items():
+            for name, row in rows.items():
+                if name.endswith("-crd"):
+                    row_dcr = rows[name.removesuffix("-crd")]
+                    row_dcr["vs_crd"] = round(row_dcr["median_ms"] / row["median_ms"], 3)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     for name, row in result["variants"].items():
         print(f"{name:32s} {row['median_ms']:7.3f} ms")
+    for setting, rows in result.get("in_process", {}).items():
+        for name, row in rows.items():
+            print(f"in process, {setting}: {name:40s} {row['median_ms']:7.3f} ms  {row.get('vs_crd', '')}")
+
+
+def time_in_process(files: dict[str, Path], rounds: int, threads: int, invokes: int = 100) -> dict[str, dict]:
+    """Every file loaded once in this process, then rounds of `invokes` timed invokes each (order reversed
+    every other round): no process start-up or model load between the figures compared."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters = {}
+    for name, path in files.items():
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], render_scene(0, 640, 480)[0][None].astype(detail["dtype"]))
+        for _ in range(20):
+            interpreter.invoke()
+        interpreters[name] = interpreter
+    medians: dict[str, list[float]] = {name: [] for name in files}
+    for index in range(rounds):
+        for name in list(files)[::1 if index % 2 else -1]:
+            times = []
+            for _ in range(invokes):
+                start = time.perf_counter()
+                interpreters[name].invoke()
+                times.append(time.perf_counter() - start)
+            medians[name].append(round(statistics.median(times) * 1000, 3))
+    return {name: {"median_ms": statistics.median(v), "round_medians_ms": v} for name, v in medians.items()}
 
 
 if __name__ == "__main__":

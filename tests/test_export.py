@@ -45,6 +45,8 @@ def test_tiny_model_converts_and_matches(exported):
 
     ops = [op["op_name"] for op in Interpreter(model_path=str(exported["tflite"]))._get_ops_details()]
     assert "MIRROR_PAD" not in ops and ops[-1] != "RESIZE_BILINEAR" and "CONCATENATION" in ops[-8:]
+    # the depth-to-space is TFLite's own (graph v5), not onnx2tf's reshape + transpose + reshape for CRD order
+    assert ops[-1] == "DEPTH_TO_SPACE" and "TRANSPOSE" not in ops[-4:]
 
 
 def test_conversion_failure_is_an_export_error(tmp_path):
@@ -77,6 +79,36 @@ def test_export_writes_single_self_contained_onnx(tmp_path):
     out = run_onnx(path, np.zeros((1, 3, 64, 96), np.float32))
     assert out.shape == (1, 64, 96)
     del torch
+
+
+def test_pixel_shuffles_after_a_convolution_export_in_dcr_order_with_the_same_output(tmp_path):
+    """TFLite's own DEPTH_TO_SPACE is DCR; PyTorch exports CRD. The convolution's channels are reordered instead,
+    so ONNX gives what PyTorch gives; a grouped convolution's channels belong to its groups and stay as they are."""
+    import onnx
+    import torch
+    import torch.nn.functional as F
+
+    class Shuffles(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.plain = torch.nn.Conv2d(3, 3 * 4, 3, padding=1)  # 3 channels out of each ×2 shuffle
+            self.grouped = torch.nn.Conv2d(3, 3 * 4, 1, groups=3)
+            self.register_buffer("weights", torch.tensor([1.0, 10.0, 100.0]).view(1, 3, 1, 1))  # tells channels apart
+
+        def forward(self, x):
+            shuffled = F.pixel_shuffle(self.plain(x), 2) + 0.5 * F.pixel_shuffle(self.grouped(x), 2)
+            return (shuffled * self.weights).sum(1, keepdim=True)
+
+    torch.manual_seed(0)
+    model = Shuffles().eval()
+    path = export_onnx(model, tmp_path / "m.onnx", 8, 10)
+    modes = [a.s for n in onnx.load(str(path)).graph.node if n.op_type == "DepthToSpace"
+             for a in n.attribute if a.name == "mode"]
+    assert sorted(modes) == [b"CRD", b"DCR"]  # the grouped one left as it was
+    image = np.random.default_rng(0).uniform(0, 255, (1, 3, 8, 10)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image)).numpy()[:, 0]
+    assert np.abs(run_onnx(path, image) - expected).max() < 1e-3 * np.abs(expected).max()
 
 
 def test_softplus_head_survives_conversion_at_large_values(tmp_path):

@@ -6,8 +6,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
+from onnx import numpy_helper
 
 from . import check_close
 
@@ -24,7 +26,53 @@ def export_onnx(model: torch.nn.Module, path: Path, height: int, width: int) -> 
         warnings.simplefilter("ignore")  # tracer warnings about Python ints: intended, sizes are static
         torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+    graph = onnx.load(str(path))
+    if depth_to_space_as_dcr(graph):
+        onnx.save(graph, str(path))
     return path
+
+
+def depth_to_space_as_dcr(model: onnx.ModelProto) -> int:
+    """Rewrite each DepthToSpace fed by a convolution from PyTorch's CRD channel order to DCR; how many were.
+
+    `pixel_shuffle` exports as DepthToSpace in CRD mode, which onnx2tf lowers to reshape, transpose and
+    reshape; in DCR mode it becomes TFLite's own DEPTH_TO_SPACE. Reordering the convolution's output
+    channels (weights and bias, constants of the graph) from CRD to DCR keeps every output value the same.
+    A DepthToSpace whose input is not an ungrouped convolution with constant weights used nowhere else is
+    left as it is.
+    """
+    graph = model.graph
+    constants = {init.name: init for init in graph.initializer}
+    for node in graph.node:  # constants the exporter wrote as Constant nodes (e.g. a kernel built in forward)
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = node.attribute[0].t
+    producers = {out: node for node in graph.node for out in node.output}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    rewritten = 0
+    for node in graph.node:
+        mode = next((a for a in node.attribute if a.name == "mode"), None)
+        if node.op_type != "DepthToSpace" or mode is None or mode.s != b"CRD":
+            continue
+        conv = producers.get(node.input[0])
+        if conv is None or conv.op_type != "Conv" or uses.get(node.input[0]) != 1:
+            continue
+        params = [name for name in conv.input[1:] if name]
+        if any(a.name == "group" and a.i != 1 for a in conv.attribute) or not all(
+                name in constants and uses.get(name) == 1 for name in params):
+            continue
+        block = next(a.i for a in node.attribute if a.name == "blocksize")
+        for name in params:  # weight (O, I, kH, kW), bias (O,): O = C·r² in CRD order -> r²·C in DCR order
+            array = numpy_helper.to_array(constants[name])
+            channels = array.shape[0] // (block * block)
+            reordered = array.reshape(channels, block * block, *array.shape[1:]).swapaxes(0, 1)
+            constants[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(reordered).reshape(array.shape),
+                                                             constants[name].name))
+        mode.s = b"DCR"
+        rewritten += 1
+    return rewritten
 
 
 def run_onnx(path: Path, image_nchw: np.ndarray) -> np.ndarray:

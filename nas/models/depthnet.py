@@ -25,7 +25,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # 3: ESA's max-pool pads its border explicitly (blocks/esa.py).
 # 4: the depth map's upsampling by a whole factor is a convolution + depth-to-space (upsample_bilinear); edge
 #    pads (that one, ESA's) are slices + concatenations.
-GRAPH_VERSION = 4
+# 5: pixel shuffles after a convolution export in DCR order, TFLite's own DEPTH_TO_SPACE (onnx_export).
+GRAPH_VERSION = 5
 
 
 def internal_size(input_scale: str, height: int, width: int) -> tuple[int, int]:
