@@ -123,8 +123,8 @@ def output_variants() -> dict[str, Callable[[], torch.nn.Module]]:
 
 
 # search_quality run 10's best network (timed TPE, seed 4): 3.13x LiteDepth's Final Score, internal 48x64.
-RUN10_BEST = Arch(backbone="ghostnet_100", depth=4, decoder_channels=(96, 48, 8, 8), skips=("none", "concat", "add", "none"),
-                  blocks=("conv", "dws5", "conv", "srb"), upsample="nearest", input_scale="0.1", head="sigmoid")
+RUN10_BEST = Arch(backbone="ghostnet_100", depth=4, decoder_channels=(96, 48, 8, 8),
+                  skips=("none", "concat", "add", "none"), blocks=("conv", "dws5", "conv", "srb"), upsample="nearest", input_scale="0.1", head="sigmoid")
 
 
 def depth_to_space_variants() -> dict[str, Callable[[], torch.nn.Module]]:
@@ -132,7 +132,8 @@ def depth_to_space_variants() -> dict[str, Callable[[], torch.nn.Module]]:
     networks = {"litedepth-24x32": dataclasses.replace(LITEDEPTH, input_scale="0.05"),
                 "litedepth-48x64": dataclasses.replace(LITEDEPTH, input_scale="0.1"),
                 "run10-best": RUN10_BEST,
-                "litedepth-48x64-pixelshuffle": dataclasses.replace(LITEDEPTH, input_scale="0.1", upsample="pixelshuffle")}
+                "litedepth-48x64-pixelshuffle": dataclasses.replace(LITEDEPTH, input_scale="0.1",
+                                                                    upsample="pixelshuffle")}
     built = {}
     for name, arch in networks.items():
         precisions = ("fp32", "int8") if name in ("litedepth-24x32", "litedepth-48x64-pixelshuffle") else ("fp32",)
@@ -165,8 +166,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    out = args.out or Path("benchmarks/results") / {"floor": "latency_floor.json", "output": "latency_floor_output.json",
-                                                    "depth-to-space": "latency_floor_depth_to_space.json"}[args.set]
+    out = args.out or Path("benchmarks/results") / {
+        "floor": "latency_floor.json", "output": "latency_floor_output.json",
+        "depth-to-space": "latency_floor_depth_to_space.json"}[args.set]
     rgb, _ = render_scene(0, 640, 480)
     files: dict[str, Path] = {}
     convert_s: dict[str, float] = {}
@@ -202,7 +204,8 @@ def main() -> None:
                             "convert_seconds": convert_s.get(name)} for name, v in medians.items()},
     }
     if args.set == "depth-to-space":  # differences of a few hundredths of a ms: the runner's rounds are too noisy
-        result["in_process"] = {f"{threads}_threads": time_in_process(files, args.rounds, threads) for threads in (1, 2)}
+        result["in_process"] = {f"{threads}_threads": time_in_process(files, args.rounds, threads)
+                                for threads in (1, 2)}
         for setting, rows in result["in_process"].items():
             for name, row in rows.items():
                 if name.endswith("-crd"):
