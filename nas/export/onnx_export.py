@@ -7,6 +7,7 @@ DEPTH_TO_SPACE uses (`depth_to_space_as_dcr`): the same outputs in fewer, faster
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +52,7 @@ def depth_to_space_as_dcr(model: onnx.ModelProto) -> int:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = node.attribute[0].t
     producers = {out: node for node in graph.node for out in node.output}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = Counter(name for node in graph.node for name in node.input)
     rewritten = 0
     for node in graph.node:
         mode = next((a for a in node.attribute if a.name == "mode"), None)
