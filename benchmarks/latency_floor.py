@@ -159,22 +159,15 @@ def variants() -> dict[str, Callable[[], torch.nn.Module]]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=("floor", "output", "depth-to-space"), default="floor")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    out = args.out or Path("benchmarks/results") / {
-        "floor": "latency_floor.json", "output": "latency_floor_output.json",
-        "depth-to-space": "latency_floor_depth_to_space.json"}[args.set]
+def convert_variants(builders: dict[str, Callable[[], torch.nn.Module]], workdir: Path
+                     ) -> tuple[dict[str, Path], dict[str, float]]:
+    """Each variant as a 640×480 `.tflite` under `workdir/<name>/` (int8 where the name says `-int8`,
+    without the DCR rewrite where it ends in `-crd`), converted once: the files and conversion seconds."""
     rgb, _ = render_scene(0, 640, 480)
     files: dict[str, Path] = {}
     convert_s: dict[str, float] = {}
-    builders = {"floor": variants, "output": output_variants, "depth-to-space": depth_to_space_variants}[args.set]()
     for name, build in builders.items():
-        folder = args.workdir / name
+        folder = workdir / name
         folder.mkdir(parents=True, exist_ok=True)
         precision = "int8" if "-int8" in name else "fp32"
         files[name] = folder / f"{precision}.tflite"
@@ -188,6 +181,21 @@ def main() -> None:
                               precision=precision,
                               calibration=calibration_scenes(0, 480, 640) if precision == "int8" else None)
             convert_s[name] = round(time.perf_counter() - start, 1)
+    return files, convert_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", choices=("floor", "output", "depth-to-space"), default="floor")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or Path("benchmarks/results") / {
+        "floor": "latency_floor.json", "output": "latency_floor_output.json",
+        "depth-to-space": "latency_floor_depth_to_space.json"}[args.set]
+    builders = {"floor": variants, "output": output_variants, "depth-to-space": depth_to_space_variants}[args.set]()
+    files, convert_s = convert_variants(builders, args.workdir)
     medians: dict[str, list[float]] = {name: [] for name in files}
     loads = []
     for index in range(args.rounds):

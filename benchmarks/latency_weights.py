@@ -48,7 +48,9 @@ from nas.export.onnx_export import check_onnx_parity, export_onnx  # noqa: E402
 from nas.export.pipeline import calibration_scenes  # noqa: E402
 from nas.export.tflite_convert import (calibration_sample, check_quantized_parity, convert_to_tflite,  # noqa: E402
                                        fp32_companion)
+from nas.hardware.backend import runner_args  # noqa: E402
 from nas.hardware.local import RUNNER_PATH, parse_runner_output  # noqa: E402
+from nas.hardware.profile import DeviceProfile  # noqa: E402
 from nas.models import DepthNet, count_macs, count_params  # noqa: E402
 from nas.presets import PRESETS  # noqa: E402
 
@@ -174,6 +176,13 @@ def time_once(path: str, threads: int, warmup: int, runs: int) -> dict[str, Any]
             "--warmup", str(warmup), "--runs", str(runs)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     return parse_runner_output("local", "timed run", done.returncode, done.stdout, done.stderr)
+
+
+def time_as_profiled(path: str, profile: DeviceProfile) -> dict[str, Any]:
+    """One runner invocation with a device profile's setting, exactly as the meter runs it (bursts included)."""
+    argv = [sys.executable, str(RUNNER_PATH), *runner_args(profile, path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    return parse_runner_output(profile.name, "timed run", done.returncode, done.stdout, done.stderr)
 
 
 def time_interleaved(records: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -21,7 +21,8 @@ rerunning continues a study until its wall time is used (time is read from the t
 Latency inside a search is timed once per architecture, whenever the trial ran, so load on the
 machine (other jobs) can tilt one arm against another. The closing step re-times each arm's top
 trials (`--retime-top`, by Final Score) and every preset in interleaved rounds on the same machine,
-one file after another, and recomputes their Final Scores with those latencies: the `quiet_*`
+one file after another, with the shipped local profile's setting (runs 1–11: 2 threads, one burst of
+5 + 20 invokes), and recomputes their Final Scores with those latencies: the `quiet_*`
 figures compare arms on equal terms.
 """
 
@@ -39,8 +40,9 @@ from statistics import mean, median
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
-from latency_weights import cpu_model, time_once
-from nas.config import load_config
+from latency_weights import cpu_model, time_as_profiled
+from nas.config import REPO_ROOT, load_config
+from nas.hardware.profile import load_hardware
 from nas.latency_model import spearman
 from nas.metrics import final_score
 from nas.search import preset_points, run_search
@@ -161,6 +163,7 @@ def retime(args: argparse.Namespace, studies: dict[str, optuna.Study]) -> dict[s
     picks: dict[str, list[tuple[optuna.trial.FrozenTrial, str]]] = {}
     scratch = args.work / "retime"
     scratch.mkdir(parents=True, exist_ok=True)
+    (local,) = load_hardware(REPO_ROOT / "hardware" / "local.yaml")  # the search's own timing setting
     for arm, study in studies.items():
         complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
                           key=lambda t: -t.value)
@@ -183,7 +186,7 @@ def retime(args: argparse.Namespace, studies: dict[str, optuna.Study]) -> dict[s
     shas = list(files)
     for round_index in range(args.retime_rounds):
         for sha in shas[round_index % len(shas):] + shas[:round_index % len(shas)]:
-            files[sha]["medians"].append(time_once(files[sha]["file"], 2, 5, 20)["median_ms"])
+            files[sha]["medians"].append(time_as_profiled(files[sha]["file"], local)["median_ms"])
     result = {}
     for arm, pairs in picks.items():
         rows = []

@@ -195,7 +195,7 @@ def ssh_device(sshd: Sshd, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "known_hosts": str(sshd.known_hosts(tmp_path / "known_hosts")),
         "python": sys.executable,
         "workdir": str(tmp_path / "remote dir $x"),  # a space and a `$`: quoting must hold
-        "threads": 1, "warmup": 1, "runs": 5, "quiet_check_s": 0,
+        "threads": 1, "warmup": 1, "runs": 5, "repeats": 2, "repeat_gap_s": 0, "quiet_check_s": 0,
         "retries": 1, "retry_backoff_s": 0.1,
         "connect_timeout_s": 5, "step_timeout_s": 20, "measure_timeout_s": 30, "lease_s": 60,
     }
@@ -204,12 +204,13 @@ def ssh_device(sshd: Sshd, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 
 
 def local_device(**overrides: Any) -> dict[str, Any]:
-    """A fast local profile mapping with a unique name (leases are shared across test runs)."""
+    """A fast local profile mapping with a unique name (leases are shared across test runs): warmup 1,
+    runs 5, best of 2 bursts with no pause between them."""
     # quiet_check_s 0: figures are not refused for load, so the tests hold on a busy machine;
     # test_runner's contention test turns the check on.
     data: dict[str, Any] = {"name": f"local-{uuid.uuid4().hex[:8]}", "kind": "local",
-                            "threads": 1, "warmup": 1, "runs": 5, "quiet_check_s": 0,
-                            "step_timeout_s": 20, "measure_timeout_s": 30, "lease_s": 60}
+                            "threads": 1, "warmup": 1, "runs": 5, "repeats": 2, "repeat_gap_s": 0,
+                            "quiet_check_s": 0, "step_timeout_s": 20, "measure_timeout_s": 30, "lease_s": 60}
     data.update(overrides)
     return data
 

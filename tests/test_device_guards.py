@@ -279,13 +279,13 @@ def test_changed_profile_or_board_is_timed_again(tiny_model: Path, tmp_path: Pat
 
     assert timed()
     assert not timed()  # same setup: served from the cache
-    assert timed(runs=6) and timed(warmup=2)  # another profile: other figures
+    assert timed(runs=6) and timed(warmup=2) and timed(repeats=3)  # another profile: other figures
     _Board.name = "board-B"
     assert timed()  # another board behind the same name
     _Board.name = "board-A"
     assert not timed()  # the first board's figure is still there
     runs = sum("--model" in line for line in calls.read_text().splitlines())
-    assert runs == 4
+    assert runs == 5
     setup = MeasureSetup(1, 1, 5, "2.0", "a" * 64, "board")
     assert setup.digest() != MeasureSetup(1, 1, 5, "2.0", "b" * 64, "board").digest()  # runner
 

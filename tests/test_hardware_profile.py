@@ -12,13 +12,17 @@ from conftest import write_profile
 
 from nas.errors import ConfigError
 from nas.hardware import DeviceProfile, load_hardware
+from nas.hardware.backend import runner_args
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_local_profile_loads() -> None:
     (dev,) = load_hardware(REPO / "hardware" / "local.yaml")
-    assert (dev.name, dev.kind, dev.threads, dev.warmup, dev.runs) == ("local", "local", 2, 5, 30)
+    assert (dev.name, dev.kind, dev.threads, dev.warmup, dev.runs) == ("local", "local", 1, 5, 30)
+    assert (dev.repeats, dev.repeat_gap_s) == (3, 1.0)
+    args = runner_args(dev, "m.tflite")  # what the runner is told: the profile's bursts and pause
+    assert args[args.index("--repeats") + 1] == "3" and args[args.index("--repeat-gap-s") + 1] == "1"
     assert dev.interpreter == sys.executable  # default: the interpreter running nas
     assert dev.key == f"local@{socket.gethostname()}"
 

@@ -46,6 +46,25 @@ def test_runner_times_a_model(tiny_model: Path) -> None:
     assert out["input_dtype"] == "float32" and out["output_dtype"] == "float32"
 
 
+def test_runner_keeps_the_fastest_burst(tiny_model: Path) -> None:
+    """With --repeats the figures are those of the burst with the lowest median; every burst is reported."""
+    done = run_runner("--model", str(tiny_model), "--warmup", "1", "--runs", "7", "--repeats", "4",
+                      "--repeat-gap-s", "0.2")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["repeats"], out["repeat_gap_s"], out["runs"]) == (4, 0.2, 7)
+    bursts = out["repeat_medians_ms"]
+    assert len(bursts) == 4 and all(b > 0 for b in bursts)
+    assert out["median_ms"] == pytest.approx(min(bursts), abs=1e-4)
+    assert out["min_ms"] <= out["median_ms"] <= out["p90_ms"]
+
+    once = json.loads(run_runner("--model", str(tiny_model), "--runs", "3").stdout)
+    assert once["repeats"] == 1 and len(once["repeat_medians_ms"]) == 1
+    for bad in (("--repeats", "0"), ("--repeat-gap-s", "-1")):
+        refused = run_runner("--model", str(tiny_model), *bad)
+        assert refused.returncode == 2 and "--repeats >= 1" in refused.stderr
+
+
 def test_runner_probe_and_errors(tmp_path: Path) -> None:
     probe = run_runner("--probe")
     assert probe.returncode == 0
@@ -71,12 +90,14 @@ def test_local_meter_measures_and_caches(tiny_model: Path, tmp_path: Path, sqlit
     assert not res.cached and again.cached
     assert again.median_ms == res.median_ms and again.measure_start == res.measure_start
     assert res.device == devices[0].name and res.runs == 5 and res.threads == 1
+    assert res.repeats == 2 and len(res.repeat_medians_ms) == 2  # the profile's bursts reach the runner
+    assert res.median_ms == pytest.approx(min(res.repeat_medians_ms), abs=1e-4)
     assert 0 < res.min_ms <= res.median_ms <= res.p90_ms
     start, end = (datetime.fromisoformat(t) for t in (res.measure_start, res.measure_end))
     assert start.tzinfo is not None and start <= end
     assert json.dumps(res.as_record())  # JSON-safe for Optuna user attrs
     assert sum("--model" in line for line in calls.read_text().splitlines()) == 1
-    assert any("timing 5 runs" in m for m in messages)
+    assert any("timing 5 runs" in m and "best of 2 bursts" in m for m in messages)
     assert (tmp_path / "results" / "hardware" / "measurements.jsonl").is_file()
 
 

@@ -1,7 +1,7 @@
 """Latency cache: a model is never timed twice under the same measurement setup.
 
 Keyed by (model key, device key, setup), where the setup is everything that changes a figure
-besides the model: threads, warm-up, runs, runtime version, the runner script's sha256 and the
+besides the model: threads, warm-up, runs, bursts and their gap, runtime version, the runner script's sha256 and the
 board behind the device name (SSH: its host key fingerprint; local: its CPU model). A changed
 profile, runner or swapped board therefore times again instead of serving stale figures. The
 stored record is the full measurement (JSON), so a hit returns the original figures and timestamps.
@@ -57,6 +57,8 @@ class MeasureSetup:
     runtime_version: str | None
     runner_sha256: str
     board: str | None
+    repeats: int = 1
+    repeat_gap_s: float = 0.0
 
     def digest(self) -> str:
         """A fixed-width key of all parts (the key column stays small and indexable)."""

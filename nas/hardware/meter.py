@@ -68,6 +68,10 @@ class LatencyResult:
     # whether it stayed above `max_other_cpu` through every wait: such a figure is kept, never cached.
     other_cpu_share: float | None = None
     contended: bool = False
+    # Bursts timed (the figures above are the burst with the lowest median) and every burst's median;
+    # None in records taken before the runner timed in bursts.
+    repeats: int | None = None
+    repeat_medians_ms: list[float] | None = None
 
     def as_record(self) -> dict[str, Any]:
         """JSON-safe dict, ready for Optuna user attrs."""
@@ -317,7 +321,8 @@ class LatencyMeter:
         """The cache key's setup part, from a probe's or a run's output."""
         return MeasureSetup(threads=dev.threads, warmup=dev.warmup, runs=dev.runs,
                             runtime_version=env.get("runtime_version"),
-                            runner_sha256=backend.runner_sha256, board=backend.board_id(env))
+                            runner_sha256=backend.runner_sha256, board=backend.board_id(env),
+                            repeats=dev.repeats, repeat_gap_s=dev.repeat_gap_s)
 
     def _with_retries(self, dev: DeviceProfile, path: Path, sha: str, note: Progress
                       ) -> LatencyResult:
@@ -395,7 +400,8 @@ class LatencyMeter:
         self._renew(dev, "before the upload")
         file_sha = sha256_file(path)  # `sha` is the cache key; uploads are named by content
         ref = backend.upload(path, file_sha)
-        note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, {dev.threads} threads")
+        note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, {dev.threads} threads"
+             + (f", best of {dev.repeats} bursts" if dev.repeats > 1 else ""))
         times: list[str] = []
 
         def timed_run() -> dict[str, Any]:
@@ -444,7 +450,8 @@ class LatencyMeter:
             measure_start=times[0], measure_end=times[1], tflite_sha256=sha, cached=False,
             input_dtype=out.get("input_dtype"), output_dtype=out.get("output_dtype"),
             warmup=int(out.get("warmup", dev.warmup)), other_cpu_share=out.get("other_cpu_share"),
-            contended=bool(out.get("contended", False)))
+            contended=bool(out.get("contended", False)), repeats=out.get("repeats"),
+            repeat_medians_ms=out.get("repeat_medians_ms"))
 
     def _log(self, entry: dict[str, Any]) -> None:
         """Append to results/hardware/measurements.jsonl: an audit trail (never secrets)."""

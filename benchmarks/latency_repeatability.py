@@ -1,0 +1,117 @@
+"""Does a model get the same latency every time it is timed? Across fresh runner processes, per runner setting.
+
+The search divides by latency, so a figure that swings between timings reorders candidates as much as
+accuracy does. This times the same untrained 640×480 `.tflite` files (LiteDepth at 128×160, 48×64 and 24×32
+inside, fp32 and int8 at 24×32, search_quality run 10's best network) in fresh `hardware/runner.py`
+processes, interleaved (file and setting order rotated every round, so every setting sees the same
+machine), under each setting:
+
+- `t2-once`: 2 threads, one burst of 5 warm-up + 30 timed invokes (the local profile before this benchmark);
+- `t2-best3`: 2 threads, best of 3 bursts 1 s apart (`repeats: 3`, `repeat_gap_s: 1`);
+- `t1-once` and `t1-best3`: the same at 1 thread.
+
+Per file and setting: the median figure over the rounds, its spread (max/min and coefficient of
+variation over the rounds) and the wall seconds of one runner call.
+
+Usage: python benchmarks/latency_repeatability.py [--rounds 10] [--workdir results/benchmarks/latency_floor]
+Writes benchmarks/results/latency_repeatability.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from latency_floor import LITEDEPTH, RUN10_BEST, convert_variants
+from latency_weights import cpu_model, untrained_model
+from nas.hardware.backend import parse_runner_output
+from nas.hardware.local import RUNNER_PATH
+
+# name: (threads, repeats, gap between bursts in seconds); 5 warm-up + 30 timed invokes per burst.
+SETTINGS = {"t2-once": (2, 1, 0.0), "t2-best3": (2, 3, 1.0), "t1-once": (1, 1, 0.0), "t1-best3": (1, 3, 1.0)}
+
+
+def networks() -> dict:
+    replace = dataclasses.replace
+    return {"litedepth-128x160": lambda: untrained_model(LITEDEPTH),
+            "litedepth-48x64": lambda: untrained_model(replace(LITEDEPTH, input_scale="0.1")),
+            "litedepth-24x32": lambda: untrained_model(replace(LITEDEPTH, input_scale="0.05")),
+            "litedepth-24x32-int8": lambda: untrained_model(replace(LITEDEPTH, input_scale="0.05")),
+            "run10-best": lambda: untrained_model(RUN10_BEST)}
+
+
+def time_fresh(path: Path, threads: int, repeats: int, gap_s: float) -> tuple[dict, float]:
+    """One runner process (the meter's own runner): its JSON and the call's wall seconds."""
+    argv = [sys.executable, str(RUNNER_PATH), "--model", str(path), "--threads", str(threads), "--warmup", "5",
+            "--runs", "30", "--repeats", str(repeats), "--repeat-gap-s", f"{gap_s:g}"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - start
+    return parse_runner_output("local", "timed run", done.returncode, done.stdout, done.stderr), wall
+
+
+def spread(figures: list[float]) -> dict:
+    mean = statistics.fmean(figures)
+    return {"median_ms": round(statistics.median(figures), 4), "min_ms": round(min(figures), 4),
+            "max_ms": round(max(figures), 4), "max_over_min": round(max(figures) / min(figures), 3),
+            "cv": round(statistics.pstdev(figures) / mean, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_repeatability.json"))
+    args = parser.parse_args()
+    files, _ = convert_variants(networks(), args.workdir)
+    names, settings = list(files), list(SETTINGS)
+    figures: dict[str, dict[str, list[float]]] = {n: {s: [] for s in settings} for n in names}
+    bursts: dict[str, dict[str, list[list[float]]]] = {n: {s: [] for s in settings} for n in names}
+    walls: dict[str, list[float]] = {s: [] for s in settings}
+    loads = []
+    started = time.perf_counter()
+    for index in range(args.rounds):
+        loads.append(round(os.getloadavg()[0], 2))
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            for setting in settings[index % len(settings):] + settings[:index % len(settings)]:
+                out, wall = time_fresh(files[name], *SETTINGS[setting])
+                figures[name][setting].append(round(out["median_ms"], 4))
+                bursts[name][setting].append(out["repeat_medians_ms"])
+                walls[setting].append(wall)
+        print(f"round {index + 1}/{args.rounds} (load {os.getloadavg()[0]:.2f})", flush=True)
+    rows = {name: {setting: spread(v) for setting, v in by_setting.items()} for name, by_setting in figures.items()}
+    per_setting = {s: {"worst_max_over_min": max(rows[n][s]["max_over_min"] for n in names),
+                       "mean_cv": round(statistics.fmean(rows[n][s]["cv"] for n in names), 4),
+                       "seconds_per_call": round(statistics.median(walls[s]), 2)} for s in settings}
+    result = {
+        "command": f"python benchmarks/latency_repeatability.py --rounds {args.rounds}",
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "settings": {s: {"threads": t, "repeats": r, "repeat_gap_s": g, "warmup": 5, "runs": 30}
+                     for s, (t, r, g) in SETTINGS.items()},
+        "loadavg_1m_per_round": loads,
+        "per_setting": per_setting,
+        "files": {n: {s: {**rows[n][s], "figures_ms": figures[n][s], "burst_medians_ms": bursts[n][s]}
+                      for s in settings} for n in names},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    for name in names:
+        print(f"{name:22s}", "  ".join(f"{s} {rows[name][s]['median_ms']:.3f} ({rows[name][s]['max_over_min']:.2f}x)"
+                                        for s in settings))
+    for setting, row in per_setting.items():
+        print(setting, row)
+
+
+if __name__ == "__main__":
+    main()
