@@ -174,6 +174,7 @@ def test_devices_check_table(sshd: Sshd, tiny_model: Path, tmp_path: Path, sqlit
     text = console.export_text()
     assert code == 1
     assert "pi-good" in text and "ai_edge_litert" in text and "reference model" in text
+    assert "burst medians" in text  # the profile's 2 bursts, so a noisy device shows
     assert "authentication failed" in text and "leased by a running worker" in text
     assert "1 of 3 device(s) ready" in text
     assert set(worker.holders(["pi-good", "pi-bad", "pi-busy"])) == {"pi-busy"}  # check released

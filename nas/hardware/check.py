@@ -112,9 +112,12 @@ def _probe_and_time(dev: DeviceProfile, backend: Backend, model: Path, table: Ta
         ref = backend.upload(model, sha256_file(model))
         out = backend.run(ref)
         backend.discard_model(ref)
+        bursts = out.get("repeat_medians_ms") or []
+        # Burst medians far apart say the device was not quiet: its figures would vary between trials.
+        spread = f"; burst medians {' / '.join(f'{m:.2f}' for m in bursts)} ms" if len(bursts) > 1 else ""
         table.add_row("reference model", OK,
                       f"median {out['median_ms']:.2f} ms, p90 {out['p90_ms']:.2f} ms "
-                      f"({out['runs']} runs, {out['threads']} threads, {model.name})")
+                      f"({out['runs']} runs, {out['threads']} threads, {model.name}{spread})")
     except MeasurementError as exc:
         table.add_row("error", FAIL, str(exc))
         healthy = False
