@@ -1,10 +1,11 @@
 """Latency cache: a model is never timed twice under the same measurement setup.
 
 Keyed by (model key, device key, setup), where the setup is everything that changes a figure
-besides the model: threads, warm-up, runs, bursts and their gap, runtime version, the runner script's sha256 and the
-board behind the device name (SSH: its host key fingerprint; local: its CPU model). A changed
-profile, runner or swapped board therefore times again instead of serving stale figures. The
-stored record is the full measurement (JSON), so a hit returns the original figures and timestamps.
+besides the model: threads, warm-up, runs, bursts and their gap, runtime version, the runner
+script's sha256 and the board behind the device name (SSH: its host key fingerprint; local: its
+CPU model). A changed profile, runner or swapped board therefore times again instead of serving
+stale figures. The stored record is the full measurement (JSON), so a hit returns the original
+figures and timestamps.
 The table lives in the study's database so every worker shares it.
 
 Entries of the older, narrower table `nas_latency_cache` are left where they are and never read.
