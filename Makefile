@@ -16,7 +16,7 @@ setup: $(STAMP)
 
 ## run: the main job on the embedded default (synthetic data, local device, SQLite results/nas.db)
 run: $(STAMP)
-	$(VENV)/bin/nas run --timeout 720  # trials start for 12 minutes: about 20 in all on a 2-core CPU (README)
+	$(VENV)/bin/nas run --timeout 720  # 6 complete trials, no trial starts after 12 minutes (README)
 
 ## test: the whole suite (slow conversion and end-to-end tests included); CI runs this
 test: $(STAMP)

@@ -400,7 +400,8 @@ class LatencyMeter:
         self._renew(dev, "before the upload")
         file_sha = sha256_file(path)  # `sha` is the cache key; uploads are named by content
         ref = backend.upload(path, file_sha)
-        note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, {dev.threads} threads"
+        note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, "
+             f"{dev.threads} thread{'s' if dev.threads > 1 else ''}"
              + (f", best of {dev.repeats} bursts" if dev.repeats > 1 else ""))
         times: list[str] = []
 
