@@ -13,8 +13,14 @@ machine), under each setting:
 Per file and setting: the median figure over the rounds, its spread (max/min and coefficient of
 variation over the rounds) and the wall seconds of one runner call.
 
+With `--study`, it asks the same of a finished search instead: every complete trial's `.tflite` is timed
+again `--rounds` times (fresh runner processes, the shipped local profile's setting, files interleaved) and
+set against the figure the search recorded for it: does a latency taken during a search hold afterwards?
+
 Usage: python benchmarks/latency_repeatability.py [--rounds 10] [--workdir results/benchmarks/latency_floor]
-Writes benchmarks/results/latency_repeatability.json.
+       python benchmarks/latency_repeatability.py --study NAME --storage URL --artifacts DIR [--rounds 5]
+                                                  --out benchmarks/results/latency_repeatability_STUDY.json
+Writes benchmarks/results/latency_repeatability.json (or --out).
 """
 
 from __future__ import annotations
@@ -31,10 +37,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+
 from latency_floor import LITEDEPTH, RUN10_BEST, convert_variants
-from latency_weights import cpu_model, untrained_model
+from latency_weights import cpu_model, time_as_profiled, untrained_model
+from nas.config import REPO_ROOT
 from nas.hardware.backend import parse_runner_output
 from nas.hardware.local import RUNNER_PATH
+from nas.hardware.profile import load_hardware
 
 # name: (threads, repeats, gap between bursts in seconds); 5 warm-up + 30 timed invokes per burst.
 SETTINGS = {"t2-once": (2, 1, 0.0), "t2-best3": (2, 3, 1.0), "t1-once": (1, 1, 0.0), "t1-best3": (1, 3, 1.0)}
@@ -66,12 +77,66 @@ def spread(figures: list[float]) -> dict:
             "cv": round(statistics.pstdev(figures) / mean, 4)}
 
 
+def retime_study(args: argparse.Namespace) -> dict:
+    """Every complete trial's file timed again `args.rounds` times, against the search's own figure."""
+    storage = optuna.storages.RDBStorage(args.storage)
+    study = optuna.load_study(study_name=args.study, storage=storage)
+    store = FileSystemArtifactStore(str(args.artifacts))
+    (local,) = load_hardware(REPO_ROOT / "hardware" / "local.yaml")
+    scratch = args.workdir / f"retime-{args.study}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    trials = {}
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        meta = next((m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == "model.tflite"), None)
+        if meta is None:
+            continue
+        path = scratch / f"trial-{trial.number}.tflite"
+        if not path.exists():
+            download_artifact(artifact_store=store, artifact_id=meta.artifact_id, file_path=str(path))
+        trials[trial.number] = {"file": path, "search_ms": trial.user_attrs["latency_ms"],
+                                "search_repeats": trial.user_attrs.get("latency", {}).get("repeats"), "again_ms": []}
+    numbers = list(trials)
+    for index in range(args.rounds):
+        for number in numbers[index % len(numbers):] + numbers[:index % len(numbers)]:
+            trials[number]["again_ms"].append(round(time_as_profiled(str(trials[number]["file"]), local)["median_ms"], 4))
+        print(f"round {index + 1}/{args.rounds}", flush=True)
+    rows = {}
+    for number, row in trials.items():
+        ratios = [again / row["search_ms"] for again in row["again_ms"]]
+        rows[number] = {"search_ms": round(row["search_ms"], 4), "search_repeats": row["search_repeats"],
+                        "again_ms": row["again_ms"], "median_ratio": round(statistics.median(ratios), 3),
+                        "worst_ratio": round(max(ratios, key=lambda r: abs(r - 1)), 3)}
+    medians = [r["median_ratio"] for r in rows.values()]
+    return {"study": args.study, "storage": args.storage, "setting": {"threads": local.threads, "warmup": local.warmup,
+                                                                    "runs": local.runs, "repeats": local.repeats,
+                                                                    "repeat_gap_s": local.repeat_gap_s},
+            "trials": rows, "median_ratio": round(statistics.median(medians), 3),
+            "within_5_percent": sum(abs(r - 1) <= 0.05 for r in medians), "count": len(medians)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_repeatability.json"))
+    parser.add_argument("--study", help="re-time this finished study's complete trials instead")
+    parser.add_argument("--storage", help="its storage URL (with --study)")
+    parser.add_argument("--artifacts", type=Path, help="its artifact folder (with --study)")
     args = parser.parse_args()
+    if args.study:
+        started = time.perf_counter()
+        result = {"command": f"python benchmarks/latency_repeatability.py --study {args.study} --storage "
+                             f"{args.storage} --artifacts {args.artifacts} --rounds {args.rounds}",
+                  "date": datetime.now(timezone.utc).date().isoformat(),
+                  "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+                  **retime_study(args), "minutes": round((time.perf_counter() - started) / 60, 1)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        for number, row in result["trials"].items():
+            print(f"trial {number}: search {row['search_ms']:.3f} ms, again {row['again_ms']}, "
+                  f"median ratio {row['median_ratio']}")
+        print(f"median ratio {result['median_ratio']}, {result['within_5_percent']} of {result['count']} within 5 %")
+        return
     files, _ = convert_variants(networks(), args.workdir)
     names, settings = list(files), list(SETTINGS)
     figures: dict[str, dict[str, list[float]]] = {n: {s: [] for s in settings} for n in names}
