@@ -76,10 +76,11 @@ def encoder_weights(config: RunConfig, backbones: list[str]) -> dict[str, Weight
 
 
 def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget: Budget | None = None,
-                    weights: dict[str, WeightSource] | None = None) -> TrialContext:
+                    weights: dict[str, WeightSource] | None = None, fresh_latency: bool = False) -> TrialContext:
     """Decode (once) and open the splits, connect the meter, make the teacher's depth ready.
 
     `weights`: each backbone's starting weights (`encoder_weights`); None: every encoder starts random.
+    `fresh_latency`: time every model anew instead of serving its graph's cached figure (a model to ship).
     """
     budget = budget or config.train_budget
     deploy_wh = (config.deploy_width, config.deploy_height)
@@ -87,8 +88,8 @@ def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget
     with console.status("opening data (decoded once into results/cache/frames)"):
         train_frames = open_split(config.data_root, "train", cache_dir, deploy_wh, budget.train_limit)
         val_frames = open_split(config.data_root, "validation", cache_dir, deploy_wh, budget.val_limit)
-    meter = LatencyMeter(devices, config.storage_url, config.results,
-                         holder=worker_id(), trust_new_host_keys=config.trust_new_host_keys)
+    meter = LatencyMeter(devices, config.storage_url, config.results, holder=worker_id(),
+                         trust_new_host_keys=config.trust_new_host_keys, use_cache=not fresh_latency)
     distillation = None
     if config.distill:
         from .train.distill import prepare_distillation
