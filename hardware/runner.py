@@ -239,6 +239,14 @@ def summarize(times_ms: List[float], np: Any) -> Dict[str, float]:
     }
 
 
+def fastest_burst(bursts: List[List[float]], np: Any) -> Dict[str, Any]:
+    """The figures of the burst with the lowest median, and every burst's median (`repeat_medians_ms`)."""
+    summaries = [summarize(times_ms, np) for times_ms in bursts]
+    figures = dict(min(summaries, key=lambda burst: burst["median_ms"]))  # type: Dict[str, Any]
+    figures["repeat_medians_ms"] = [round(burst["median_ms"], 4) for burst in summaries]
+    return figures
+
+
 def emit(payload: Dict[str, Any]) -> None:
     """Write the one JSON object the caller parses (the last `{` line of stdout)."""
     sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
@@ -348,10 +356,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:
         return fail(EXIT_INVOKE_FAILED, "invoke failed: %s" % exc, env)
 
-    summaries = [summarize(times_ms, np) for times_ms in bursts]
     result = dict(env)
-    result.update(min(summaries, key=lambda figures: figures["median_ms"]))
-    result["repeat_medians_ms"] = [round(figures["median_ms"], 4) for figures in summaries]
+    result.update(fastest_burst(bursts, np))
     result["runs"] = args.runs
     result["repeats"] = args.repeats
     result["repeat_gap_s"] = args.repeat_gap_s

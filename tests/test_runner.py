@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -63,6 +64,20 @@ def test_runner_keeps_the_fastest_burst(tiny_model: Path) -> None:
     for bad in (("--repeats", "0"), ("--repeat-gap-s", "-1")):
         refused = run_runner("--model", str(tiny_model), *bad)
         assert refused.returncode == 2 and "--repeats >= 1" in refused.stderr
+
+
+def test_the_fastest_burst_gives_the_figures() -> None:
+    """A burst slowed by something else is set aside: median, p90, min and std all come from the fastest one."""
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("device_runner", RUNNER_PATH)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    slow, fast, middle = [3.0, 3.1, 3.2, 9.0], [1.0, 1.4, 1.6, 8.0], [2.0, 2.0, 2.1, 2.2]
+    figures = runner.fastest_burst([slow, fast, middle], np)
+    assert figures["median_ms"] == pytest.approx(1.5) and figures["min_ms"] == 1.0
+    assert figures["p90_ms"] == pytest.approx(np.percentile(fast, 90)) and figures["std_ms"] == pytest.approx(np.std(fast))
+    assert figures["repeat_medians_ms"] == [3.15, 1.5, 2.05]
 
 
 def test_runner_probe_and_errors(tmp_path: Path) -> None:
