@@ -31,8 +31,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,9 +41,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 from latency_floor import LITEDEPTH, RUN10_BEST, convert_variants
 from latency_weights import cpu_model, time_as_profiled, untrained_model
 from nas.config import REPO_ROOT
-from nas.hardware.backend import parse_runner_output
-from nas.hardware.local import RUNNER_PATH
-from nas.hardware.profile import load_hardware
+from nas.hardware.profile import DeviceProfile, load_hardware
 
 # name: (threads, repeats, gap between bursts in seconds); 5 warm-up + 30 timed invokes per burst.
 SETTINGS = {"t2-once": (2, 1, 0.0), "t2-best3": (2, 3, 1.0), "t1-once": (1, 1, 0.0), "t1-best3": (1, 3, 1.0)}
@@ -60,14 +56,11 @@ def networks() -> dict:
             "run10-best": lambda: untrained_model(RUN10_BEST)}
 
 
-def time_fresh(path: Path, threads: int, repeats: int, gap_s: float) -> tuple[dict, float]:
-    """One runner process (the meter's own runner): its JSON and the call's wall seconds."""
-    argv = [sys.executable, str(RUNNER_PATH), "--model", str(path), "--threads", str(threads), "--warmup", "5",
-            "--runs", "30", "--repeats", str(repeats), "--repeat-gap-s", f"{gap_s:g}"]
+def time_fresh(path: Path, profile: DeviceProfile) -> tuple[dict, float]:
+    """One runner process with `profile`'s setting: its JSON and the call's wall seconds."""
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    wall = time.perf_counter() - start
-    return parse_runner_output("local", "timed run", done.returncode, done.stdout, done.stderr), wall
+    out = time_as_profiled(str(path), profile)
+    return out, time.perf_counter() - start
 
 
 def spread(figures: list[float]) -> dict:
@@ -138,6 +131,10 @@ def main() -> None:
         print(f"median ratio {result['median_ratio']}, {result['within_5_percent']} of {result['count']} within 5 %")
         return
     files, _ = convert_variants(networks(), args.workdir)
+    (local,) = load_hardware(REPO_ROOT / "hardware" / "local.yaml")
+    profiles = {name: local.model_copy(update={"threads": threads, "warmup": 5, "runs": 30, "repeats": repeats,
+                                               "repeat_gap_s": gap_s, "quiet_check_s": 0})
+                for name, (threads, repeats, gap_s) in SETTINGS.items()}
     names, settings = list(files), list(SETTINGS)
     figures: dict[str, dict[str, list[float]]] = {n: {s: [] for s in settings} for n in names}
     bursts: dict[str, dict[str, list[list[float]]]] = {n: {s: [] for s in settings} for n in names}
@@ -148,7 +145,7 @@ def main() -> None:
         loads.append(round(os.getloadavg()[0], 2))
         for name in names[index % len(names):] + names[:index % len(names)]:
             for setting in settings[index % len(settings):] + settings[:index % len(settings)]:
-                out, wall = time_fresh(files[name], *SETTINGS[setting])
+                out, wall = time_fresh(files[name], profiles[setting])
                 figures[name][setting].append(round(out["median_ms"], 4))
                 bursts[name][setting].append(out["repeat_medians_ms"])
                 walls[setting].append(wall)
