@@ -134,7 +134,10 @@ def run(config_file: ConfigFile = None,
             help="seed presets to start from: all | none | comma-separated names (default: litedepth)")] = None,
         trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys",
                                                           help="accept and save unknown SSH host keys")] = False,
-        pretrained: Pretrained = None) -> None:
+        pretrained: Pretrained = None,
+        max_si_rmse: Annotated[Optional[float], typer.Option(
+            help="accuracy floor: trials with a higher TFLite si-RMSE are infeasible (never the best); set when the "
+                 "study is created")] = None) -> None:
     """Create or resume a study and run trials (the embedded default needs no arguments)."""
     from .search import run_search, standing_line, summary_table
 
@@ -142,7 +145,8 @@ def run(config_file: ConfigFile = None,
                          trials=trials, timeout=timeout, budget=budget, teacher=teacher,
                          distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
                          results=results, artifacts=artifacts, baselines="all" if enqueue_baselines else _baselines(baselines),
-                         trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained)
+                         trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained,
+                         max_si_rmse=max_si_rmse)
     started = datetime.now()  # Optuna stamps trials with naive local time too
     with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
         study_obj = run_search(config)

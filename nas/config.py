@@ -87,6 +87,11 @@ class RunConfig(BaseModel):
     deploy_width: int = Field(640, ge=32)
     score_alpha: float = 10.0
     score_c: float = Field(1.0, gt=0)
+    max_si_rmse: float | None = Field(
+        None, gt=0, description="accuracy floor: a complete trial whose TFLite si-RMSE is above it is infeasible "
+                                "(an Optuna constraint), so it is never the study's best, the one finalized or the "
+                                "bar of the latency screen, and TPE steers away from it; fixed when the study is "
+                                "created; none: no floor, the Final Score alone decides")
     parity_tolerance: float = Field(1e-3, gt=0)  # metres, plus parity_rtol × depth
     parity_rtol: float = Field(1e-4, ge=0)
     synth_train: int = Field(160, ge=1)

@@ -23,18 +23,13 @@ from .pipeline import (Deployed, TrialContext, TrialRecord, deploy, encoder_weig
 from .report.depth_previews import depth_previews
 from .report.model_page import search_figures, write_model_page
 from .search import check_inputs, ensure_synthetic_data
-from .study import load_study
+from .study import FLOOR_ATTR, is_feasible, load_study
 from .train.loop import TrainResult
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
-    """The named trial, or the complete trial with the best Final Score (on the Pareto front, for a
-    Pareto study: the front's trial with the best Final Score)."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if "arch" in t.user_attrs]
-    if len(study.directions) > 1 and complete:
-        front = {t.number for t in study.best_trials}
-        complete = [t for t in complete if t.number in front]
+    """The named trial, or the complete trial with the best Final Score (on the Pareto front, for a Pareto
+    study: the front's trial with the best Final Score) among those that meet the study's accuracy floor."""
     if number is not None:
         for t in study.get_trials(deepcopy=False):
             if t.number == number:
@@ -42,8 +37,20 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
                     raise ConfigError(None, f"trial {number} has no architecture recorded")
                 return t
         raise ConfigError(None, f"study {study.study_name!r} has no trial {number}")
-    if not complete:
+    recorded = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if "arch" in t.user_attrs]
+    if not recorded:
         raise ConfigError(None, f"study {study.study_name!r} has no complete trial to finalize")
+    complete = [t for t in recorded if is_feasible(t)]
+    if len(study.directions) > 1 and complete:
+        front = {t.number for t in study.best_trials}  # Optuna's front holds feasible trials only
+        complete = [t for t in complete if t.number in front]
+    if not complete:
+        closest = min(recorded, key=lambda t: t.user_attrs.get("si_rmse", float("inf")))
+        raise ConfigError(None, f"study {study.study_name!r}: no complete trial meets its max_si_rmse "
+                                f"{study.user_attrs.get(FLOOR_ATTR)} (the most accurate, trial {closest.number}, has "
+                                f"si-RMSE {closest.user_attrs.get('si_rmse', float('nan')):.4f}); run more trials or "
+                                "name one with --trial")
     return max(complete, key=lambda t: t.user_attrs.get("final_score", float("-inf")))
 
 

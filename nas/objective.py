@@ -266,8 +266,13 @@ class TrialObjective:
                 upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
             for key, value in record.as_attrs().items():
                 trial.set_user_attr(key, value)
+        if cfg.max_si_rmse is not None:  # feasible at ≤ 0: Optuna's best trial(s) and TPE honour it
+            trial.set_user_attr("max_si_rmse", cfg.max_si_rmse)
+            trial.set_constraint("si_rmse", record.si_rmse - cfg.max_si_rmse)
+        above = (f" (above max_si_rmse {cfg.max_si_rmse:g}: infeasible)"
+                 if cfg.max_si_rmse is not None and record.si_rmse > cfg.max_si_rmse else "")
         console.print(f"{label}: si-RMSE {record.si_rmse:.4f}, RMSE {record.rmse:.3f} m, {record.latency_ms:.1f} ms "
-                      f"on {record.device} -> score {record.final_score:.3f}", markup=False)
+                      f"on {record.device} -> score {record.final_score:.3f}{above}", markup=False)
         if cfg.objective == "pareto":
             return record.si_rmse, record.latency_ms
         return record.final_score

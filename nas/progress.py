@@ -14,7 +14,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .study import is_trained, trained_count
+from .study import is_feasible, is_trained, trained_count
 
 
 def hh_mm(seconds: float) -> str:
@@ -36,9 +36,10 @@ def study_line(trained: int, target: int, best: tuple[float, int] | None, elapse
 
 
 def best_score(study: optuna.Study) -> tuple[float, int] | None:
-    """The best Final Score and its trial, from user attributes (so a Pareto study has one too)."""
+    """The best Final Score and its trial, from user attributes (so a Pareto study has one too), among
+    trials that meet the study's accuracy floor."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    scored = [t for t in complete if "final_score" in t.user_attrs]
+    scored = [t for t in complete if "final_score" in t.user_attrs and is_feasible(t)]
     if not scored:
         return None
     best = max(scored, key=lambda t: (t.user_attrs["final_score"], -t.number))

@@ -27,7 +27,7 @@ from .pipeline import encoder_weights, prepare_context
 from .progress import StudyProgress
 from .presets import PRESETS
 from .space import SearchSpace, load_space
-from .study import artifact_store, open_study, trained_count
+from .study import FLOOR_ATTR, artifact_store, is_feasible, open_study, trained_count
 from .study_note import write_study_note
 
 SYNTH_MARKER = ".synthetic.json"
@@ -211,20 +211,25 @@ def run_search(config: RunConfig) -> optuna.Study:
 
 
 def summary_table(study: optuna.Study, top: int = 5) -> Table:
-    """The best complete trials (the Pareto front's, for a Pareto study) and the best seed preset."""
-    table = Table(title=f"study {study.study_name}: best trials", expand=False)
+    """The best complete trials (the Pareto front's, for a Pareto study) that meet the study's accuracy floor,
+    and the best seed preset."""
+    floor = study.user_attrs.get(FLOOR_ATTR)
+    title = f"study {study.study_name}: best trials" + (f" with si-RMSE ≤ {floor:g}" if floor is not None else "")
+    table = Table(title=title, expand=False)
     for column in ("trial", "score", "si-RMSE", "RMSE m", "latency ms", "precision", "backbone", "scale", "params",
                    "MMACs", "preset"):
         table.add_column(column, justify="left" if column in ("precision", "backbone", "scale", "preset") else "right",
                          no_wrap=True)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    pool = study.best_trials if len(study.directions) > 1 and complete else complete
+    pool = study.best_trials if len(study.directions) > 1 and complete else [t for t in complete if is_feasible(t)]
     ranked = sorted(pool, key=lambda t: -t.user_attrs.get("final_score", float("-inf")))
     shown = ranked[:top]
-    presets = sorted((t for t in complete if t.user_attrs.get("preset")),
+    presets = sorted((t for t in complete if t.user_attrs.get("preset") and is_feasible(t)),
                      key=lambda t: -t.user_attrs.get("final_score", float("-inf")))
     if presets and presets[0] not in shown:
         shown.append(presets[0])
+    if infeasible := sum(1 for t in complete if not is_feasible(t)):
+        table.caption = f"{infeasible} complete trial(s) above max_si_rmse {floor:g} are not ranked"
     for t in shown:
         a = t.user_attrs
         arch = a.get("arch", {})
@@ -237,8 +242,10 @@ def summary_table(study: optuna.Study, top: int = 5) -> Table:
 
 
 def standing_line(study: optuna.Study) -> str | None:
-    """Where the search's best trial stands against the best seed preset, when the study has both."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    """Where the search's best trial stands against the best seed preset, when the study has both (with an
+    accuracy floor: the best of those that meet it)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if is_feasible(t)]
     presets = [t for t in complete if t.user_attrs.get("preset")]
     searched = [t for t in complete if not t.user_attrs.get("preset")]
     if not presets or not searched:
@@ -249,5 +256,7 @@ def standing_line(study: optuna.Study) -> str | None:
 
     s, p = best(searched), best(presets)
     ratio = s.user_attrs["final_score"] / p.user_attrs["final_score"]
+    floor = study.user_attrs.get(FLOOR_ATTR)
+    within = f" (both within max_si_rmse {floor:g})" if floor is not None else ""
     return (f"best searched trial {s.number} scores {s.user_attrs['final_score']:.3f}, the best seed preset "
-            f"({p.user_attrs['preset']}, trial {p.number}) {p.user_attrs['final_score']:.3f}: {ratio:.2f}×")
+            f"({p.user_attrs['preset']}, trial {p.number}) {p.user_attrs['final_score']:.3f}: {ratio:.2f}×{within}")

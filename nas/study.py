@@ -64,7 +64,8 @@ def open_study(config: RunConfig) -> optuna.Study:
     pareto = config.objective == "pareto"
     with setup_lock(config.storage_url):
         storage = open_storage(config.storage_url, heartbeat_s=config.heartbeat_s, grace_s=config.grace_s)
-        seed = sampler_seed(config, joining=config.study in optuna.get_all_study_names(storage))
+        exists = config.study in optuna.get_all_study_names(storage)
+        seed = sampler_seed(config, joining=exists)
         study = optuna.create_study(
             storage=storage, study_name=config.study, load_if_exists=True,
             sampler=(optuna.samplers.RandomSampler(seed=seed) if config.sampler == "random"
@@ -74,7 +75,35 @@ def open_study(config: RunConfig) -> optuna.Study:
         )
         if study.metric_names is None:  # the dashboard's axis and column names; a resumed study keeps its own
             study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
+        keep_accuracy_floor(study, config.max_si_rmse, created=not exists)
     return study
+
+
+FLOOR_ATTR = "max_si_rmse"  # the study's user attribute: its accuracy floor, or None
+
+
+def keep_accuracy_floor(study: optuna.Study, floor: float | None, created: bool) -> None:
+    """Record the floor of a new study; refuse a resumed one's change (ConfigError).
+
+    Optuna fixes a trial's feasibility when it completes (`Trial.set_constraint`), so a floor changed on
+    resume would judge the study's trials by two rules at once; a new floor is a new study.
+    """
+    if created:
+        study.set_user_attr(FLOOR_ATTR, floor)
+        return
+    recorded = study.user_attrs.get(FLOOR_ATTR)
+    if recorded != floor:
+        def shown(value: float | None) -> str:
+            return "none" if value is None else f"{value:g}"
+        raise ConfigError(None, f"study {study.study_name!r} was created with max_si_rmse {shown(recorded)}, this run "
+                                f"asks for {shown(floor)}: a study keeps the floor its trials were judged by; give "
+                                "the new floor a new --study name")
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial meets its study's constraints, by Optuna's rule (every constraint value ≤ 0); a trial of
+    a study without a floor has none and is feasible."""
+    return all(value <= 0.0 for value in trial.constraints.values())
 
 
 def make_tpe_sampler(seed: int, trials: int) -> optuna.samplers.TPESampler:

@@ -61,6 +61,8 @@ def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfil
         f"## nas study `{config.study}`",
         "",
         f"- **Objective:** {objective}",
+        *([f"- **Accuracy floor:** si-RMSE ≤ {config.max_si_rmse:g} (`max_si_rmse`): trials above it are infeasible, "
+           "never the best"] if config.max_si_rmse is not None else []),
         f"- **Data set:** {_data_line(config)}; scored at {config.deploy_width}×{config.deploy_height}",
         f"- **Search space:** `{space.name}` (`{config.space}`)",
         f"- **Device(s):** {', '.join(_device_line(d) for d in devices)}",

@@ -51,8 +51,9 @@ class FakeTrial:
     distill_lambda: float = 0.5
 
 
-def make_config(results: Path, study: str = "demo", objective: str = "score") -> RunConfig:
-    return load_config(None, results=results, study=study, objective=objective)
+def make_config(results: Path, study: str = "demo", objective: str = "score",
+                max_si_rmse: float | None = None) -> RunConfig:
+    return load_config(None, results=results, study=study, objective=objective, max_si_rmse=max_si_rmse)
 
 
 def _preview(path: Path, shade: int) -> Path:
@@ -108,6 +109,9 @@ def build_study(config: RunConfig, fakes: list[FakeTrial], model: Path | None = 
             params={"backbone": fake.arch.backbone, "input_scale": fake.arch.input_scale,
                     "precision": fake.arch.precision, "distill_lambda": fake.distill_lambda})
         trial.datetime_start = started + timedelta(minutes=3 * i)
+        if complete and config.max_si_rmse is not None:  # as `nas.objective` judges a trial against the floor
+            trial.set_user_attr("max_si_rmse", config.max_si_rmse)
+            trial.set_constraint("si_rmse", fake.si_rmse - config.max_si_rmse)
         if not complete:
             trial.datetime_complete = trial.datetime_start + timedelta(minutes=2, seconds=30)
         study.add_trial(trial)

@@ -24,6 +24,9 @@ def nas(*args, cwd, check=True):
     return proc
 
 
+FLOOR = 5.0  # an accuracy floor every smoke model meets: each trial is judged against it and stays feasible
+
+
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
@@ -31,6 +34,7 @@ def search(tmp_path_factory):
     config.write_text(
         f"space: {REPO / 'search_spaces' / 'smoke.yaml'}\n"
         "budget: smoke\ntrials: 2\nstudy: e2e\nsynth_train: 10\nsynth_val: 2\nsynth_test: 1\n"
+        f"max_si_rmse: {FLOOR}\n"
     )
     proc = nas("run", "--config", config, "--results", work / "results", cwd=work)
     return work, config, proc
@@ -59,6 +63,7 @@ def test_run_records_every_contract_field(search):
         assert set(a["stage_seconds"]) == {"train", "export", "evaluate", "measure"}
         assert a["latency_p90_ms"] >= a["latency_ms"] > 0
         assert t.value == pytest.approx(2 ** (-10 * a["si_rmse"]) / (a["latency_ms"] / 1000))
+        assert t.constraints == {"si_rmse": pytest.approx(a["si_rmse"] - FLOOR)} and a["max_si_rmse"] == FLOOR
         names = {m.filename for m in get_all_artifact_meta(t, storage=study._storage)}
         assert "model.tflite" in names and "preview.png" in names and f"arch-{a['arch_id']}.json" in names
 
@@ -68,6 +73,11 @@ def test_rerun_resumes_without_new_trials(search):
     work, config, _ = search
     proc = nas("run", "--config", config, "--results", work / "results", cwd=work)
     assert "already has 2 finished trials" in proc.stderr + proc.stdout
+    # Another floor would judge new trials by another rule than the finished ones: a configuration error (exit
+    # 2), before any work.
+    changed = nas("run", "--config", config, "--results", work / "results", "--max-si-rmse", "0.3", cwd=work,
+                  check=False)
+    assert changed.returncode == 2 and f"created with max_si_rmse {FLOOR:g}, this run asks for 0.3" in changed.stderr
 
 
 @pytest.mark.slow

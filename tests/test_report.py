@@ -180,3 +180,62 @@ def test_previews_are_drawn_from_each_trials_model_on_a_validation_frame(tmp_pat
     (config.results / "data").rename(tmp_path / "elsewhere")  # no data: the stored preview is copied instead
     out = write_study_report(config, tmp_path / "report2")
     assert Image.open(out / "preview-trial-0.png").size == stored.size
+
+
+# Of demo_trials, at si-RMSE ≤ 0.28 only fastdepth (trial 2, 0.27), mobilenetv3_large_100 (3, 0.26) and efficientnet_b1
+# int8 (5, 0.25) are feasible; the fastest network, trial 4 (0.29 at 24 ms), is the best Final Score without the floor.
+FLOOR = 0.28
+
+
+@pytest.fixture(scope="module")
+def floored_study(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("floored")
+    config = make_config(root / "results", study="floored", max_si_rmse=FLOOR)
+    return config, build_study(config, demo_trials())
+
+
+def test_an_accuracy_floor_decides_the_best_trial_everywhere(floored_study, tmp_path):
+    from nas.finalize import pick_trial
+    from nas.progress import best_score
+    from nas.search import standing_line, summary_table
+    from nas.study import is_feasible
+
+    config, study = floored_study
+    complete = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
+    assert max(complete.values(), key=lambda t: t.user_attrs["final_score"]).number == 4  # the unfloored best
+    assert {n for n, t in complete.items() if is_feasible(t)} == {2, 3, 5}
+    assert study.best_trial.number == 3  # Optuna's own choice, from the constraints the trials carry
+    assert pick_trial(study, None).number == 3  # what `nas finalize` ships
+    assert pick_trial(study, 4).number == 4  # a trial named by number is the user's call
+    assert best_score(study) == (complete[3].user_attrs["final_score"], 3)  # the progress line
+    line = standing_line(study)
+    assert line.startswith("best searched trial 3 ") and "(fastdepth, trial 2)" in line and "within max_si_rmse 0.28" in line
+    table = summary_table(study)
+    assert [int(n) for n in table.columns[0]._cells] == [3, 5, 2]  # feasible only, best first; fastdepth is the preset
+    assert "si-RMSE ≤ 0.28" in table.title and table.caption.startswith("4 complete trial(s) above max_si_rmse 0.28")
+
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["number"] == 3 and summary["max_si_rmse"] == FLOOR
+    with open(out / "trials.csv") as f:
+        feasible = {int(r["number"]): r["feasible"] for r in csv.DictReader(f)}
+    assert feasible[3] == "True" and feasible[4] == "False" and feasible[7] == ""  # a failed trial has no verdict
+    assert "Best trial: <strong>3</strong>" in html and "si-RMSE ≤ 0.28" in html
+    assert re.search(r'<tr id="trial-4" class="infeasible">', html)
+    assert re.search(r'<tr id="trial-0" class="preset infeasible">', html)  # litedepth, 0.31
+
+
+def test_a_floor_no_trial_meets_leaves_no_best_and_says_so(tmp_path):
+    from nas.errors import ConfigError
+    from nas.finalize import pick_trial
+
+    config = make_config(tmp_path / "results", study="strict", max_si_rmse=0.1)
+    study = build_study(config, demo_trials())
+    with pytest.raises(ConfigError, match=r"no complete trial meets its max_si_rmse 0.1 \(the most accurate, trial 5, "
+                                          r"has si-RMSE 0.2500\)"):
+        pick_trial(study, None)
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    assert "None of the 7 complete trial(s) meets the accuracy floor" in html and "pareto.png" in html
+    assert json.loads((out / "summary.json").read_text())["best"] is None

@@ -173,3 +173,21 @@ def test_tpe_learns_on_the_conditional_mission_space():
     startup = 4  # tpe_startup_trials(12)
     assert min(values[startup:]) < min(values[:startup])
     assert sum(values[-8:]) / 8 < sum(values[:startup]) / startup
+
+
+def test_a_studys_accuracy_floor_is_set_when_it_is_created_and_kept(tmp_path):
+    def config(study: str, floor: float | None):
+        return load_config(None, study=study, results=tmp_path, max_si_rmse=floor)
+
+    assert open_study(config("floored", 0.3)).user_attrs["max_si_rmse"] == 0.3
+    assert open_study(config("floored", 0.3)).user_attrs["max_si_rmse"] == 0.3  # resumed with the same floor
+    for changed, shown in ((0.25, "0.25"), (None, "none")):
+        with pytest.raises(ConfigError) as err:
+            open_study(config("floored", changed))
+        assert f"created with max_si_rmse 0.3, this run asks for {shown}" in str(err.value)
+        assert "new --study" in str(err.value)
+    assert open_study(config("open", None)).user_attrs["max_si_rmse"] is None
+    with pytest.raises(ConfigError, match="created with max_si_rmse none, this run asks for 0.2"):
+        open_study(config("open", 0.2))
+    with pytest.raises(ConfigError, match="max_si_rmse: Input should be greater than 0"):
+        config("bad", 0.0)

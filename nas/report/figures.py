@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from optuna.trial import FrozenTrial  # noqa: E402
 
+from ..study import is_feasible  # noqa: E402
 from .trials import pareto_front  # noqa: E402
 
 PRECISION_MARKERS = {"fp32": "o", "int8": "s"}
@@ -44,10 +45,11 @@ def _label(t: FrozenTrial) -> str:
     return t.user_attrs.get("preset") or f"#{t.number}"
 
 
-def pareto_figure(scored: list[FrozenTrial], path: Path, title: str, alpha: float = 10.0, c: float = 1.0
-                  ) -> list[float]:
+def pareto_figure(scored: list[FrozenTrial], path: Path, title: str, alpha: float = 10.0, c: float = 1.0,
+                  best: FrozenTrial | None = None, max_si_rmse: float | None = None) -> list[float]:
     """si-RMSE against latency (log x): backbones coloured, precisions as markers, seed presets named,
-    the Pareto front, and dashed lines of equal Final Score. Returns the scores of those lines."""
+    the Pareto front, and dashed lines of equal Final Score through `best` (default: the first of `scored`);
+    with an accuracy floor, its line. Returns the scores of the equal-score lines."""
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -80,7 +82,14 @@ def pareto_figure(scored: list[FrozenTrial], path: Path, title: str, alpha: floa
     spread = max(max(errors) - min(errors), 0.02)
     ax.set_xlim(x_lo, x_hi)
     ax.set_ylim(min(errors) - 0.25 * spread, max(errors) + 0.25 * spread)
-    best = scored[0]
+    if max_si_rmse is not None:
+        ax.axhline(max_si_rmse, color="tab:red", ls=":", lw=1.2, zorder=1)
+        ax.annotate(f"max si-RMSE {max_si_rmse:g}: above is infeasible", (x_lo, max_si_rmse), fontsize=7,
+                    color="tab:red", xytext=(3, 3), textcoords="offset points")
+    if best is None and max_si_rmse is not None:  # nothing meets the floor: no best to draw lines through
+        _save(fig, path)
+        return []
+    best = best or scored[0]
     levels = score_levels(best.user_attrs["final_score"])
     xs = [x_lo * (x_hi / x_lo) ** (i / 50) for i in range(51)]
     for level in levels:
@@ -116,8 +125,17 @@ def history_figure(scored: list[FrozenTrial], started: datetime, path: Path) -> 
              "minutes since the study began")):
         xs = [x_of(t) for t in trials]
         scores = [t.user_attrs["final_score"] for t in trials]
-        running = [max(scores[:i + 1]) for i in range(len(scores))]
-        ax.scatter(xs, scores, s=18, color="tab:blue", alpha=0.6, label="trial")
+        feasible = [is_feasible(t) for t in trials]
+        running, best = [], float("nan")
+        for score, ok in zip(scores, feasible):  # the best so far that meets the accuracy floor
+            if ok and (math.isnan(best) or score > best):
+                best = score
+            running.append(best)
+        ax.scatter([x for x, ok in zip(xs, feasible) if ok], [y for y, ok in zip(scores, feasible) if ok], s=18,
+                   color="tab:blue", alpha=0.6, label="trial")
+        if not all(feasible):
+            ax.scatter([x for x, ok in zip(xs, feasible) if not ok], [y for y, ok in zip(scores, feasible) if not ok],
+                       s=18, facecolors="none", edgecolors="0.5", label="above the accuracy floor")
         ax.step(xs, running, where="post", color="tab:red", label="best so far")
         ax.set_xlabel(label)
         ax.ticklabel_format(axis="x", useOffset=False)

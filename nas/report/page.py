@@ -13,6 +13,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from ..study import is_feasible
 from .cost import STAGES, StudyCost
 from .importance import METHOD
 from .proxy import proxy_section
@@ -40,6 +41,8 @@ class ReportContent:
     importance_png: str | None = None
     importance_reason: str = ""
     proxy_check: dict[str, Any] | None = None  # the study attribute `proxy_check`, when `nas proxy-check` ran
+    max_si_rmse: float | None = None  # the study's accuracy floor; `best` meets it
+    scored_count: int = 0  # complete trials with figures, whether or not they meet the floor
 
 
 PAGE = Template("""<!DOCTYPE html>
@@ -53,7 +56,7 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom:
 table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; } td.text { text-align: left; }
-tr.preset { background: #f6f9ff; }
+tr.preset { background: #f6f9ff; } tr.infeasible { color: #999; }
 img.figure { max-width: 100%; } figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
 .warning { background: #fff3e0; border-left: 4px solid #e65100; padding: 0.6em 1em; }
 .meta { color: #555; }
@@ -86,7 +89,14 @@ def _header(c: ReportContent) -> str:
     lines = [f"<h1>Study {escape(c.study_name)}</h1>",
              f"<p class=\"meta\">objective: {escape(c.objectives)} · storage: {escape(c.storage)} · "
              f"{c.trial_count} trial(s): {escape(states) or 'none'} · written {c.generated:%Y-%m-%d %H:%M}</p>"]
-    if c.best is None:
+    if c.max_si_rmse is not None:
+        lines.append(f"<p class=\"meta\">accuracy floor: si-RMSE ≤ {c.max_si_rmse:g}; trials above it are "
+                     "infeasible and never the best.</p>")
+    if c.best is None and c.scored_count:
+        lines.append(f"<p class=\"warning\">None of the {c.scored_count} complete trial(s) meets the accuracy floor "
+                     f"(si-RMSE ≤ {c.max_si_rmse:g}): there is no best trial yet. Run more trials, or finalize one "
+                     "by number with <code>nas finalize --trial N</code>.</p>")
+    elif c.best is None:
         failed = c.cost.states.get("FAIL", 0)
         pruned = c.cost.states.get("PRUNED", 0)
         lines.append(f"<p class=\"warning\">No trial completed: {failed} failed and {pruned} pruned, so there is "
@@ -107,12 +117,15 @@ def _figure(src: str, alt: str, caption: str) -> str:
 
 
 def _pareto(c: ReportContent) -> str:
-    if c.pareto_png is None or c.best is None:
+    if c.pareto_png is None:
         return ""
     levels = ", ".join(f"{s:.3g}" for s in c.score_levels)
     caption = ("Every complete trial: colour is the backbone, the marker the precision (circle fp32, square int8); "
-               "seed presets have a black edge and their name. The grey line is the Pareto front; the dashed "
-               f"lines are equal Final Score ({escape(levels)}): a point below a line beats that score.")
+               "seed presets have a black edge and their name. The grey line is the Pareto front"
+               + (f"; the dashed lines are equal Final Score ({escape(levels)}): a point below a line beats that "
+                  "score" if levels else "")
+               + (f". The red dotted line is the accuracy floor (si-RMSE {c.max_si_rmse:g}): trials above it are "
+                  "infeasible" if c.max_si_rmse is not None else "") + ".")
     return "<h2>si-RMSE against latency</h2>\n" + _figure(c.pareto_png, "Pareto front", caption)
 
 
@@ -160,9 +173,13 @@ def _table(c: ReportContent) -> str:
                  f"<td>{_fmt(a.get('latency_ms'), '.1f')}</td>", f"<td>{_fmt(a.get('latency_p90_ms'), '.1f')}</td>",
                  f"<td class=\"text\">{escape(str(a.get('device', '–')))}</td>",
                  f"<td><strong>{_fmt(a.get('final_score'), '.4g')}</strong></td>", f"<td>{link}</td>"]
-        css = " class=\"preset\"" if a.get("preset") else ""
+        classes = [name for name, on in (("preset", a.get("preset")), ("infeasible", not is_feasible(t))) if on]
+        css = f" class=\"{' '.join(classes)}\"" if classes else ""
         rows.append(f"<tr id=\"trial-{t.number}\"{css}>{''.join(cells)}</tr>")
-    return ("<h2>Top trials and seed presets</h2>\n<p>Best Final Score first; seed presets are shaded and named. "
+    floor = (f" Greyed rows are above the accuracy floor (si-RMSE {c.max_si_rmse:g}): infeasible."
+             if c.max_si_rmse is not None else "")
+    return ("<h2>Top trials and seed presets</h2>\n<p>Best Final Score first; seed presets are shaded and named."
+            f"{floor} "
             "Figures are those of the TFLite model: validation split at deployment resolution, latency on the "
             "device.</p>\n" f"<table><tr>{head}</tr>\n" + "\n".join(rows) + "</table>")
 

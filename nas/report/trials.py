@@ -13,9 +13,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..study import is_feasible
+
 COLUMNS = ("number", "state", "final_score", "si_rmse", "rmse", "log10", "rel", "latency_ms", "latency_p90_ms",
            "device", "params", "macs", "tflite_bytes", "backbone", "input_scale", "precision", "encoder_weights",
-           "arch_id", "preset", "fail_reason")
+           "arch_id", "preset", "feasible", "fail_reason")
 
 SCORED_ATTRS = ("final_score", "si_rmse", "latency_ms")
 
@@ -28,7 +30,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row = {c: a.get(c, "") for c in COLUMNS}
         row.update(number=t.number, state=t.state.name, backbone=a.get("arch", {}).get("backbone", ""),
                    input_scale=a.get("arch", {}).get("input_scale", ""),
-                   preset=a.get("preset", ""), encoder_weights=a.get("encoder_weights", {}).get("source", ""))
+                   preset=a.get("preset", ""), encoder_weights=a.get("encoder_weights", {}).get("source", ""),
+                   feasible=is_feasible(t) if t.constraints else "")  # blank: no accuracy floor to meet
         rows.append(row)
     return rows
 
@@ -47,6 +50,11 @@ def scored_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """Complete trials with a Final Score, si-RMSE and latency, best score first."""
     scored = [t for t in trials if t.state == TrialState.COMPLETE and all(k in t.user_attrs for k in SCORED_ATTRS)]
     return sorted(scored, key=lambda t: (-t.user_attrs["final_score"], t.number))
+
+
+def best_feasible(scored: list[FrozenTrial]) -> FrozenTrial | None:
+    """The best of `scored` (best first) that meets the study's accuracy floor; None when none does."""
+    return next((t for t in scored if is_feasible(t)), None)
 
 
 def table_trials(scored: list[FrozenTrial], top: int) -> list[FrozenTrial]:

@@ -11,13 +11,13 @@ import numpy as np
 import optuna
 
 from ..config import RunConfig
-from ..study import artifact_store, load_study, open_storage
+from ..study import FLOOR_ATTR, artifact_store, load_study, open_storage
 from .cost import study_cost
 from .figures import history_figure, importance_figure, pareto_figure
 from .importance import score_importances
 from .page import ReportContent, render_page
 from .previews import copy_previews
-from .trials import COLUMNS, pareto_front, scored_trials, table_trials, trial_rows
+from .trials import COLUMNS, best_feasible, pareto_front, scored_trials, table_trials, trial_rows
 
 def validation_frame(config: RunConfig) -> tuple[np.ndarray, np.ndarray] | None:
     """The study's first validation frame at deployment resolution, for the previews; None without data."""
@@ -56,12 +56,15 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
         writer.writerows(rows)
 
     scored = scored_trials(trials)
+    best = best_feasible(scored)
+    floor = study.user_attrs.get(FLOOR_ATTR)
     content = ReportContent(study_name=config.study, objectives=_objectives(study), storage=config.storage_shown,
-                            generated=datetime.now(), trial_count=len(trials), best=scored[0] if scored else None,
+                            generated=datetime.now(), trial_count=len(trials), best=best,
                             table=table_trials(scored, TOP_TRIALS), cost=study_cost(trials),
-                            preview_trials=scored[:TOP_PREVIEWS], proxy_check=study.user_attrs.get("proxy_check"))
+                            preview_trials=scored[:TOP_PREVIEWS], proxy_check=study.user_attrs.get("proxy_check"),
+                            max_si_rmse=floor, scored_count=len(scored))
     content.score_levels = pareto_figure(scored, out / "pareto.png", f"study {config.study}",
-                                         alpha=config.score_alpha, c=config.score_c)
+                                         alpha=config.score_alpha, c=config.score_c, best=best, max_si_rmse=floor)
     if scored:
         content.pareto_png = "pareto.png"
         started = min(t.datetime_start for t in trials if t.datetime_start is not None)
@@ -78,8 +81,9 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
     (out / "report.html").write_text(render_page(content), encoding="utf-8")
 
     front = pareto_front([(t.user_attrs["latency_ms"], t.user_attrs["si_rmse"], t.number) for t in scored])
-    best_row = next((r for r in rows if scored and r["number"] == scored[0].number), None)
+    best_row = next((r for r in rows if best is not None and r["number"] == best.number), None)
     summary = {"study": config.study, "trials": len(rows), "states": content.cost.states, "best": best_row,
+               "max_si_rmse": floor,
                "pareto_front_trials": [n for _, _, n in front], "importances": content.importances,
                "report": "report.html"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
