@@ -9,11 +9,15 @@ Arms (each its own study and SQLite file; data, teacher and latency device share
   open (`time_before_training: auto`, the default at the quick and full budgets);
 - tpe-presets: a search that starts from the presets: the presets arm's finished trials are copied into
   it (marked `copied_from: presets`), then TPE searches for the same wall time as the other arms
-  (the presets' own training time is the presets arm's, not counted again).
+  (the presets' own training time is the presets arm's, not counted again);
+- tpe-floor-sN: tpe-sN with the accuracy floor `--max-si-rmse` (trials above it infeasible). With
+  `--max-si-rmse`, every arm is also judged against that floor (`floor`: trials that meet it, the best
+  Final Score among them), so a search without the floor shows what it would have offered.
 
 Usage:
   python benchmarks/search_quality.py [--budget quick] [--wall-minutes 60] [--seeds 0 1]
-                                      [--arms presets tpe tpe-timed tpe-auto random tpe-presets] [--work results/benchmarks/search_quality]
+                                      [--arms presets tpe tpe-timed tpe-auto random tpe-presets tpe-floor]
+                                      [--max-si-rmse F] [--work results/benchmarks/search_quality]
                                       [--retime-top 3 --retime-rounds 5]
 Writes benchmarks/results/search_quality.json (or --out) and prints the summary. Every arm is resumable:
 rerunning continues a study until its wall time is used (time is read from the trials' own records).
@@ -94,6 +98,21 @@ def copy_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
     return optuna.trial.create_trial(params=trial.params, distributions=trial.distributions, value=trial.value,
                                      user_attrs={**trial.user_attrs, "copied_from": "presets"},
                                      intermediate_values=trial.intermediate_values)
+
+
+def floor_figures(study: optuna.Study, floor: float) -> dict:
+    """The arm's own complete trials judged against an accuracy floor: how many meet it, and the best of those."""
+    complete = [t for t in own_trials(study) if t.state == optuna.trial.TrialState.COMPLETE]
+    meeting = [t for t in complete if t.user_attrs["si_rmse"] <= floor]
+    best = max(meeting, key=lambda t: t.user_attrs["final_score"], default=None)
+    return {"max_si_rmse": floor, "complete": len(complete), "meeting": len(meeting),
+            "best_score": None if best is None else best.user_attrs["final_score"],
+            "best_trial": None if best is None else {"number": best.number, "si_rmse": best.user_attrs["si_rmse"],
+                                                     "latency_ms": best.user_attrs["latency_ms"],
+                                                     "backbone": best.user_attrs["arch"]["backbone"],
+                                                     "input_scale": best.user_attrs["arch"]["input_scale"],
+                                                     "precision": best.user_attrs.get("precision")},
+            "si_rmse_of_complete": sorted(t.user_attrs["si_rmse"] for t in complete)}
 
 
 def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
@@ -218,6 +237,8 @@ def main() -> None:
     parser.add_argument("--time-before-training", action=argparse.BooleanOptionalAction, default=False,
                         help="search arms time each new graph untrained before training it (config "
                              "time_before_training)")
+    parser.add_argument("--max-si-rmse", type=float, default=None,
+                        help="accuracy floor of the tpe-floor arm; every arm is judged against it too")
     parser.add_argument("--presets", nargs="+", default=None,
                         help="presets of the presets arm (each in every precision of the space); default: all")
     args = parser.parse_args()
@@ -250,6 +271,10 @@ def main() -> None:
             name = f"tpe-auto-s{seed}{args.tag}"
             studies[name] = run_arm(args, name, seed, wall, time_before_training="auto")
             arms[name] = summarize(studies[name])
+        if "tpe-floor" in args.arms:  # the same search with the accuracy floor
+            name = f"tpe-floor-s{seed}{args.tag}"
+            studies[name] = run_arm(args, name, seed, wall, max_si_rmse=args.max_si_rmse, **search)
+            arms[name] = summarize(studies[name])
         if "random" in args.arms:
             name = f"random-s{seed}{args.tag}"
             studies[name] = run_arm(args, name, seed, wall, sampler="random", **search)
@@ -258,6 +283,10 @@ def main() -> None:
         name = f"tpe-presets{args.tag}"
         studies[name] = run_arm(args, name, args.seeds[0], wall, start_from=presets_study, **search)
         arms[name] = summarize(studies[name])
+
+    if args.max_si_rmse is not None:
+        for name, study in studies.items():
+            arms[name]["floor"] = floor_figures(study, args.max_si_rmse)
 
     def best_of(prefix: str) -> float | None:
         scores = [a["best_score"] for k, a in arms.items() if k.startswith(prefix) and a["best_score"]]
@@ -284,6 +313,7 @@ def main() -> None:
             [f"--budget {args.budget}", f"--wall-minutes {args.wall_minutes:g}", f"--trials {args.trials}", "--seeds",
              *map(str, args.seeds), "--arms", *args.arms, *(["--presets", *args.presets] if args.presets else []),
              *([f"--tag {args.tag}"] if args.tag else []),
+             *([f"--max-si-rmse {args.max_si_rmse:g}"] if args.max_si_rmse is not None else []),
              "--time-before-training" if args.time_before_training else "--no-time-before-training"]),
         "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
         "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
@@ -314,6 +344,9 @@ def main() -> None:
     for name, arm in arms.items():
         print(f"{name}: best {arm['best_score']}, {arm['complete']} complete, {arm['screened_before_training']} "
               f"screened, {arm['trained_trials_per_hour']} trained trials/h")
+        if "floor" in arm:
+            f = arm["floor"]
+            print(f"  si-RMSE ≤ {f['max_si_rmse']:g}: {f['meeting']} of {f['complete']} complete, best {f['best_score']}")
 
 
 def _cores() -> int:
