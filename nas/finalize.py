@@ -68,6 +68,9 @@ def write_model_report(out: Path, record: dict) -> Path:
         f"`.tflite` {record['tflite_bytes'] / 1e6:.2f} MB",
         f"- Training: budget {record['budget']}, {record['train_steps']} steps in {record['train_seconds']:.0f} s",
         f"- Search trial's figures: score {record['search_score']}, si-RMSE {record['search_si_rmse']}",
+        *([f"- The study's accuracy floor, si-RMSE ≤ {record['max_si_rmse']:g}: "
+           + ("met" if record["meets_max_si_rmse"] else "**not met** by the final model")]
+          if "max_si_rmse" in record else []),
         "",
         "## Architecture",
         "",
@@ -192,6 +195,8 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
         "search_trial": search_figures(trial.user_attrs),
         "distill_lambda": distill_lambda, "created": datetime.now(timezone.utc).isoformat(),
     }
+    if (floor := study.user_attrs.get(FLOOR_ATTR)) is not None:  # the study's accuracy floor, judged again
+        record.update(max_si_rmse=floor, meets_max_si_rmse=deployed.metrics["si_rmse"] <= floor)
     (out / "metrics.json").write_text(json.dumps(record, indent=2))
     write_model_report(out, record)
     with console.status("drawing previews on test images"):
@@ -199,4 +204,7 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     (out / "onnx2tf.log").unlink(missing_ok=True)
     console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
                   f"{lat.median_ms:.1f} ms -> {out}", markup=False)
+    if record.get("meets_max_si_rmse") is False:
+        console.print(f"warning: the final model's si-RMSE {deployed.metrics['si_rmse']:.4f} is above the study's "
+                      f"max_si_rmse {record['max_si_rmse']:g}", markup=False)
     return out

@@ -95,7 +95,9 @@ def test_finalize_ships_the_best_trial(search):
     assert metrics["final_score"] == pytest.approx(2 ** (-10 * metrics["si_rmse"]) / (metrics["latency_ms"] / 1000))
     assert metrics["latency_cached"] is False  # the shipped file is timed anew, not given the search's figure
     assert metrics["latency"]["repeats"] == 3  # the shipped local profile: best of 3 bursts
+    assert metrics["max_si_rmse"] == FLOOR and metrics["meets_max_si_rmse"] is (metrics["si_rmse"] <= FLOOR)
     assert "Final Score" in (out / "report.md").read_text()
+    assert f"accuracy floor, si-RMSE ≤ {FLOOR:g}: met" in (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     assert "Parity checks" in html and f"search trial {metrics['trial']}" in html
     images = re.findall(r'<img[^>]* src="([^"]+)"', html)
