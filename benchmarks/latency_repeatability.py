@@ -36,12 +36,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+from optuna.artifacts import FileSystemArtifactStore
 
 from latency_floor import LITEDEPTH, RUN10_BEST, convert_variants
 from latency_weights import cpu_model, time_as_profiled, untrained_model
 from nas.config import REPO_ROOT
 from nas.hardware.profile import DeviceProfile, load_hardware
+from nas.report.previews import MODEL_NAME, fetch_artifact
 
 # name: (threads, repeats, gap between bursts in seconds); 5 warm-up + 30 timed invokes per burst.
 SETTINGS = {"t2-once": (2, 1, 0.0), "t2-best3": (2, 3, 1.0), "t1-once": (1, 1, 0.0), "t1-best3": (1, 3, 1.0)}
@@ -80,12 +81,9 @@ def retime_study(args: argparse.Namespace) -> dict:
     scratch.mkdir(parents=True, exist_ok=True)
     trials = {}
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        meta = next((m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == "model.tflite"), None)
-        if meta is None:
-            continue
         path = scratch / f"trial-{trial.number}.tflite"
-        if not path.exists():
-            download_artifact(artifact_store=store, artifact_id=meta.artifact_id, file_path=str(path))
+        if not path.exists() and not fetch_artifact(trial, storage, store, MODEL_NAME, path):
+            continue
         trials[trial.number] = {"file": path, "search_ms": trial.user_attrs["latency_ms"],
                                 "search_repeats": trial.user_attrs.get("latency", {}).get("repeats"), "again_ms": []}
     numbers = list(trials)

@@ -42,13 +42,14 @@ from pathlib import Path
 from statistics import mean, median
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+from optuna.artifacts import FileSystemArtifactStore
 
 from latency_weights import cpu_model, time_as_profiled
 from nas.config import REPO_ROOT, load_config
 from nas.hardware.profile import load_hardware
 from nas.latency_model import spearman
 from nas.metrics import final_score
+from nas.report.previews import MODEL_NAME, fetch_artifact
 from nas.search import preset_points, run_search
 from nas.space import load_space
 from nas.study import open_study
@@ -193,13 +194,9 @@ def retime(args: argparse.Namespace, studies: dict[str, optuna.Study]) -> dict[s
         for trial in chosen:
             sha = trial.user_attrs["tflite_sha256"]
             if sha not in files:
-                meta = next((m for m in get_all_artifact_meta(trial, storage=study._storage)
-                             if m.filename == "model.tflite"), None)
-                if meta is None:
-                    continue
                 path = scratch / f"{sha[:16]}.tflite"
-                if not path.exists():
-                    download_artifact(artifact_store=store, artifact_id=meta.artifact_id, file_path=str(path))
+                if not path.exists() and not fetch_artifact(trial, study._storage, store, MODEL_NAME, path):
+                    continue
                 files[sha] = {"file": str(path), "medians": []}
             picks.setdefault(arm, []).append((trial, sha))
     shas = list(files)

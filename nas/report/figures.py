@@ -45,11 +45,11 @@ def _label(t: FrozenTrial) -> str:
     return t.user_attrs.get("preset") or f"#{t.number}"
 
 
-def pareto_figure(scored: list[FrozenTrial], path: Path, title: str, alpha: float = 10.0, c: float = 1.0,
-                  best: FrozenTrial | None = None, max_si_rmse: float | None = None) -> list[float]:
+def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Path, title: str, alpha: float = 10.0,
+                  c: float = 1.0, max_si_rmse: float | None = None) -> list[float]:
     """si-RMSE against latency (log x): backbones coloured, precisions as markers, seed presets named,
-    the Pareto front, and dashed lines of equal Final Score through `best` (default: the first of `scored`);
-    with an accuracy floor, its line. Returns the scores of the equal-score lines."""
+    the Pareto front, and dashed lines of equal Final Score through `best` (None: no trial meets the
+    accuracy floor, no lines); with a floor, its line. Returns the scores of the equal-score lines."""
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -86,10 +86,9 @@ def pareto_figure(scored: list[FrozenTrial], path: Path, title: str, alpha: floa
         ax.axhline(max_si_rmse, color="tab:red", ls=":", lw=1.2, zorder=1)
         ax.annotate(f"max si-RMSE {max_si_rmse:g}: above is infeasible", (x_lo, max_si_rmse), fontsize=7,
                     color="tab:red", xytext=(3, 3), textcoords="offset points")
-    if best is None and max_si_rmse is not None:  # nothing meets the floor: no best to draw lines through
+    if best is None:  # nothing meets the floor: no best to draw lines through
         _save(fig, path)
         return []
-    best = best or scored[0]
     levels = score_levels(best.user_attrs["final_score"])
     xs = [x_lo * (x_hi / x_lo) ** (i / 50) for i in range(51)]
     for level in levels:

@@ -42,7 +42,6 @@ class ReportContent:
     importance_reason: str = ""
     proxy_check: dict[str, Any] | None = None  # the study attribute `proxy_check`, when `nas proxy-check` ran
     max_si_rmse: float | None = None  # the study's accuracy floor; `best` meets it
-    scored_count: int = 0  # complete trials with figures, whether or not they meet the floor
 
 
 PAGE = Template("""<!DOCTYPE html>
@@ -92,8 +91,9 @@ def _header(c: ReportContent) -> str:
     if c.max_si_rmse is not None:
         lines.append(f"<p class=\"meta\">accuracy floor: si-RMSE ≤ {c.max_si_rmse:g}; trials above it are "
                      "infeasible and never the best.</p>")
-    if c.best is None and c.scored_count:
-        lines.append(f"<p class=\"warning\">None of the {c.scored_count} complete trial(s) meets the accuracy floor "
+    complete = c.cost.states.get("COMPLETE", 0)
+    if c.best is None and complete:
+        lines.append(f"<p class=\"warning\">None of the {complete} complete trial(s) meets the accuracy floor "
                      f"(si-RMSE ≤ {c.max_si_rmse:g}): there is no best trial yet. Run more trials, or finalize one "
                      "by number with <code>nas finalize --trial N</code>.</p>")
     elif c.best is None:

@@ -23,7 +23,7 @@ PREVIEW_NAME = "preview.png"  # what nas.objective uploads: input | ground truth
 MODEL_NAME = "model.tflite"
 
 
-def _fetch(trial: FrozenTrial, storage: BaseStorage, store: FileSystemArtifactStore, name: str, target: Path
+def fetch_artifact(trial: FrozenTrial, storage: BaseStorage, store: FileSystemArtifactStore, name: str, target: Path
            ) -> bool:
     """Download the trial's artifact `name` to `target`; False when the trial has none or it is gone."""
     meta = next((m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == name), None)
@@ -44,7 +44,7 @@ def _draw(trial: FrozenTrial, storage: BaseStorage, store: FileSystemArtifactSto
 
     with tempfile.TemporaryDirectory(prefix="nas-report-") as tmp:
         model_path = Path(tmp) / MODEL_NAME
-        if not _fetch(trial, storage, store, MODEL_NAME, model_path):
+        if not fetch_artifact(trial, storage, store, MODEL_NAME, model_path):
             return False
         model = TFLiteModel(model_path)
         rgb, depth_mm = frame
@@ -68,6 +68,6 @@ def copy_previews(trials: list[FrozenTrial], storage: BaseStorage, store: FileSy
     for t in trials:
         target = out / f"preview-trial-{t.number}.png"
         if (frame is not None and _draw(t, storage, store, frame, target)) or \
-                _fetch(t, storage, store, PREVIEW_NAME, target):
+                fetch_artifact(t, storage, store, PREVIEW_NAME, target):
             written[t.number] = target.name
     return written

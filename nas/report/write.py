@@ -62,9 +62,9 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
                             generated=datetime.now(), trial_count=len(trials), best=best,
                             table=table_trials(scored, TOP_TRIALS), cost=study_cost(trials),
                             preview_trials=scored[:TOP_PREVIEWS], proxy_check=study.user_attrs.get("proxy_check"),
-                            max_si_rmse=floor, scored_count=len(scored))
-    content.score_levels = pareto_figure(scored, out / "pareto.png", f"study {config.study}",
-                                         alpha=config.score_alpha, c=config.score_c, best=best, max_si_rmse=floor)
+                            max_si_rmse=floor)
+    content.score_levels = pareto_figure(scored, best, out / "pareto.png", f"study {config.study}",
+                                         alpha=config.score_alpha, c=config.score_c, max_si_rmse=floor)
     if scored:
         content.pareto_png = "pareto.png"
         started = min(t.datetime_start for t in trials if t.datetime_start is not None)
