@@ -54,7 +54,7 @@ from nas.export.onnx_export import export_onnx  # noqa: E402
 from nas.export.pipeline import calibration_scenes  # noqa: E402
 from nas.export.conversion_server import CONVERSIONS, ConversionServer, _run_fresh, child_env  # noqa: E402
 from nas.export.tflite_convert import calibration_sample, convert_to_tflite  # noqa: E402
-from nas.files import sha256_file  # noqa: E402
+from nas.infra.files import sha256_file  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
 from nas.presets import PRESETS, resolve_arch  # noqa: E402
 from nas.train.loop import train  # noqa: E402

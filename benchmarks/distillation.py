@@ -36,7 +36,7 @@ from nas.data.dataset import load_split  # noqa: E402
 from nas.data.synth import synthesize  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
 from nas.presets import PRESETS  # noqa: E402
-from nas.train.distill import DistilledLoss  # noqa: E402
+from nas.teacher.distill import DistilledLoss  # noqa: E402
 from nas.train.loop import supervised, train, validate  # noqa: E402
 from nas.teacher import (align_to_split, ensure_cache, ensure_teacher, folder_lock,  # noqa: E402
                                resolve_teacher)

@@ -29,8 +29,8 @@ from latency_weights import cpu_model
 from nas.arch import Arch
 from nas.config import REPO_ROOT
 from nas.presets import PRESETS
-from nas.search import run_search
-from nas.study import open_study
+from nas.commands.run.search import run_search
+from nas.trial.study import open_study
 from search_quality import arm_config, retime
 
 MISSION_SPACE = REPO_ROOT / "search_spaces" / "mai2021.yaml"

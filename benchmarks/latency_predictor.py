@@ -1,6 +1,6 @@
 """How well the latency predictor ranks and bounds a study's graphs, with and without an operator count.
 
-The predictor (`nas/latency_model.py`) fits latency ≈ fixed + a·MACs + b·activations per precision on
+The predictor (`nas/trial/latency_model.py`) fits latency ≈ fixed + a·MACs + b·activations per precision on
 the study's own measurements. On the small graphs the searches keep (1–2 ms on this machine) most of
 the time is neither: every operator costs a dispatch, and data-movement operators (concatenations,
 slices, resizes, depth-to-space) cost memory passes the MAC count does not see. This script replays
@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from latency_weights import cpu_model  # noqa: E402
 from nas.arch import Arch  # noqa: E402
-from nas.latency_model import _fit, spearman  # noqa: E402
+from nas.trial.latency_model import _fit, spearman  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
-from nas.objective import measured_latency_ms  # noqa: E402
+from nas.trial.objective import measured_latency_ms  # noqa: E402
 
 
 # PyTorch operators a converted graph does not run: allocations and views, batch norm (folded into the

@@ -49,7 +49,7 @@ from nas.export.pipeline import calibration_scenes  # noqa: E402
 from nas.export.tflite_convert import (calibration_sample, check_quantized_parity, convert_to_tflite,  # noqa: E402
                                        fp32_companion)
 from nas.hardware.backend import runner_args  # noqa: E402
-from nas.hardware.local import RUNNER_PATH, parse_runner_output  # noqa: E402
+from nas.hardware.backend import RUNNER_PATH, parse_runner_output  # noqa: E402
 from nas.hardware.profile import DeviceProfile  # noqa: E402
 from nas.models import DepthNet, count_macs, count_params  # noqa: E402
 from nas.presets import PRESETS  # noqa: E402

@@ -5,7 +5,7 @@ synthetic data:
 1. a study of `--trials` architectures spanning the space at `--budget` (random sampler, no seed presets,
    no pruning, no latency screen, so every sampled architecture is trained and scored);
 2. `nas proxy-check` of `--k` of its trials (default: all) at a budget `--factor` times longer (the search
-   budget with steps × factor, same resolution and data), through `nas.proxy_check.proxy_check`.
+   budget with steps × factor, same resolution and data), through `nas.commands.proxy_check.check.proxy_check`.
 
 Writes benchmarks/results/proxy_fidelity.json (or --out): per arm, the proxy check's summary (Kendall τ with
 its bootstrap interval and p-value, Spearman ρ of si-RMSE and Final Score, where the search's best lands, the
@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from nas.config import BUDGETS, REPO_ROOT, Budget, RunConfig, load_config
-from nas.proxy_check import proxy_check, ranked_trials
-from nas.search import run_search
+from nas.commands.proxy_check.check import proxy_check, ranked_trials
+from nas.commands.run.search import run_search
 
 ARMS = {"distill": True, "no-distill": False}
 

@@ -47,12 +47,13 @@ from optuna.artifacts import FileSystemArtifactStore
 from latency_weights import cpu_model, time_as_profiled
 from nas.config import REPO_ROOT, load_config
 from nas.hardware.profile import load_hardware
-from nas.latency_model import spearman
+from nas.trial.latency_model import spearman
 from nas.metrics import final_score
 from nas.report.previews import MODEL_NAME, fetch_artifact
-from nas.search import preset_points, run_search
+from nas.commands.run.search import run_search
+from nas.trial.baselines import preset_points
 from nas.space import load_space
-from nas.study import open_study
+from nas.trial.study import open_study
 
 
 def arm_config(args: argparse.Namespace, name: str, seed: int, **overrides):

@@ -1,7 +1,7 @@
 """How much of a search space lies above its compute cap: MACs of uniform random draws and of the presets.
 
 Each draw is a candidate as `nas run` samples it (Optuna's RandomSampler on the space file), sized at
-deployment resolution on PyTorch's meta device (`nas.latency_model.arch_figures`: no weights, no
+deployment resolution on PyTorch's meta device (`nas.trial.latency_model.arch_figures`: no weights, no
 arithmetic), so the figures come in seconds. They size `max_mmacs` in `search_spaces/mai2021.yaml`.
 
     .venv/bin/python benchmarks/space_compute.py --draws 300
@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 
 from nas.arch import ArchError
-from nas.latency_model import arch_figures
+from nas.trial.latency_model import arch_figures
 from nas.presets import PRESETS
 from nas.space import load_space
 

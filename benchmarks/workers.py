@@ -42,7 +42,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from latency_weights import cpu_model
 from nas.config import load_config
-from nas.search import run_search
+from nas.commands.run.search import run_search
 
 REPO = Path(__file__).resolve().parent.parent
 State = optuna.trial.TrialState

@@ -1,6 +1,6 @@
 """`python -m nas`: the same command as `nas`."""
 
-from .cli import main
+from nas.cli import main
 
 if __name__ == "__main__":
     main()

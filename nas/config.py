@@ -11,7 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from nas.errors import ConfigError
+from nas.infra.db import hide_password
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,11 +129,10 @@ class RunConfig(BaseModel):
     @field_validator("baselines")
     @classmethod
     def _known_presets(cls, value: list[str] | str) -> list[str] | str:
-        from .presets import PRESETS
-        from .export import PRECISIONS
+        from nas.presets import preset_variants
 
         if isinstance(value, list):
-            known = {name if p == "fp32" else f"{name}-{p}" for name in PRESETS for p in PRECISIONS}
+            known = set(preset_variants())
             if unknown := [v for v in value if v not in known]:
                 raise ValueError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return value
@@ -173,17 +173,6 @@ class RunConfig(BaseModel):
     def artifacts_location(self) -> str:
         """The artifact store: a folder path, or an s3:// URL."""
         return self.artifacts or (self.results / "artifacts").as_posix()
-
-
-def hide_password(url: str) -> str:
-    """A storage URL fit to print or store: the password (if any) replaced by ***."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
 
 
 def _describe(error: ValidationError) -> str:

@@ -11,7 +11,10 @@ so every study shows where the hand-designed networks stand.
 
 from __future__ import annotations
 
-from .arch import Arch
+import dataclasses
+from collections.abc import Sequence
+
+from nas.arch import PRECISIONS, Arch
 
 PRESETS: dict[str, Arch] = {
     # Cheapest first (MACs at 640×480): `--enqueue-baselines` runs them in this order.
@@ -38,6 +41,13 @@ PRESETS: dict[str, Arch] = {
                       skips=("add", "add", "add", "add", "none"), blocks=("dws5",) * 5, upsample="nearest",
                       input_scale="1", head="relu"),
 }
+
+
+def preset_variants(precisions: Sequence[str] = PRECISIONS) -> dict[str, Arch]:
+    """Every seed preset in each of `precisions`, named `preset` (fp32) or `preset-<precision>`, in `PRESETS`
+    order: the names `baselines` accepts and the points `--enqueue-baselines` enqueues."""
+    return {name if p == "fp32" else f"{name}-{p}": dataclasses.replace(arch, precision=p)
+            for name, arch in PRESETS.items() for p in precisions}
 
 
 def resolve_arch(name_or_json: str) -> Arch:

@@ -26,9 +26,9 @@ import optuna
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution,
                                   check_distribution_compatibility)
 
-from .arch import Arch, ArchError
-from .config import read_yaml
-from .errors import ConfigError
+from nas.arch import Arch, ArchError
+from nas.config import read_yaml
+from nas.errors import ConfigError
 
 PER_STAGE_FIELDS = ("decoder_channels", "skips", "blocks")
 ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(Arch))
@@ -138,6 +138,11 @@ class SearchSpace:
         """Every backbone a trial of this space can have: what pretrained weights are resolved for."""
         param = next((p for p in self.params if p.name == "backbone"), None)
         return tuple(param.choices) if param is not None and param.choices else (Arch.backbone,)
+
+    def precisions(self) -> tuple[str, ...]:
+        """Every precision a trial of this space can be deployed in (fp32 when the space fixes none)."""
+        param = next((p for p in self.params if p.name == "precision"), None)
+        return tuple(param.choices) if param is not None and param.choices else ("fp32",)
 
     def violations(self, arch: Arch) -> list[str]:
         """Why `arch` is not a point of this space (empty when it is)."""

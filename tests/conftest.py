@@ -225,7 +225,7 @@ def postgres_url() -> str:
     """The PostgreSQL test database; unreachable is a failure with the reason, not a skip."""
     import sqlalchemy
 
-    from nas.hardware.pool import make_engine
+    from nas.infra.db import make_engine
 
     engine = make_engine(POSTGRES_URL)
     try:
@@ -245,7 +245,7 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
-    from nas.hardware.pool import make_engine
+    from nas.infra.db import make_engine
 
     name = f"nas_test_{uuid.uuid4().hex[:12]}"
     engine = make_engine(postgres_url)

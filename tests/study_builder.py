@@ -1,9 +1,9 @@
 """Studies for the report and dashboard tests, built without training anything.
 
 Trials are added with `optuna.trial.create_trial` and carry the user attributes a real trial records
-(`nas.pipeline.TrialRecord`); complete ones get a real preview PNG in the artifact store, uploaded
-the way `nas.objective` uploads it. The study itself is opened through `nas.study.open_study` and
-gets its note through `nas.study_note`, as `nas run` does.
+(`nas.trial.pipeline.TrialRecord`); complete ones get a real preview PNG in the artifact store, uploaded
+the way `nas.trial.objective` uploads it. The study itself is opened through `nas.trial.study.open_study` and
+gets its note through `nas.trial.study_note`, as `nas run` does.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from nas.hardware.profile import load_hardware
 from nas.metrics import final_score
 from nas.presets import PRESETS
 from nas.space import load_space
-from nas.study import artifact_store, open_storage, open_study
-from nas.study_note import write_study_note
+from nas.trial.study import artifact_store, open_storage, open_study
+from nas.trial.study_note import write_study_note
 
 BACKBONES = ("tf_mobilenetv3_small_minimal_100", "mobilenetv3_large_100", "efficientnet_b1", "mobilenetv1_100")
 DISTRIBUTIONS = {
@@ -57,7 +57,7 @@ def make_config(results: Path, study: str = "demo", objective: str = "score",
 
 
 def _preview(path: Path, shade: int) -> Path:
-    """A small input | ground truth | prediction strip, as `nas.evaluate.write_preview` draws them."""
+    """A small input | ground truth | prediction strip, as `nas.trial.evaluate.write_preview` draws them."""
     image = Image.new("RGB", (96, 24))
     for i, colour in enumerate(((200, 120, 40), (shade, shade, 255 - shade), (255 - shade, shade, shade))):
         image.paste(colour, (32 * i, 0, 32 * (i + 1), 24))
@@ -109,7 +109,7 @@ def build_study(config: RunConfig, fakes: list[FakeTrial], model: Path | None = 
             params={"backbone": fake.arch.backbone, "input_scale": fake.arch.input_scale,
                     "precision": fake.arch.precision, "distill_lambda": fake.distill_lambda})
         trial.datetime_start = started + timedelta(minutes=3 * i)
-        if complete and config.max_si_rmse is not None:  # as `nas.objective` judges a trial against the floor
+        if complete and config.max_si_rmse is not None:  # as `nas.trial.objective` judges a trial against the floor
             trial.set_user_attr("max_si_rmse", config.max_si_rmse)
             trial.set_constraint("si_rmse", fake.si_rmse - config.max_si_rmse)
         if not complete:

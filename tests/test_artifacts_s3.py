@@ -22,7 +22,7 @@ from optuna.artifacts import download_artifact, upload_artifact
 
 from nas.config import load_config
 from nas.errors import ConfigError
-from nas.study import artifact_store
+from nas.trial.study import artifact_store
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -60,7 +60,7 @@ def test_interrupt_exits_130_with_the_resume_hint_for_run() -> None:
 
 
 def test_sigterm_exits_143_with_the_resume_hint_for_run() -> None:
-    from nas.signals import Terminated
+    from nas.infra.signals import Terminated
 
     result = CliRunner().invoke(_raising(Terminated()), ["run"])
     assert result.exit_code == 143
@@ -101,7 +101,7 @@ def test_timing_before_training_is_on_by_default_except_at_the_smoke_budget(tmp_
 
 
 def test_brackets_in_any_printed_message_are_text_not_markup() -> None:
-    from nas.console import err, out
+    from nas.infra.console import err, out
 
     for console in (out, err):
         with console.capture() as captured:

@@ -12,7 +12,7 @@ from nas.export import ExportError
 from nas.export.conversion_server import CONVERSIONS, ConversionServer, _run_fresh
 from nas.export.onnx_export import export_onnx
 from nas.export.tflite_convert import convert_to_tflite
-from nas.files import sha256_file
+from nas.infra.files import sha256_file
 from nas.models import DepthNet
 
 from test_export import TINY

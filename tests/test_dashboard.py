@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nas.cli import app
-from nas.console import EXIT_BAD_INPUT
-from nas.dashboard import check_port_free, usable_storage
+from nas.infra.console import EXIT_BAD_INPUT
+from nas.commands.dashboard.server import check_port_free, usable_storage
 from nas.errors import ConfigError
 
 

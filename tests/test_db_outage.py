@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from test_workers import start_worker, trials_of, wait_for, write_config
 
-from nas.db_outage import wait_for_database
+from nas.infra.outage import wait_for_database
 from nas.errors import NasRuntimeError
 
 State = optuna.trial.TrialState

@@ -24,7 +24,8 @@ from conftest import Sshd, local_device, ssh_device, wrapper_python, write_profi
 from sqlalchemy import func, select, text, update
 
 from nas.hardware import LatencyMeter, MeasurementError, load_hardware
-from nas.hardware.backend import EXIT_BUSY, RUNNER_PATH, backend_kinds, register_backend
+from nas.hardware.backend import EXIT_BUSY, RUNNER_PATH
+from nas.hardware.kinds import backend_kinds, register_backend
 from nas.hardware.cache import CACHE, MeasureSetup
 from nas.hardware.local import LocalBackend
 from nas.hardware.pool import LEASES
@@ -333,7 +334,7 @@ def test_unhealthy_mark_expires_and_check_usable_says_why(tiny_model: Path, tmp_
 
 
 def test_run_failure_only_when_every_trial_of_this_run_failed() -> None:
-    from nas.cli import run_failure
+    from nas.commands.run import run_failure
 
     study = optuna.create_study()
     study.optimize(lambda t: 1.0, n_trials=1)  # an earlier run's trial

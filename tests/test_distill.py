@@ -19,11 +19,11 @@ from nas.errors import ConfigError
 from nas.models import DepthNet
 from nas.hardware import load_hardware
 from nas.metrics import final_score
-from nas.objective import TrialObjective
-from nas.pipeline import TrialContext, prepare_context
+from nas.trial.objective import TrialObjective
+from nas.trial.session import TrialContext, prepare_context
 from nas.presets import PRESETS
 from nas.space import load_space
-from nas.train.distill import DistilledLoss, prepare_distillation
+from nas.teacher.distill import DistilledLoss, prepare_distillation
 from nas.train.loop import train
 from nas.train.losses import distillation_loss, supervised_loss
 from nas.teacher import SPEC_FILE, register_model

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nas.latency_model import (MIN_POINTS, LatencyPoint, LatencyPredictor, best_possible_score, graph_figures,
+from nas.trial.latency_model import (MIN_POINTS, LatencyPoint, LatencyPredictor, best_possible_score, graph_figures,
                                spearman)
 from nas.arch import Arch
 from nas.models import DepthNet

@@ -118,7 +118,7 @@ def test_page_of_an_fp32_model_without_previews_says_why(tmp_path):
 def test_previews_use_the_test_split_or_say_they_fall_back_to_validation(tmp_path):
     from nas.config import load_config
     from nas.data.synth import synthesize
-    from nas.finalize import PREVIEW_IMAGES, preview_split
+    from nas.commands.finalize.release import PREVIEW_IMAGES, preview_split
 
     with_test, without_test = tmp_path / "with", tmp_path / "without"
     synthesize(with_test, {"validation": 1, "test": PREVIEW_IMAGES + 2}, width=64, height=48)

@@ -89,7 +89,7 @@ def test_the_depth_maps_upsampling_is_bilinear_whatever_its_lowering(hw, size):
 
 
 def test_a_candidate_starts_from_the_same_weights_whenever_it_is_built_with_its_seed():
-    from nas.pipeline import initial_network
+    from nas.trial.pipeline import initial_network
 
     arch = Arch(**SMALL, input_scale="0.25")
     first = initial_network(arch, None, 7).state_dict()

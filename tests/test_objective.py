@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import optuna
 
 from nas.config import load_config
-from nas.objective import TrialObjective
+from nas.trial.objective import TrialObjective
 from nas.space import load_space
 
 NAS = str(Path(sys.executable).parent / "nas")
@@ -52,7 +52,7 @@ from conftest import local_device, write_profile  # noqa: E402
 
 from nas.hardware import load_hardware  # noqa: E402
 from nas.metrics import final_score  # noqa: E402
-from nas.objective import screen_reason, timing_can_decide, LatencyEstimate  # noqa: E402
+from nas.trial.objective import screen_reason, timing_can_decide, LatencyEstimate  # noqa: E402
 
 SMOKE_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
 
@@ -70,7 +70,7 @@ def add_measured_trials(study: optuna.Study, value: float, si: float, count: int
 @pytest.fixture(scope="module")
 def smoke_context(tmp_path_factory):
     from nas.data.synth import synthesize
-    from nas.pipeline import prepare_context
+    from nas.trial.session import prepare_context
 
     root = tmp_path_factory.mktemp("objective")
     synthesize(root / "data", {"train": 6, "validation": 2}, seed=5, width=128, height=96)
@@ -103,7 +103,7 @@ def test_the_screen_keeps_every_candidate_of_a_pareto_study_and_needs_an_incumbe
 
 
 def test_the_untrained_graph_is_timed_only_where_the_measurement_could_change_the_screen(smoke_context):
-    from nas.latency_model import best_possible_score
+    from nas.trial.latency_model import best_possible_score
 
     study = optuna.create_study(direction="maximize")
     add_measured_trials(study, value=1.0, si=0.2)
@@ -171,7 +171,7 @@ def test_the_median_pruner_keeps_an_accurate_fast_candidate(smoke_context):
 def test_an_int8_space_needs_a_calibration_set_before_the_study_starts(tmp_path):
     from nas.data.synth import synthesize
     from nas.errors import ConfigError
-    from nas.search import check_inputs
+    from nas.trial.session import check_inputs
 
     synthesize(tmp_path / "data", {"train": 2, "validation": 1}, seed=0, width=64, height=48)
     space = tmp_path / "space.yaml"
@@ -186,8 +186,8 @@ def test_an_int8_space_needs_a_calibration_set_before_the_study_starts(tmp_path)
 
 def test_a_candidate_above_the_compute_cap_is_pruned_in_seconds_but_a_preset_is_not(tmp_path):
     """The cap prunes before any weight exists (meta device); a preset enqueued by name is exempt."""
-    from nas.latency_model import arch_figures
-    from nas.objective import compute_cap_reason
+    from nas.trial.latency_model import arch_figures
+    from nas.trial.objective import compute_cap_reason
     from nas.presets import PRESETS
 
     space_file = tmp_path / "space.yaml"
@@ -207,7 +207,7 @@ def test_a_candidate_above_the_compute_cap_is_pruned_in_seconds_but_a_preset_is_
 
 
 def test_meta_device_figures_equal_those_of_the_real_model():
-    from nas.latency_model import arch_figures, graph_figures
+    from nas.trial.latency_model import arch_figures, graph_figures
     from nas.models import DepthNet, count_params
     from nas.presets import PRESETS
 
@@ -217,7 +217,7 @@ def test_meta_device_figures_equal_those_of_the_real_model():
 
 
 def test_the_mission_space_caps_compute_above_litedepth():
-    from nas.latency_model import arch_figures
+    from nas.trial.latency_model import arch_figures
     from nas.presets import PRESETS
 
     space = load_space(Path(__file__).resolve().parent.parent / "search_spaces" / "mai2021.yaml")
@@ -232,7 +232,7 @@ class PruneAtFirstReport(optuna.pruners.BasePruner):
 
 def test_a_new_graph_is_timed_untrained_and_the_pruner_sees_that_latency(smoke_context):
     from nas.arch import Arch
-    from nas.pipeline import graph_key
+    from nas.trial.pipeline import graph_key
 
     study = optuna.create_study(direction="maximize", pruner=PruneAtFirstReport())
     study.enqueue_trial({"backbone": "tf_mobilenetv3_small_minimal_100", "head": "softplus", "upsample": "nearest"})
@@ -248,7 +248,7 @@ def test_a_new_graph_is_timed_untrained_and_the_pruner_sees_that_latency(smoke_c
 
 
 def test_a_timed_graph_that_cannot_win_is_screened_before_training(smoke_context):
-    from nas.objective import latency_points
+    from nas.trial.objective import latency_points
 
     study = optuna.create_study(direction="maximize")
     # An incumbent without latency figures: nothing to predict from, so the screen waits for the timing.

@@ -12,7 +12,8 @@ from sqlalchemy import delete, update
 
 from nas.hardware import LatencyMeter, LatencyResult, MeasurementError, load_hardware
 from nas.hardware.cache import CACHE
-from nas.hardware.pool import LEASES, LeasePool, make_engine
+from nas.hardware.pool import LEASES, LeasePool
+from nas.infra.db import make_engine
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

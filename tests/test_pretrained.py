@@ -19,10 +19,10 @@ from nas.arch import Arch
 from nas.config import load_config
 from nas.errors import ConfigError
 from nas.hardware.meter import LatencyResult
-from nas.files import sha256_file
+from nas.infra.files import sha256_file
 from nas.models import DepthNet
 from nas.models.pretrained import RANDOM, WeightSource, fallback_line, resolve_weights
-from nas.pipeline import TrialRecord
+from nas.trial.pipeline import TrialRecord
 
 MINIMAL = "tf_mobilenetv3_small_minimal_100"  # MobileNetV3Features: timm loads it non-strictly
 SMALL = "mobilenetv3_small_100"
@@ -198,8 +198,8 @@ def test_a_trial_carries_its_encoder_weights_before_training(tmp_path, weights_d
 
     from nas.data.synth import synthesize
     from nas.hardware import load_hardware
-    from nas.objective import TrialObjective
-    from nas.pipeline import prepare_context
+    from nas.trial.objective import TrialObjective
+    from nas.trial.session import prepare_context
     from nas.space import load_space
 
     space_file = tmp_path / "space.yaml"
@@ -256,7 +256,7 @@ def test_finalize_starts_from_the_weights_its_trial_started_from_unless_told_oth
     import optuna
 
     from nas.config import load_config
-    from nas.finalize import trial_weights_setting
+    from nas.trial.pipeline import trial_weights_setting
 
     def trial(record):
         return optuna.trial.create_trial(value=1.0, user_attrs={"encoder_weights": record} if record else {})

@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
-from nas import pipeline
-from nas.progress import StudyProgress, hh_mm, study_line
+from nas.trial import pipeline
+from nas.trial.progress import StudyProgress, hh_mm, study_line
 
 
 def test_hh_mm_rounds_to_the_minute():
@@ -102,7 +102,7 @@ def test_the_objective_prints_the_study_line_as_each_trial_starts(tmp_path, caps
     from types import SimpleNamespace
 
     from nas.config import load_config
-    from nas.objective import TrialObjective
+    from nas.trial.objective import TrialObjective
     from nas.space import load_space
 
     space_file = tmp_path / "space.yaml"  # RFDB with an odd width cannot be built: pruned at once, no training

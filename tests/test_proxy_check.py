@@ -17,7 +17,7 @@ from study_builder import build_study, demo_trials, make_config
 
 from nas.config import BUDGETS
 from nas.errors import ConfigError
-from nas.proxy_check import (SUMMARY_ATTR, Pair, agreement, check_and_store, check_request, ranked_trials,
+from nas.commands.proxy_check.check import (SUMMARY_ATTR, Pair, agreement, check_and_store, check_request, ranked_trials,
                              recipe, retrain_all, select, summary_lines, trial_attr)
 from nas.report import write_study_report
 

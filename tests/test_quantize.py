@@ -18,7 +18,7 @@ from nas.export.onnx_export import run_onnx
 from nas.export.pipeline import calibration_scenes, export_arch
 from nas.export.tflite_convert import (TFLiteModel, check_quantized_parity, check_tflite_parity, convert_to_tflite,
                                        fp32_companion)
-from nas.hardware.local import RUNNER_PATH
+from nas.hardware.backend import RUNNER_PATH
 
 HEIGHT, WIDTH = 100, 140
 SAMPLE = np.zeros((20, 128, 128, 3), np.float32)  # onnx2tf's own sample file, unused before conversion

@@ -19,8 +19,8 @@ from nas.report import write_study_report
 from nas.report.cost import reason_key
 from nas.report.figures import equal_score_si_rmse, score_levels
 from nas.space import load_space
-from nas.study import open_study
-from nas.study_note import FOOTER, write_study_note
+from nas.trial.study import open_study
+from nas.trial.study_note import FOOTER, write_study_note
 
 
 def referenced_files(html: str) -> list[str]:
@@ -195,10 +195,10 @@ def floored_study(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_an_accuracy_floor_decides_the_best_trial_everywhere(floored_study, tmp_path):
-    from nas.finalize import pick_trial
-    from nas.progress import best_score
-    from nas.search import standing_line, summary_table
-    from nas.study import is_feasible
+    from nas.commands.finalize.release import pick_trial
+    from nas.trial.progress import best_score
+    from nas.commands.run.search import standing_line, summary_table
+    from nas.trial.study import is_feasible
 
     config, study = floored_study
     complete = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
@@ -228,7 +228,7 @@ def test_an_accuracy_floor_decides_the_best_trial_everywhere(floored_study, tmp_
 
 def test_a_floor_no_trial_meets_leaves_no_best_and_says_so(tmp_path):
     from nas.errors import ConfigError
-    from nas.finalize import pick_trial
+    from nas.commands.finalize.release import pick_trial
 
     config = make_config(tmp_path / "results", study="strict", max_si_rmse=0.1)
     study = build_study(config, demo_trials())

@@ -18,7 +18,7 @@ import pytest
 from conftest import local_device, wrapper_python, write_profile
 
 from nas.hardware import LatencyMeter, MeasurementError, load_hardware
-from nas.hardware.local import RUNNER_PATH
+from nas.hardware.backend import RUNNER_PATH
 
 ENV_FIELDS = {"runtime", "runtime_version", "cpu", "temperature_c", "throttled"}
 TIMING_FIELDS = {"median_ms", "p90_ms", "min_ms", "std_ms", "runs", "threads", "input_dtype", "output_dtype"}

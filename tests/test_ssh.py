@@ -160,7 +160,8 @@ def test_remote_step_timeout_kills_the_process(sshd: Sshd, tiny_model: Path, tmp
 def test_devices_check_table(sshd: Sshd, tiny_model: Path, tmp_path: Path, sqlite_url: str,
                              monkeypatch: pytest.MonkeyPatch) -> None:
     from nas.hardware import check
-    from nas.hardware.pool import LeasePool, make_engine
+    from nas.hardware.pool import LeasePool
+    from nas.infra.db import make_engine
 
     monkeypatch.setattr(check, "reference_model", lambda _results: tiny_model)
     good = ssh_device(sshd, tmp_path, name="pi-good")

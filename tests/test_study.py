@@ -13,9 +13,9 @@ import pytest
 from nas.config import load_config
 from nas.errors import ConfigError
 from nas.presets import PRESETS
-from nas.search import enqueue_baselines, preset_points
+from nas.trial.baselines import enqueue_baselines, preset_points
 from nas.space import load_space
-from nas.study import load_study, open_study
+from nas.trial.study import load_study, open_study
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ OPEN_STUDY = """
 import sys, time
 from pathlib import Path
 from nas.config import load_config
-from nas.study import open_study
+from nas.trial.study import open_study
 go = Path(sys.argv[2])
 Path(sys.argv[4]).touch()
 while not go.exists():  # imports done: wait for the others, then all open at once
@@ -119,7 +119,7 @@ def test_workers_started_together_on_an_empty_database_all_come_up(fresh_postgre
 
 
 def test_a_joining_worker_does_not_repeat_the_first_workers_points(tmp_path, monkeypatch):
-    import nas.study
+    import nas.trial.study
 
     url = f"sqlite:///{tmp_path / 'nas.db'}"
 
@@ -129,7 +129,7 @@ def test_a_joining_worker_does_not_repeat_the_first_workers_points(tmp_path, mon
     config = load_config(None, storage=url, study="shared", results=tmp_path, sampler="random")
     creator = open_study(config)
     reopened = open_study(config)  # the same process opening it again keeps its seed
-    monkeypatch.setattr(nas.study, "_SEEDS", {})  # as in another process: a worker joining the study
+    monkeypatch.setattr(nas.trial.study, "_SEEDS", {})  # as in another process: a worker joining the study
     joiner = open_study(config)
     assert first_x(creator) == first_x(reopened) != first_x(joiner)
     # the process that creates a study stays reproducible from `seed`
@@ -147,7 +147,7 @@ def test_heartbeat_settings_reach_the_storage_and_grace_must_outlast_the_heartbe
 
 
 def test_tpe_leaves_random_sampling_within_a_short_run(tmp_path):
-    from nas.study import tpe_startup_trials
+    from nas.trial.study import tpe_startup_trials
 
     assert [tpe_startup_trials(n) for n in (2, 6, 12, 30, 200)] == [3, 3, 4, 10, 10]
     study = open_study(load_config(None, storage=f"sqlite:///{tmp_path / 'nas.db'}", study="short", trials=6,
@@ -159,7 +159,7 @@ def test_tpe_learns_on_the_conditional_mission_space():
     """After its random start, TPE (multivariate, grouped) must find cheaper decoders than random did on
     the real space, whose per-stage parameters come and go with the sampled depth."""
     from nas.space import load_space
-    from nas.study import make_tpe_sampler
+    from nas.trial.study import make_tpe_sampler
 
     space = load_space(load_config(None).space)
     study = optuna.create_study(sampler=make_tpe_sampler(seed=0, trials=12), direction="minimize")

@@ -23,7 +23,8 @@ import yaml
 from conftest import local_device, wrapper_python, write_profile
 from sqlalchemy import select
 
-from nas.hardware.pool import LEASES, db_now, make_engine
+from nas.hardware.pool import LEASES, db_now
+from nas.infra.db import make_engine
 
 REPO = Path(__file__).resolve().parent.parent
 State = optuna.trial.TrialState

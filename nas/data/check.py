@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigError
-from .layout import REQUIRED_SPLITS, SPLITS, list_images
+from nas.errors import ConfigError
+from nas.data.layout import REQUIRED_SPLITS, SPLITS, list_images
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 

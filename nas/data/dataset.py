@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .layout import list_pairs
+from nas.data.layout import list_pairs
 
 
 def load_rgb(path: Path, size_wh: tuple[int, int] | None = None) -> np.ndarray:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from ..files import atomic_write_text
+from nas.infra.files import atomic_write_text
 
-from .dataset import DepthSplit, load_depth_mm, load_rgb
-from .layout import list_pairs, pair_stamps
+from nas.data.dataset import DepthSplit, load_depth_mm, load_rgb
+from nas.data.layout import list_pairs, pair_stamps
 
 
 def decoded_bytes(count: int, width: int, height: int) -> int:

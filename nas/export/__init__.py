@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import StageError
-
-# Deployment precisions a model can be converted to: float32, or int8 weights and activations
-# with float32 input and output (post-training quantization calibrated on training images).
-PRECISIONS = ("fp32", "int8")
+from nas.arch import PRECISIONS
+from nas.errors import StageError
 
 
 class ExportError(StageError):

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
-from . import check_close
+from nas.export import check_close
 
 INPUT_NAME, OUTPUT_NAME = "image", "depth"
 OPSET = 17

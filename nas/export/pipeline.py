@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..arch import Arch
-from ..data.synth import render_scene
-from ..models import DepthNet, count_macs, count_params
-from . import ExportError, check_precision
-from .onnx_export import check_onnx_parity, export_onnx
-from .tflite_convert import (calibration_sample, check_quantized_parity, check_tflite_parity, convert_to_tflite,
+from nas.arch import Arch
+from nas.data.synth import render_scene
+from nas.models import DepthNet, count_macs, count_params
+from nas.export import ExportError, check_precision
+from nas.export.onnx_export import check_onnx_parity, export_onnx
+from nas.export.tflite_convert import (calibration_sample, check_quantized_parity, check_tflite_parity, convert_to_tflite,
                              fp32_companion)
 
 # Synthetic scenes int8 calibration sees: enough to span the activation ranges of indoor and street

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ExportError, check_close, check_precision
-from .onnx2tf_job import FP32_FILE, INT8_FILE, ONNX2TF_SIMPLIFIES, SIMPLIFIED
-from .conversion_server import CONVERSIONS
+from nas.export import ExportError, check_close, check_precision
+from nas.export.onnx2tf_job import FP32_FILE, INT8_FILE, ONNX2TF_SIMPLIFIES, SIMPLIFIED
+from nas.export.conversion_server import CONVERSIONS
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -195,7 +195,7 @@ class TFLiteModel:
 def check_tflite_parity(tflite_path: Path, onnx_path: Path, image_nchw: np.ndarray, tolerance: float,
                         rtol: float = 1e-4) -> float:
     """Max abs depth difference (metres) between TFLite and ONNX; ExportError beyond the tolerance."""
-    from .onnx_export import run_onnx
+    from nas.export.onnx_export import run_onnx
 
     expected = run_onnx(onnx_path, image_nchw)[0]
     got = TFLiteModel(tflite_path).predict(image_nchw[0].transpose(1, 2, 0))
@@ -212,7 +212,7 @@ def quantization_error(got: np.ndarray, expected: np.ndarray) -> dict[str, float
     quantization alone would cost the score if the float model were perfect. ExportError only for
     a broken model: another output shape, or a non-finite value.
     """
-    from ..metrics import si_rmse
+    from nas.metrics import si_rmse
 
     if got.shape != expected.shape:
         raise ExportError(f"quantized TFLite output shape {got.shape[1:]} differs from ONNX {expected.shape[1:]}")
@@ -231,7 +231,7 @@ def check_quantized_parity(tflite_path: Path, onnx_path: Path, images_nchw: np.n
     is an ExportError (see `quantization_error`; also one LiteRT cannot load, as XNNPACK refuses some
     miscalibrated graphs), or images the TFLite model cannot take.
     """
-    from .onnx_export import run_onnx
+    from nas.export.onnx_export import run_onnx
 
     try:
         model = TFLiteModel(tflite_path)

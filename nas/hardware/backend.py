@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import StageError
-from .profile import DeviceProfile
+from nas.errors import StageError
+from nas.hardware.kinds import KINDS, backend_kinds
+from nas.hardware.profile import DeviceProfile
 
 RUNNER_PATH = Path(__file__).resolve().parents[2] / "hardware" / "runner.py"
 
@@ -169,10 +170,6 @@ class Backend(ABC):
     def run(self, model_ref: str) -> dict[str, Any]:
         """Time the staged model with the profile's threads/warm-up/runs; the runner's JSON."""
 
-    def stage_model(self, path: Path, sha256: str) -> str:
-        """Former name of `upload` (kept for callers written against it)."""
-        return self.upload(path, sha256)
-
     def discard_model(self, model_ref: str) -> None:
         """Remove a staged copy once its figures are stored (a device keeps no model it timed)."""
 
@@ -195,34 +192,17 @@ class Backend(ABC):
         return "this machine"
 
 
-# kind -> "module:Class", imported on first use (SSH pulls in paramiko only when a profile needs it).
-_KINDS: dict[str, str | type[Backend]] = {
-    "local": "nas.hardware.local:LocalBackend",
-    "ssh": "nas.hardware.ssh:SshBackend",
-}
-
-
-def register_backend(kind: str, target: str | type[Backend]) -> None:
-    """Add a device kind: a Backend class, or "module:Class" imported when first used."""
-    _KINDS[kind] = target
-
-
-def backend_kinds() -> tuple[str, ...]:
-    """The kinds a profile may name."""
-    return tuple(sorted(_KINDS))
-
-
 def backend_class(kind: str) -> type[Backend]:
     """The Backend class registered for a kind (imported now if it was registered by name)."""
     try:
-        target = _KINDS[kind]
+        target = KINDS[kind]
     except KeyError:
         raise MeasurementError(f"unknown device kind {kind!r}; known: {', '.join(backend_kinds())}"
                                ) from None
     if isinstance(target, str):
         module, _, name = target.partition(":")
         target = getattr(importlib.import_module(module), name)
-        _KINDS[kind] = target
+        KINDS[kind] = target
     return target
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, an
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from nas.hardware.pool import create_tables
+from nas.infra.db import create_tables
 
 _metadata = MetaData()
 CACHE = Table(

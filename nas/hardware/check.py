@@ -16,11 +16,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nas.console import out
-from nas.files import atomic_write_bytes, sha256_file
+from nas.infra.console import out
+from nas.infra.files import atomic_write_bytes, sha256_file
 from nas.hardware.backend import Backend, MeasurementError
 from nas.hardware.meter import default_holder, make_backend
-from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
+from nas.hardware.pool import LeaseHeartbeat, LeasePool
+from nas.infra.db import make_engine
 from nas.hardware.profile import DeviceProfile, load_hardware
 from nas.hardware.throttle import describe_throttled
 

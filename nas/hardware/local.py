@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .backend import (EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INVOKE_FAILED, EXIT_NO_RUNTIME,  # noqa: F401
-                      EXIT_TOO_HOT, RUNNER_PATH, Backend, BackendOptions, Blame, DeviceError,
-                      MeasurementError, parse_runner_output, runner_args)
-from .profile import DeviceProfile
+from nas.hardware.backend import (RUNNER_PATH, Backend, BackendOptions, Blame, DeviceError, MeasurementError,
+                                  parse_runner_output, runner_args)
+from nas.hardware.profile import DeviceProfile
 
 
 def local_lock_path() -> Path:

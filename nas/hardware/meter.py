@@ -24,12 +24,13 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from nas.files import sha256_file
+from nas.infra.files import sha256_file
 from nas.hardware.backend import (Backend, BackendOptions, DeviceError, LeaseLost, MeasurementError,
                                   create_backend)
 from nas.hardware.cache import LatencyCache, MeasureSetup
 from nas.hardware.health import HealthMarks
-from nas.hardware.pool import LeaseHeartbeat, LeasePool, make_engine
+from nas.hardware.pool import LeaseHeartbeat, LeasePool
+from nas.infra.db import make_engine
 from nas.hardware.profile import DeviceProfile
 from nas.hardware.throttle import throttled_now
 

@@ -11,20 +11,18 @@ skewed clocks still agree on expiry; SQLite is one machine, so its clock is this
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (Column, Float, MetaData, String, Table, and_, cast, create_engine, func,
-                        insert, inspect, literal, or_, select, update)
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import (Column, Float, MetaData, String, Table, and_, cast, func,
+                        insert, literal, or_, select, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from nas.hardware.backend import MeasurementError
+from nas.infra.db import create_tables
 from nas.hardware.profile import DeviceProfile
 
 _metadata = MetaData()
@@ -36,44 +34,6 @@ LEASES = Table(
     Column("acquired_at", Float, nullable=True),  # seconds since the epoch, database clock
     Column("expires_at", Float, nullable=True),
 )
-
-
-def _driver_url(url: str) -> URL:
-    """Parse the URL; plain `postgresql://` uses psycopg2 when psycopg 3 is not installed.
-
-    SQLAlchemy 2.1 maps `postgresql://` to psycopg 3, while the pinned dependency is psycopg2.
-    """
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-    return parsed
-
-
-def create_tables(engine: Engine, metadata: MetaData, tables: Sequence[Table]) -> None:
-    """`create_all` that tolerates another worker creating the same table at the same moment."""
-    try:
-        metadata.create_all(engine, tables=list(tables), checkfirst=True)
-    except DBAPIError:
-        inspector = inspect(engine)
-        if not all(inspector.has_table(t.name) for t in tables):
-            raise
-
-
-DB_CONNECT_TIMEOUT_S = 10  # an unreachable server is reported in seconds, not after the OS's TCP timeout
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for the study's storage URL (SQLite waits up to 30 s on a locked file)."""
-    parsed = _driver_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # NullPool: no connection lingers holding the file between the short lease statements.
-        return create_engine(parsed, connect_args={"timeout": 30}, poolclass=NullPool)
-    return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2,
-                         connect_args={"connect_timeout": DB_CONNECT_TIMEOUT_S})
 
 
 def db_now(engine: Engine) -> Any:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nas.errors import ConfigError
+from nas.hardware.kinds import backend_kinds
 
 # Fields that only make sense when the device is reached over SSH.
 SSH_ONLY_FIELDS = ("host", "port", "user", "key_file", "known_hosts", "workdir")
@@ -81,8 +82,6 @@ class DeviceProfile(BaseModel):
     @field_validator("kind")
     @classmethod
     def _kind_known(cls, value: str) -> str:
-        from nas.hardware.backend import backend_kinds  # the registry imports this module
-
         if value not in backend_kinds():
             raise ValueError(f"unknown device kind {value!r}; known: {', '.join(backend_kinds())}")
         return value

@@ -8,7 +8,6 @@ cached. Bits 16-19 say the same happened *since boot*; they do not make a figure
 from __future__ import annotations
 
 THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled", 3: "soft temperature limit"}
-NOW_MASK = 0xF
 
 
 def throttled_now(value: str | None) -> list[str]:

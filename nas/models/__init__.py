@@ -4,7 +4,7 @@
 runs on is described elsewhere, by `nas.hardware.profile`.
 """
 
-from .complexity import count_macs, count_params
-from .depthnet import DepthNet
+from nas.models.complexity import count_macs, count_params
+from nas.models.depthnet import DepthNet
 
 __all__ = ["DepthNet", "count_macs", "count_params"]

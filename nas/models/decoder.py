@@ -6,9 +6,9 @@ import torch
 from timm.layers import ConvNormAct
 from torch import nn
 
-from .blocks import create_block
-from .ffm import FeatureFusionModule
-from .upsample import Upsample
+from nas.models.blocks import create_block
+from nas.models.ffm import FeatureFusionModule
+from nas.models.upsample import Upsample
 
 
 class DecoderStage(nn.Module):

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..arch import Arch
-from .decoder import UNetDecoder
-from .encoder import Encoder
-from .head import DepthHead
-from .upsample import resize_to, upsample_bilinear
+from nas.arch import Arch
+from nas.models.decoder import UNetDecoder
+from nas.models.encoder import Encoder
+from nas.models.head import DepthHead
+from nas.models.upsample import resize_to, upsample_bilinear
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

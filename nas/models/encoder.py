@@ -11,8 +11,8 @@ import timm
 import torch
 from torch import nn
 
-from ..arch import ArchError
-from .pretrained import quiet_timm
+from nas.arch import ArchError
+from nas.models.pretrained import quiet_timm
 
 
 class Encoder(nn.Module):

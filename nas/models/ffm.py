@@ -11,7 +11,7 @@ import torch
 from timm.layers import ConvNormAct
 from torch import nn
 
-from .upsample import resize_to
+from nas.models.upsample import resize_to
 
 
 class FeatureFusionModule(nn.Module):

@@ -25,8 +25,8 @@ import timm
 import torch
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-from ..errors import ConfigError
-from ..files import sha256_file
+from nas.errors import ConfigError
+from nas.infra.files import sha256_file
 
 Kind = Literal["none", "imagenet", "folder"]
 SETTINGS = ("auto", "none", "imagenet")

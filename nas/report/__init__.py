@@ -7,6 +7,6 @@ store, `proxy` shows a `nas proxy-check`, `page` writes the HTML, `write` puts t
 `model_page` writes the final model's page.
 """
 
-from .write import write_study_report
+from nas.report.write import write_study_report
 
 __all__ = ["write_study_report"]

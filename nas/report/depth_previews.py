@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import _save, plt
+from nas.report.figures import _save, plt
 
 DepthPredictor = Callable[[np.ndarray], np.ndarray]  # RGB (H, W, 3) 0..255 -> depth (H, W) in metres
 

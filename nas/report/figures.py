@@ -18,8 +18,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from optuna.trial import FrozenTrial  # noqa: E402
 
-from ..study import is_feasible  # noqa: E402
-from .trials import pareto_front  # noqa: E402
+from nas.trial.study import is_feasible  # noqa: E402
+from nas.report.trials import pareto_front  # noqa: E402
 
 PRECISION_MARKERS = {"fp32": "o", "int8": "s"}
 OTHER_MARKER = "^"

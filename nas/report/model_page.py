@@ -12,8 +12,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .page import PAGE, _figure, _fmt
-from .trials import arch_line
+from nas.report.page import PAGE, _figure, _fmt
+from nas.report.trials import arch_line
 
 # Release files the page links when they are in the folder.
 RELEASE_FILES = (("model.tflite", "ship this"), ("model.onnx", "ONNX"), ("model.pt", "PyTorch weights"),

@@ -13,11 +13,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from ..study import is_feasible
-from .cost import STAGES, StudyCost
-from .importance import METHOD
-from .proxy import proxy_section
-from .trials import arch_line
+from nas.trial.study import is_feasible
+from nas.report.cost import STAGES, StudyCost
+from nas.report.importance import METHOD
+from nas.report.proxy import proxy_section
+from nas.report.trials import arch_line
 
 
 @dataclass

@@ -17,9 +17,9 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
-from .depth_previews import depth_previews
+from nas.report.depth_previews import depth_previews
 
-PREVIEW_NAME = "preview.png"  # what nas.objective uploads: input | ground truth | prediction
+PREVIEW_NAME = "preview.png"  # what nas.trial.objective uploads: input | ground truth | prediction
 MODEL_NAME = "model.tflite"
 
 
@@ -40,7 +40,7 @@ def fetch_artifact(trial: FrozenTrial, storage: BaseStorage, store: FileSystemAr
 def _draw(trial: FrozenTrial, storage: BaseStorage, store: FileSystemArtifactStore, frame: tuple[np.ndarray, np.ndarray],
           target: Path) -> bool:
     """Run the trial's `.tflite` on the validation frame and draw the four-panel preview."""
-    from ..export.tflite_convert import TFLiteModel
+    from nas.export.tflite_convert import TFLiteModel
 
     with tempfile.TemporaryDirectory(prefix="nas-report-") as tmp:
         model_path = Path(tmp) / MODEL_NAME

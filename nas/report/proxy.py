@@ -1,5 +1,5 @@
 """The report's "Proxy check" section: how the search's short training ranked the trials that `nas proxy-check`
-re-trained longer. Drawn from the study attribute `proxy_check` (see `nas.proxy_check`); absent, no section."""
+re-trained longer. Drawn from the study attribute `proxy_check` (see `nas.commands.proxy_check.check`); absent, no section."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..study import is_feasible
+from nas.trial.study import is_feasible
 
 COLUMNS = ("number", "state", "final_score", "si_rmse", "rmse", "log10", "rel", "latency_ms", "latency_p90_ms",
            "device", "params", "macs", "tflite_bytes", "backbone", "input_scale", "precision", "encoder_weights",

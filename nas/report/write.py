@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from ..config import RunConfig
-from ..study import FLOOR_ATTR, artifact_store, load_study, open_storage
-from .cost import study_cost
-from .figures import history_figure, importance_figure, pareto_figure
-from .importance import score_importances
-from .page import ReportContent, render_page
-from .previews import copy_previews
-from .trials import COLUMNS, best_feasible, pareto_front, scored_trials, table_trials, trial_rows
+from nas.config import RunConfig
+from nas.trial.study import FLOOR_ATTR, artifact_store, load_study, open_storage
+from nas.report.cost import study_cost
+from nas.report.figures import history_figure, importance_figure, pareto_figure
+from nas.report.importance import score_importances
+from nas.report.page import ReportContent, render_page
+from nas.report.previews import copy_previews
+from nas.report.trials import COLUMNS, best_feasible, pareto_front, scored_trials, table_trials, trial_rows
 
 def validation_frame(config: RunConfig) -> tuple[np.ndarray, np.ndarray] | None:
     """The study's first validation frame at deployment resolution, for the previews; None without data."""
-    from ..data.dataset import load_split
-    from ..data.layout import list_pairs
+    from nas.data.dataset import load_split
+    from nas.data.layout import list_pairs
 
     try:
         if not list_pairs(config.data_root, "validation"):

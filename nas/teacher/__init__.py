@@ -13,12 +13,12 @@ more student training resolutions. One module per job:
 - `progress`: what the work prints on stderr.
 """
 
-from .cache import TeacherCache, align_to_split, cache_teacher, ensure_cache
-from .predictors import TEACHER_KINDS, Predictor, evaluate_teacher
-from .register import register_model, resolve_teacher
-from .spec import (CACHE_DIR, SPEC_FILE, WEIGHTS_FILE, TeacherKind, TeacherSpec, cache_fingerprint, data_fingerprint,
+from nas.teacher.cache import TeacherCache, align_to_split, cache_teacher, ensure_cache
+from nas.teacher.predictors import TEACHER_KINDS, Predictor, evaluate_teacher
+from nas.teacher.register import register_model, resolve_teacher
+from nas.teacher.spec import (CACHE_DIR, SPEC_FILE, WEIGHTS_FILE, TeacherKind, TeacherSpec, cache_fingerprint, data_fingerprint,
                    folder_lock, read_spec, write_spec)
-from .training import (DEFAULT_BACKBONES, TEACHER_BUDGETS, ensure_teacher, load_init, teacher_arch, teacher_budget,
+from nas.teacher.training import (DEFAULT_BACKBONES, TEACHER_BUDGETS, ensure_teacher, load_init, teacher_arch, teacher_budget,
                        train_teacher)
 
 __all__ = [

@@ -20,15 +20,15 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from ..console import err
-from ..data.dataset import DepthSplit, load_rgb
-from ..data.layout import list_pairs
-from ..errors import ConfigError, TeacherError
-from ..files import atomic_path, atomic_write_text, require_free_space, sha256_file
-from .predictors import Predictor, evaluate_teacher
-from .progress import metrics_line, progress_bar
-from .register import register_model, resolve_teacher
-from .spec import CACHE_DIR, TeacherSpec, cache_fingerprint, data_fingerprint, folder_lock
+from nas.infra.console import err
+from nas.data.dataset import DepthSplit, load_rgb
+from nas.data.layout import list_pairs
+from nas.errors import ConfigError, TeacherError
+from nas.infra.files import atomic_path, atomic_write_text, require_free_space, sha256_file
+from nas.teacher.predictors import Predictor, evaluate_teacher
+from nas.teacher.progress import metrics_line, progress_bar
+from nas.teacher.register import register_model, resolve_teacher
+from nas.teacher.spec import CACHE_DIR, TeacherSpec, cache_fingerprint, data_fingerprint, folder_lock
 
 
 @dataclass

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..arch import Arch
-from ..data.dataset import load_split
-from ..errors import ConfigError, TeacherError
-from ..metrics import mean_metrics
-from ..models import DepthNet
-from ..train.loop import default_device
-from .spec import TeacherKind, TeacherSpec
+from nas.arch import Arch
+from nas.data.dataset import load_split
+from nas.errors import ConfigError, TeacherError
+from nas.metrics import mean_metrics
+from nas.models import DepthNet
+from nas.train.loop import default_device
+from nas.teacher.spec import TeacherKind, TeacherSpec
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..console import err
+from nas.infra.console import err
 
 
 def progress_bar(label: str) -> Progress:

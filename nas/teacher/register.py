@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, TeacherError
-from ..files import sha256_file
-from .predictors import Predictor
-from .spec import TeacherKind, TeacherSpec, read_spec, write_spec
+from nas.errors import ConfigError, TeacherError
+from nas.infra.files import sha256_file
+from nas.teacher.predictors import Predictor
+from nas.teacher.spec import TeacherKind, TeacherSpec, read_spec, write_spec
 
 MODEL_SUFFIXES = (".onnx", ".pt", ".ts", ".torchscript")  # what `resolve_teacher` takes as a lone model file
 

@@ -19,9 +19,9 @@ from typing import Any, Literal
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
-from ..data.layout import list_pairs, pair_stamps
-from ..errors import ConfigError
-from ..files import atomic_write_text, remove_temporaries
+from nas.data.layout import list_pairs, pair_stamps
+from nas.errors import ConfigError
+from nas.infra.files import atomic_write_text, remove_temporaries
 
 SPEC_FILE = "teacher.json"
 WEIGHTS_FILE = "teacher.pt"

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import torch
 
-from ..arch import Arch, ArchError
-from ..config import Budget
-from ..console import err
-from ..data.dataset import load_split
-from ..errors import ConfigError
-from ..files import atomic_path, sha256_file
-from ..models import DepthNet, count_params
-from ..models.pretrained import fallback_line, resolve_weights
-from ..train.loop import StepOptions, default_device, train
-from .predictors import Predictor, evaluate_teacher
-from .progress import metrics_line, progress_bar
-from .spec import WEIGHTS_FILE, TeacherSpec, data_fingerprint, read_spec, write_spec
+from nas.arch import Arch, ArchError
+from nas.config import Budget
+from nas.infra.console import err
+from nas.data.dataset import load_split
+from nas.errors import ConfigError
+from nas.infra.files import atomic_path, sha256_file
+from nas.models import DepthNet, count_params
+from nas.models.pretrained import fallback_line, resolve_weights
+from nas.train.loop import StepOptions, default_device, train
+from nas.teacher.predictors import Predictor, evaluate_teacher
+from nas.teacher.progress import metrics_line, progress_bar
+from nas.teacher.spec import WEIGHTS_FILE, TeacherSpec, data_fingerprint, read_spec, write_spec
 
 # Teacher budgets, named like the student budgets they serve (`nas run --budget B` trains teacher B):
 # a bigger network and more steps than any candidate of that budget gets, and on a GPU more pixels.

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from ..data.augment import flip_and_crop
-from ..data.dataset import DepthSplit, to_tensors
+from nas.data.augment import flip_and_crop
+from nas.data.dataset import DepthSplit, to_tensors
 
 Batch = dict[str, torch.Tensor]
 

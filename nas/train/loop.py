@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..config import Budget
-from ..data.dataset import DepthSplit
-from ..errors import StageError
-from ..metrics import mean_metrics
-from .batches import Batch, BatchSource, WholeFrameBatches
-from .losses import supervised_loss
+from nas.config import Budget
+from nas.data.dataset import DepthSplit
+from nas.errors import StageError
+from nas.metrics import mean_metrics
+from nas.train.batches import Batch, BatchSource, WholeFrameBatches
+from nas.train.losses import supervised_loss
 
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 # Called at each evaluation point with (step, validation si-RMSE); returning True stops training.

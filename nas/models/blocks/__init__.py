@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .conv import ConvBlock
-from .dws5 import DepthwiseSeparable5
-from .rfdb import RFDB
-from .srb import SRBBlock
+from nas.models.blocks.conv import ConvBlock
+from nas.models.blocks.dws5 import DepthwiseSeparable5
+from nas.models.blocks.rfdb import RFDB
+from nas.models.blocks.srb import SRBBlock
 
 BLOCKS: dict[str, type[nn.Module]] = {
     "conv": ConvBlock,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..upsample import edge_pad
+from nas.models.upsample import edge_pad
 
 
 class ESA(nn.Module):

@@ -11,8 +11,8 @@ import torch
 from timm.layers import ConvNormAct
 from torch import nn
 
-from .esa import ESA
-from .srb import SRB
+from nas.models.blocks.esa import ESA
+from nas.models.blocks.srb import SRB
 
 
 class RFDB(nn.Module):

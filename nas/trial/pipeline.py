@@ -22,82 +22,22 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .arch import Arch
-from .config import Budget, RunConfig
-from .console import err as console
-from .data.dataset import DepthSplit
-from .data.frames import open_split
-from .db_outage import worker_id
-from .evaluate import evaluate_tflite, write_preview
-from .export.pipeline import export_checked
-from .export.conversion_server import CONVERSIONS
-from .export.tflite_convert import calibration_sample
-from .hardware import LatencyMeter
-from .files import sha256_file
-from .metrics import final_score
-from .models.depthnet import GRAPH_VERSION, DepthNet
-from .models.pretrained import RANDOM, WeightSource, fallback_line, resolve_weights
-from .space import SearchSpace
-from .train.batches import PixelScaleBatches, training_crop
-from .train.distill import Distillation
-from .train.loop import EvalCallback, TrainResult, default_device, supervised, train
+import optuna
 
-
-@dataclass
-class TrialContext:
-    """Everything loaded once per worker and shared by its trials (and by `nas finalize`)."""
-
-    config: RunConfig
-    space: SearchSpace
-    train_frames: DepthSplit  # training split at deployment resolution, memory-mapped
-    val_frames: DepthSplit  # validation at deployment resolution: the pruner's and the TFLite score's images
-    onnx2tf_sample: np.ndarray  # onnx2tf's own sample-image file, made from our images (it would download one)
-    meter: LatencyMeter
-    distillation: Distillation | None = None
-    encoder_weights: dict[str, WeightSource] = field(default_factory=dict)  # per backbone, checked up front
-
-    def weights_for(self, backbone: str) -> WeightSource:
-        """Where `backbone`'s encoder starts from (random when it was not resolved)."""
-        return self.encoder_weights.get(backbone, RANDOM)
-
-    @property
-    def calibration_images(self) -> np.ndarray:
-        """Training frames that calibrate int8 models (uint8, N×H×W×3, deployment resolution)."""
-        return np.asarray(self.train_frames.rgb[:self.config.calibration_images])
-
-
-def encoder_weights(config: RunConfig, backbones: list[str]) -> dict[str, WeightSource]:
-    """`config.pretrained` resolved and checked for `backbones` before any work starts (ConfigError names a bad
-    file); says in one line which encoders start from random weights although weights were wanted."""
-    sources = resolve_weights(config.pretrained, backbones)
-    if line := fallback_line(config.pretrained, sources):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-    return sources
-
-
-def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget: Budget | None = None,
-                    weights: dict[str, WeightSource] | None = None, fresh_latency: bool = False) -> TrialContext:
-    """Decode (once) and open the splits, connect the meter, make the teacher's depth ready.
-
-    `weights`: each backbone's starting weights (`encoder_weights`); None: every encoder starts random.
-    `fresh_latency`: time every model anew instead of serving its graph's cached figure (a model to ship).
-    """
-    budget = budget or config.train_budget
-    deploy_wh = (config.deploy_width, config.deploy_height)
-    cache_dir = config.results / "cache" / "frames"
-    with console.status("opening data (decoded once into results/cache/frames)"):
-        train_frames = open_split(config.data_root, "train", cache_dir, deploy_wh, budget.train_limit)
-        val_frames = open_split(config.data_root, "validation", cache_dir, deploy_wh, budget.val_limit)
-    meter = LatencyMeter(devices, config.storage_url, config.results, holder=worker_id(),
-                         trust_new_host_keys=config.trust_new_host_keys, use_cache=not fresh_latency)
-    distillation = None
-    if config.distill:
-        from .train.distill import prepare_distillation
-
-        distillation = prepare_distillation(config, train_frames, budget)
-    return TrialContext(config=config, space=space, train_frames=train_frames, val_frames=val_frames,
-                        onnx2tf_sample=calibration_sample(list(np.asarray(val_frames.rgb[:20]))), meter=meter,
-                        distillation=distillation, encoder_weights=dict(weights or {}))
+from nas.arch import Arch
+from nas.config import Budget, RunConfig
+from nas.infra.console import err as console
+from nas.trial.evaluate import evaluate_tflite, write_preview
+from nas.export.pipeline import export_checked
+from nas.export.conversion_server import CONVERSIONS
+from nas.infra.files import sha256_file
+from nas.metrics import final_score
+from nas.models import count_params
+from nas.models.complexity import graph_figures
+from nas.models.depthnet import GRAPH_VERSION, DepthNet
+from nas.train.batches import PixelScaleBatches, training_crop
+from nas.train.loop import EvalCallback, TrainResult, default_device, supervised, train
+from nas.trial.session import TrialContext
 
 
 def graph_key(arch: Arch, config: RunConfig) -> str:
@@ -298,3 +238,46 @@ class TrialRecord:
         """JSON-safe user attributes; fields that do not apply (None) are left out."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+
+def trial_weights_setting(config: RunConfig, trial: optuna.trial.FrozenTrial) -> str | Path:
+    """The `pretrained` setting the final training uses: the user's, or else the one the trial started from.
+
+    The final model should start where the search's figures came from; an explicit `--pretrained`
+    (anything but the default `auto`) wins.
+    """
+    recorded = trial.user_attrs.get("encoder_weights")
+    if str(config.pretrained) != "auto" or not recorded:
+        return config.pretrained
+    if recorded.get("source") == "folder" and recorded.get("file"):
+        return Path(recorded["file"]).parent
+    return {"imagenet": "imagenet", "none": "none"}.get(recorded.get("source"), config.pretrained)
+
+
+@dataclass
+class Retrained:
+    """A trial's architecture trained again and deployed as the search deploys: what `nas finalize` ships and
+    what `nas proxy-check` compares with the search's figures."""
+
+    arch: Arch
+    train: TrainResult
+    deployed: Deployed
+    record: TrialRecord
+    distill_lambda: float
+
+
+def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, out: Path, label: str,
+            seed: int) -> Retrained:
+    """Train `trial`'s architecture afresh with `budget` (its encoder start from `ctx`, its distillation
+    lambda) and deploy it into `out` through the shared pipeline, so its figures mean what the trial's mean."""
+    config = ctx.config
+    arch = Arch.from_dict(trial.user_attrs["arch"])
+    source = ctx.weights_for(arch.backbone)
+    model = initial_network(arch, source.file, seed)
+    figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
+    distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
+    result = train_candidate(ctx, model, arch, budget, label, seed, distill_lambda)
+    torch.save(model.state_dict(), out / "model.pt")  # the expensive part is kept even if export fails
+    deployed = deploy(ctx, model, arch, out, label)
+    record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},
+                               source.record())
+    return Retrained(arch, result, deployed, record, distill_lambda)

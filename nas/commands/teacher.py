@@ -10,10 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import BUDGETS
-from .console import out
-from .data.check import require_valid_dataset
-from .errors import ConfigError
+from nas.config import BUDGETS
+from nas.infra.console import out
+from nas.data.check import require_valid_dataset
+from nas.errors import ConfigError
 
 teacher_app = typer.Typer(help="The distillation teacher: train one, or cache a teacher's depth on a data set.",
                           no_args_is_help=True)
@@ -42,7 +42,7 @@ def train_cmd(data: Data, out_dir: Annotated[Path, typer.Option("--out", help="t
                   help="backbone starting weights: auto (ImageNet where the Hugging Face cache has them) | none | "
                        "imagenet | FOLDER with <backbone>.safetensors or .pth; --init loads on top")] = "auto") -> None:
     """Train a large DepthNet teacher; writes teacher.pt and teacher.json (arch, budget, data fingerprint, metrics)."""
-    from .teacher import folder_lock, train_teacher
+    from nas.teacher import folder_lock, train_teacher
 
     _check_budget(budget)
     require_valid_dataset(data)
@@ -63,7 +63,7 @@ CacheBudget = Annotated[str, typer.Option(
 @teacher_app.command("cache")
 def cache_cmd(data: Data, out_dir: TeacherDir, model: UserModel = None, budget: CacheBudget = "quick") -> None:
     """Run the teacher once over the training split and store its depth (float16), with its validation metrics."""
-    from .teacher import cache_teacher
+    from nas.teacher import cache_teacher
 
     _check_budget(budget)
     require_valid_dataset(data)

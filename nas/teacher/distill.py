@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import Budget, RunConfig
-from ..console import err
-from ..data.dataset import DepthSplit
-from ..errors import ConfigError
-from ..teacher import align_to_split, ensure_cache, ensure_teacher, folder_lock, resolve_teacher
-from .loop import Batch, LossFn
-from .losses import distillation_loss, supervised_loss
+from nas.config import Budget, RunConfig
+from nas.infra.console import err
+from nas.data.dataset import DepthSplit
+from nas.errors import ConfigError
+from nas.teacher import align_to_split, ensure_cache, ensure_teacher, folder_lock, resolve_teacher
+from nas.train.loop import Batch, LossFn
+from nas.train.losses import distillation_loss, supervised_loss
 
 
 @dataclass

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import optuna
-import torch
 
-from .arch import Arch
-from .config import BUDGETS, Budget, RunConfig
-from .console import err as console
-from .data.dataset import DepthSplit, load_split
-from .errors import ConfigError
-from .export.tflite_convert import TFLiteModel
-from .models.complexity import graph_figures
-from .models import count_params
-from .pipeline import (Deployed, TrialContext, TrialRecord, deploy, encoder_weights, initial_network,
-                       prepare_context, train_candidate)
-from .report.depth_previews import depth_previews
-from .report.model_page import search_figures, write_model_page
-from .search import check_inputs, ensure_synthetic_data
-from .study import FLOOR_ATTR, is_feasible, load_study
-from .train.loop import TrainResult
+import optuna
+
+from nas.arch import Arch
+from nas.config import BUDGETS, RunConfig
+from nas.infra.console import err as console
+from nas.data.dataset import DepthSplit, load_split
+from nas.errors import ConfigError
+from nas.export.tflite_convert import TFLiteModel
+from nas.report.depth_previews import depth_previews
+from nas.report.model_page import search_figures, write_model_page
+from nas.trial.pipeline import retrain, trial_weights_setting
+from nas.trial.session import Session
+from nas.trial.study import FLOOR_ATTR, is_feasible, load_study
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -114,75 +109,27 @@ def write_model_previews(out: Path, config: RunConfig, tflite_path: Path) -> tup
     return "previews.png", caption
 
 
-def trial_weights_setting(config: RunConfig, trial: optuna.trial.FrozenTrial) -> str | Path:
-    """The `pretrained` setting the final training uses: the user's, or else the one the trial started from.
-
-    The final model should start where the search's figures came from; an explicit `--pretrained`
-    (anything but the default `auto`) wins.
-    """
-    recorded = trial.user_attrs.get("encoder_weights")
-    if str(config.pretrained) != "auto" or not recorded:
-        return config.pretrained
-    if recorded.get("source") == "folder" and recorded.get("file"):
-        return Path(recorded["file"]).parent
-    return {"imagenet": "imagenet", "none": "none"}.get(recorded.get("source"), config.pretrained)
-
-
-@dataclass
-class Retrained:
-    """A trial's architecture trained again and deployed as the search deploys: what `nas finalize` ships and
-    what `nas proxy-check` compares with the search's figures."""
-
-    arch: Arch
-    train: TrainResult
-    deployed: Deployed
-    record: TrialRecord
-    distill_lambda: float
-
-
-def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, out: Path, label: str,
-            seed: int) -> Retrained:
-    """Train `trial`'s architecture afresh with `budget` (its encoder start from `ctx`, its distillation
-    lambda) and deploy it into `out` through the shared pipeline, so its figures mean what the trial's mean."""
-    config = ctx.config
-    arch = Arch.from_dict(trial.user_attrs["arch"])
-    source = ctx.weights_for(arch.backbone)
-    model = initial_network(arch, source.file, seed)
-    figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
-    distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
-    result = train_candidate(ctx, model, arch, budget, label, seed, distill_lambda)
-    torch.save(model.state_dict(), out / "model.pt")  # the expensive part is kept even if export fails
-    deployed = deploy(ctx, model, arch, out, label)
-    record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},
-                               source.record())
-    return Retrained(arch, result, deployed, record, distill_lambda)
-
-
 def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> Path:
     """Retrain the chosen arch with `config.budget`, export, score, time; write the release folder."""
     study = load_study(config.storage_url, config.study)
     trial = pick_trial(study, trial_number)
     arch = Arch.from_dict(trial.user_attrs["arch"])
-    space, devices = check_inputs(config)
     config = config.model_copy(update={"pretrained": trial_weights_setting(config, trial)})
-    weights = encoder_weights(config, [arch.backbone])
-    if (recorded := trial.user_attrs.get("encoder_weights", {}).get("sha256")) and \
-            weights[arch.backbone].sha256 != recorded:
-        console.print(f"note: trial {trial.number} started from encoder weights {recorded[:12]}…, the final model "
-                      f"from {weights[arch.backbone].sha256 or 'random weights'}", markup=False)
-    if config.data is None:
-        ensure_synthetic_data(config)
     budget = BUDGETS[config.budget]
     # The shipped file is timed anew, not served its graph's figure from the search: one timing during a
     # search can stray (benchmarks/README.md, latency_repeatability), and this is the figure users quote.
-    ctx = prepare_context(config, space, devices, budget, weights, fresh_latency=True)
-    out = out or config.results / "final" / f"{config.study}-trial{trial.number}"
-    out.mkdir(parents=True, exist_ok=True)
-    console.print(f"finalizing trial {trial.number} ({arch.arch_id}, {arch.precision}) with budget {config.budget}")
-    try:
+    with Session(config, backbones=[arch.backbone], budget=budget, fresh_latency=True) as session:
+        weights = session.weights
+        if (recorded := trial.user_attrs.get("encoder_weights", {}).get("sha256")) and \
+                weights[arch.backbone].sha256 != recorded:
+            console.print(f"note: trial {trial.number} started from encoder weights {recorded[:12]}…, the final "
+                          f"model from {weights[arch.backbone].sha256 or 'random weights'}", markup=False)
+        ctx = session.context
+        out = out or config.results / "final" / f"{config.study}-trial{trial.number}"
+        out.mkdir(parents=True, exist_ok=True)
+        console.print(f"finalizing trial {trial.number} ({arch.arch_id}, {arch.precision}) with budget "
+                      f"{config.budget}")
         retrained = retrain(ctx, trial, budget, out, "final model", config.seed)
-    finally:
-        ctx.meter.close()
     result, deployed, trial_record = retrained.train, retrained.deployed, retrained.record
     distill_lambda = retrained.distill_lambda
     lat = deployed.latency

@@ -3,7 +3,7 @@
 Every worker of a search talks to one database for hours; a restart of that server must not end the
 search. Three pieces, each small:
 
-- the storage's engine pre-pings pooled connections (`nas.study.open_storage`), so connections that
+- the storage's engine pre-pings pooled connections (`nas.trial.study.open_storage`), so connections that
   died with the old server are replaced instead of failing the next statement;
 - `ResilientRDBStorage` keeps Optuna's heartbeat thread alive through an outage (Optuna's thread dies
   on the first failed beat, and the running trial would then be failed as stale by other workers);
@@ -14,8 +14,6 @@ search. Three pieces, each small:
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable
 
@@ -24,17 +22,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from .console import err as console
-from .errors import NasRuntimeError
-from .hardware.pool import make_engine
+from nas.infra.console import err as console
+from nas.errors import NasRuntimeError
+from nas.infra.db import make_engine, worker_id
 
 FIRST_WAIT_S = 2.0
 MAX_WAIT_S = 30.0
-
-
-def worker_id() -> str:
-    """This process as a worker: `host:pid`, its trials' `worker` attribute and its device lease holder."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class ResilientRDBStorage(optuna.storages.RDBStorage):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import optuna
 from optuna_dashboard import get_note, save_note
 
-from .config import RunConfig
-from .hardware.profile import DeviceProfile
-from .space import SearchSpace
+from nas.config import RunConfig
+from nas.hardware.profile import DeviceProfile
+from nas.space import SearchSpace
 
 FOOTER = "_Written by `nas run` at each start; delete this line to keep your own edits._"
 

@@ -22,9 +22,9 @@ import torch
 from scipy.optimize import nnls
 from scipy.stats import spearmanr
 
-from .arch import Arch
-from .models import DepthNet, count_params
-from .models.complexity import graph_figures
+from nas.arch import Arch
+from nas.models import DepthNet, count_params
+from nas.models.complexity import graph_figures
 
 MIN_POINTS = 4  # fewer measured trials than this: no prediction, the candidate is simply trained
 MIN_MARGIN = 0.8  # the lower bound is at least 20 % below the prediction

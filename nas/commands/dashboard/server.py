@@ -12,9 +12,10 @@ from pathlib import Path
 
 import optuna
 
-from .config import RunConfig, hide_password
-from .errors import ConfigError
-from .study import artifact_store, open_storage
+from nas.config import RunConfig
+from nas.infra.db import hide_password
+from nas.errors import ConfigError
+from nas.trial.study import artifact_store, open_storage
 
 
 def usable_storage(url: str) -> optuna.storages.RDBStorage:

@@ -21,15 +21,15 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import upload_artifact
 
-from .arch import Arch, ArchError
-from .console import err as console
-from .db_outage import worker_id
-from .latency_model import LatencyPoint, LatencyPredictor, arch_figures, best_possible_score
-from .metrics import final_score
-from .pipeline import (TrialContext, TrialRecord, deploy, graph_key, initial_network, time_untrained,
+from nas.arch import Arch, ArchError
+from nas.infra.console import err as console
+from nas.infra.db import worker_id
+from nas.trial.latency_model import LatencyPoint, LatencyPredictor, arch_figures, best_possible_score
+from nas.metrics import final_score
+from nas.trial.pipeline import (TrialContext, TrialRecord, deploy, graph_key, initial_network, time_untrained,
                        train_candidate)
-from .progress import StudyProgress
-from .signals import Terminated
+from nas.trial.progress import StudyProgress
+from nas.infra.signals import Terminated
 
 
 @dataclass(frozen=True)

@@ -28,18 +28,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import kendalltau
 
-from .config import Budget, RunConfig
-from .console import err as console
-from .errors import ConfigError
-from .files import atomic_write_text
-from .latency_model import spearman
-from .models.pretrained import WeightSource
-from .pipeline import TrialContext, encoder_weights, prepare_context
+from nas.config import Budget, RunConfig
+from nas.infra.console import err as console
+from nas.errors import ConfigError
+from nas.infra.files import atomic_write_text
+from nas.trial.latency_model import spearman
+from nas.models.pretrained import WeightSource
+from nas.trial.pipeline import retrain, trial_weights_setting
+from nas.trial.session import Session, check_inputs, encoder_weights
+from nas.trial.study import load_study
 
 MIN_TRIALS = 3  # fewer pairs than this have no ranking worth a τ
 SUMMARY_ATTR = "proxy_check"
@@ -262,44 +265,29 @@ def check_and_store(study: optuna.Study, ranked: Sequence[FrozenTrial], chosen: 
 
 
 class Retrainer:
-    """Re-trains a trial through `nas finalize`'s step. Data, meter and teacher are prepared at the first
-    re-training, so a re-run with nothing left to re-train loads none of them."""
+    """Re-trains a trial through the pipeline's `retrain` step (as `nas finalize` does). The session opens data,
+    meter and teacher at the first re-training, so a re-run with nothing left to re-train loads none of them."""
 
-    def __init__(self, config: RunConfig, budget: Budget, space: Any, devices: list,
-                 weights: dict[str, WeightSource], workdir: Path):
-        self.config, self.budget, self.space, self.devices = config, budget, space, devices
-        self.weights, self.workdir = weights, workdir
-        self.ctx: TrialContext | None = None
+    def __init__(self, session: Session, budget: Budget, workdir: Path):
+        self.session, self.budget, self.workdir = session, budget, workdir
 
     def __call__(self, trial: FrozenTrial) -> dict[str, Any]:
-        from .finalize import retrain
-        from .search import ensure_synthetic_data
-
-        if self.ctx is None:
-            if self.config.data is None:
-                ensure_synthetic_data(self.config)
-            self.ctx = prepare_context(self.config, self.space, self.devices, self.budget, self.weights)
+        config, ctx = self.session.config, self.session.context
         out = self.workdir / f"trial-{trial.number}"
         out.mkdir(parents=True, exist_ok=True)
-        done = retrain(self.ctx, trial, self.budget, out, f"trial {trial.number} re-run",
-                       self.config.seed + trial.number)  # the search trained trial N with seed + N
+        done = retrain(ctx, trial, self.budget, out, f"trial {trial.number} re-run",
+                       config.seed + trial.number)  # the search trained trial N with seed + N
         record = {k: v for k, v in done.record.as_attrs().items() if k != "arch"}  # the trial holds the arch
         console.print(f"trial {trial.number} re-trained: si-RMSE {done.record.si_rmse:.4f} (search "
                       f"{trial.user_attrs['si_rmse']:.4f}), score {done.record.final_score:.3f} (search "
                       f"{trial.user_attrs['final_score']:.3f})", markup=False, soft_wrap=True)
         return {**record, "train_steps": done.train.steps, "train_seconds": done.train.seconds,
-                "distill_lambda": done.distill_lambda, "val_images": len(self.ctx.val_frames), "files": str(out)}
-
-    def close(self) -> None:
-        if self.ctx is not None:
-            self.ctx.meter.close()
+                "distill_lambda": done.distill_lambda, "val_images": len(ctx.val_frames), "files": str(out)}
 
 
 def trial_weights(config: RunConfig, chosen: Sequence[FrozenTrial]) -> dict[str, WeightSource]:
     """Each chosen trial's encoder starts where its search trial started (as in `nas finalize`), resolved and
     checked before any work."""
-    from .finalize import trial_weights_setting
-
     groups: dict[str, tuple[Any, set[str]]] = {}
     for t in chosen:
         setting = trial_weights_setting(config, t)
@@ -316,25 +304,19 @@ def default_out(config: RunConfig) -> Path:
 
 def proxy_check(config: RunConfig, k: int, budget: Budget, out: Path | None = None) -> dict[str, Any]:
     """Check K trials of `config.study` at `budget`; returns the summary (also in the study and `out`)."""
-    from .search import check_inputs
-    from .study import load_study
-
     check_k(k)
     study = load_study(config.storage_url, config.study)
     ranked = ranked_trials(study)
     check_request(config.study, len(ranked), k)
     chosen = select(ranked, k)
-    space, devices = check_inputs(config)
-    weights = trial_weights(config, chosen)
+    check_inputs(config)  # a bad space, device or data set is named before the weights are resolved
     out = out or default_out(config)
-    console.print(f"proxy check of study {config.study!r}: trials {', '.join(str(t.number) for t in chosen)} of "
-                  f"{len(ranked)} complete, re-trained at budget {budget.name} ({budget.steps} steps × "
-                  f"{budget.batch_size})", markup=False, soft_wrap=True)
-    retrainer = Retrainer(config, budget, space, devices, weights, out.parent / config.study)
-    try:
+    with Session(config, weights=trial_weights(config, chosen), budget=budget) as session:
+        console.print(f"proxy check of study {config.study!r}: trials {', '.join(str(t.number) for t in chosen)} "
+                      f"of {len(ranked)} complete, re-trained at budget {budget.name} ({budget.steps} steps × "
+                      f"{budget.batch_size})", markup=False, soft_wrap=True)
+        retrainer = Retrainer(session, budget, out.parent / config.study)
         return check_and_store(study, ranked, chosen, recipe(budget, config), retrainer, out)
-    finally:
-        retrainer.close()
 
 
 def _interval(stats: dict[str, Any]) -> str:

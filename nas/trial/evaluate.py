@@ -9,9 +9,9 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from .data.dataset import DepthSplit
-from .export.tflite_convert import TFLiteModel
-from .metrics import mean_metrics
+from nas.data.dataset import DepthSplit
+from nas.export.tflite_convert import TFLiteModel
+from nas.metrics import mean_metrics
 
 
 def evaluate_tflite(tflite_path: Path, split: DepthSplit, threads: int = 2,

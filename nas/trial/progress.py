@@ -1,7 +1,7 @@
 """Where a running study stands, as one line at the start of each trial.
 
 `trial k of N (M trained so far), best X.XXX (trial j), elapsed HH:MM, about HH:MM left`: k and M
-count trained trials (what `--trials` counts, see `nas.study.trained_count`), the estimate is this
+count trained trials (what `--trials` counts, see `nas.trial.study.trained_count`), the estimate is this
 run's mean wall time per trained trial times the trials left. A plain line, so a log file reads as
 well as a terminal.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .study import is_feasible, is_trained, trained_count
+from nas.trial.study import is_feasible, is_trained, trained_count
 
 
 def hh_mm(seconds: float) -> str:

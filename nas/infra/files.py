@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import NasRuntimeError
+from nas.errors import NasRuntimeError
 
 # The names `atomic_path` gives its temporaries: `.NAME.PID.HEX8.tmp`.
 TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")

@@ -1,119 +1,24 @@
-"""`nas run`: check every input, load data once, then let Optuna run trials until the target count."""
+"""The search behind `nas run`: check every input, load data once, then let Optuna run trials until the target."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from pathlib import Path
+
 
 import numpy as np
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
-from rich.progress import Progress
 from rich.table import Table
 
-from .config import RunConfig
-from .data.check import require_valid_dataset
-from .data.layout import list_pairs
-from .data.synth import synthesize
-from .db_outage import optimize_through_outages
-from .errors import ConfigError
-from .arch import Arch
-from .console import err as console
-from .hardware import load_hardware
-from .objective import TrialObjective
-from .pipeline import encoder_weights, prepare_context
-from .progress import StudyProgress
-from .presets import PRESETS
-from .space import SearchSpace, load_space
-from .study import FLOOR_ATTR, artifact_store, is_feasible, open_study, trained_count
-from .study_note import write_study_note
-
-SYNTH_MARKER = ".synthetic.json"
-
-
-def ensure_synthetic_data(config: RunConfig) -> Path:
-    """The embedded default data: generated once under results/, reused while its recipe is unchanged."""
-    root = config.results / "data"
-    recipe = {"train": config.synth_train, "validation": config.synth_val, "test": config.synth_test,
-              "seed": config.synth_seed, "width": config.deploy_width, "height": config.deploy_height}
-    marker = root / SYNTH_MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == recipe:
-        return root
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("generating synthetic scenes", total=sum(recipe[s] for s in ("train", "validation", "test")))
-        synthesize(root, {s: recipe[s] for s in ("train", "validation", "test")}, seed=config.synth_seed,
-                   width=config.deploy_width, height=config.deploy_height, workers=os.cpu_count() or 1,
-                   progress=lambda done, total: progress.update(task, completed=done))
-    marker.write_text(json.dumps(recipe))
-    return root
-
-
-def check_inputs(config: RunConfig) -> tuple[SearchSpace, list]:
-    """Space, hardware and data, each checked; a ConfigError names the file before any work starts."""
-    space = load_space(config.space)
-    devices = load_hardware(config.hardware)
-    if config.data is not None:
-        require_valid_dataset(config.data)
-    check_calibration_set(config, space)
-    return space, devices
-
-
-MIN_CALIBRATION_IMAGES = 4
-
-
-def check_calibration_set(config: RunConfig, space: SearchSpace) -> None:
-    """int8 candidates are calibrated on training images: refuse a set too small before any work starts."""
-    precision = next((p for p in space.params if p.name == "precision"), None)
-    if precision is None or "int8" not in (precision.choices or ()):
-        return
-    available = config.synth_train if config.data is None else len(list_pairs(config.data, "train"))
-    limit = config.train_budget.train_limit
-    available = min(available, limit) if limit else available
-    if available < MIN_CALIBRATION_IMAGES:
-        where = config.data / "train" if config.data is not None else config.space
-        raise ConfigError(where, f"the space allows int8 models, which are calibrated on training images: "
-                                 f"{available} available, at least {MIN_CALIBRATION_IMAGES} needed")
-
-
-def preset_points(space: SearchSpace) -> dict[str, Arch]:
-    """Every seed preset in every precision the space offers, named `preset` or `preset-int8`."""
-    precision = next((p for p in space.params if p.name == "precision"), None)
-    precisions = list(precision.choices) if precision is not None and precision.choices else ["fp32"]
-    points = {}
-    for name, arch in PRESETS.items():
-        for p in precisions:
-            points[name if p == "fp32" else f"{name}-{p}"] = dataclasses.replace(arch, precision=p)
-    return points
-
-
-def enqueue_baselines(study: optuna.Study, space: SearchSpace, names: list[str] | None = None) -> int:
-    """Enqueue seed presets that lie in the space and are not in the study yet; how many were enqueued.
-
-    `names` None: every preset in every precision of the space, in `PRESETS` order, cheapest first
-    (fewest MACs at 640×480), so that once the cheap ones are timed the latency screen can skip the
-    presets that cannot beat them; a preset outside the space is then skipped with a line saying so.
-    Named presets run in the order given; one outside the space is skipped silently.
-    """
-    trials = study.get_trials(deepcopy=False)
-    seen_archs = {t.user_attrs.get("arch_id") for t in trials}
-    seen_presets = {t.user_attrs.get("preset") for t in trials}
-    points = preset_points(space)
-    wanted = list(points) if names is None else [n for n in names if n in points]
-    count = 0
-    for name in wanted:
-        arch = points[name]
-        if arch.arch_id in seen_archs or name in seen_presets:
-            continue
-        if problems := space.violations(arch):
-            if names is None:
-                console.print(f"preset {name} is not a point of this space ({problems[0]}); skipped", markup=False)
-            continue
-        study.enqueue_trial(arch.to_params(), user_attrs={"preset": name}, skip_if_exists=True)
-        count += 1
-    return count
-
+from nas.config import RunConfig
+from nas.infra.outage import optimize_through_outages
+from nas.errors import ConfigError
+from nas.infra.console import err as console
+from nas.trial.objective import TrialObjective
+from nas.trial.baselines import enqueue_baselines
+from nas.trial.session import Session
+from nas.trial.progress import StudyProgress
+from nas.trial.study import FLOOR_ATTR, artifact_store, is_feasible, open_study, trained_count
+from nas.trial.study_note import write_study_note
 
 class StopAtTrainedTrials:
     """Stop once the study holds `target` trained trials (complete, or pruned while training).
@@ -151,8 +56,13 @@ def running_elsewhere(study: optuna.Study) -> int:
 
 def run_search(config: RunConfig) -> optuna.Study:
     """Create or resume the study and run trials until `config.trials` have finished."""
-    space, devices = check_inputs(config)
-    weights = encoder_weights(config, list(space.backbones()))
+    with Session(config) as session:
+        return search(session)
+
+
+def search(session: Session) -> optuna.Study:
+    """The study of `session.config`, opened (or created) and run to its target."""
+    config, space, devices = session.config, session.space, session.devices
     store = artifact_store(config)  # an unreachable bucket is a clear error now, not after the first training
     config.results.mkdir(parents=True, exist_ok=True)
     try:
@@ -167,8 +77,7 @@ def run_search(config: RunConfig) -> optuna.Study:
                           + "; ".join(conflicts) + "): Optuna cannot change a parameter's choices within a study, "
                           "so every new trial would fail. Run the new space under another --study name, or "
                           "resume this study with the space it was started with")
-    if config.data is None:
-        ensure_synthetic_data(config)
+    session.prepare_data()
     write_study_note(study, config, space, devices)
     if config.baselines != "none":
         if count := enqueue_baselines(study, space, None if config.baselines == "all" else config.baselines):
@@ -181,7 +90,7 @@ def run_search(config: RunConfig) -> optuna.Study:
     if config.objective == "pareto" and config.pruner != "none":
         console.print("pruning is off for --objective pareto (Optuna cannot prune multi-objective studies); "
                       "the latency screen is off too, so the whole front is kept")
-    ctx = prepare_context(config, space, devices, weights=weights)
+    ctx = session.context
     timing = ""
     if config.times_before_training:
         timing = (", each new graph timed before training" if config.time_before_training is True
@@ -202,11 +111,8 @@ def run_search(config: RunConfig) -> optuna.Study:
         study.optimize(objective, n_trials=attempts, timeout=timeout, catch=(Exception,), gc_after_trial=True,
                        callbacks=[stopper, progress])
 
-    try:
-        optimize_through_outages(study, optimize, config.storage_url, config.storage_shown, config.outage_s,
-                                 config.timeout)
-    finally:
-        ctx.meter.close()
+    optimize_through_outages(study, optimize, config.storage_url, config.storage_shown, config.outage_s,
+                             config.timeout)
     return study
 
 

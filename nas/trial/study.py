@@ -17,11 +17,12 @@ from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
 # Heartbeats, metric names and the retry callback are stable in practice; keep users' logs readable.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-from .config import RunConfig, hide_password
-from .db_outage import ResilientRDBStorage
-from .errors import ConfigError
-from .hardware.pool import DB_CONNECT_TIMEOUT_S
-from .setup_lock import setup_lock
+from nas.config import RunConfig
+from nas.infra.db import hide_password
+from nas.infra.outage import ResilientRDBStorage
+from nas.errors import ConfigError
+from nas.infra.db import DB_CONNECT_TIMEOUT_S
+from nas.infra.db import setup_lock
 
 SCORE_METRICS = ["final_score"]
 PARETO_METRICS = ["si_rmse", "latency_ms"]

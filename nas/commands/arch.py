@@ -1,0 +1,88 @@
+"""`nas arch list | show | export`: the seed architectures and arch JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+import json
+
+from nas.arch import Arch, ArchError
+from nas.errors import ConfigError, NasRuntimeError
+from nas.infra.console import out
+
+arch_app = typer.Typer(help="Seed architectures and arch JSON: list, show, export.", no_args_is_help=True)
+
+
+def _resolve_arch(name_or_json: str) -> Arch:
+    """A preset, arch JSON or JSON file; one that cannot be read is bad input."""
+    from nas.presets import resolve_arch
+
+    try:
+        return resolve_arch(name_or_json)
+    except ValueError as exc:  # ArchError included
+        raise ConfigError(None, str(exc)) from None
+
+
+@arch_app.command("list")
+def arch_list() -> None:
+    """The seed presets with backbone, params and MACs at 640×480."""
+    from rich.table import Table
+
+    from nas.models import DepthNet, count_macs, count_params
+    from nas.presets import PRESETS
+
+    table = Table(title="seed architectures (MACs at 640×480)")
+    for column in ("name", "backbone", "scale", "params", "MMACs", "arch_id"):
+        table.add_column(column)
+    for name, arch in PRESETS.items():
+        model = DepthNet(arch)
+        table.add_row(name, arch.backbone, arch.input_scale, f"{count_params(model):,}",
+                      f"{count_macs(model, 480, 640) / 1e6:,.0f}", arch.arch_id)
+    out.print(table)
+
+
+@arch_app.command("show")
+def arch_show(name_or_json: str, as_json: Annotated[bool, typer.Option("--json")] = False,
+              height: int = 480, width: int = 640) -> None:
+    """The full Arch of a preset, arch JSON or JSON file, with params and MACs."""
+    from nas.models import DepthNet, count_macs, count_params
+
+    arch = _resolve_arch(name_or_json)
+    try:
+        model = DepthNet(arch)
+    except ValueError as exc:  # ArchError included: an arch that cannot be built
+        raise ConfigError(None, str(exc)) from None
+    info = {"arch": arch.to_dict(), "arch_id": arch.arch_id, "params": count_params(model),
+            "macs": count_macs(model, height, width), "resolution": [height, width]}
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        out.print(info)
+
+
+@arch_app.command("export")
+def arch_export(name_or_json: str, out_dir: Annotated[Path, typer.Option("--out")],
+                height: int = 480, width: int = 640,
+                precision: Annotated[Optional[str], typer.Option(
+                    help="fp32 | int8 (calibrated on rendered scenes; default: the arch's own)")] = None) -> None:
+    """Export a preset or arch JSON (untrained weights) to ONNX and TFLite, with the parity report."""
+    import dataclasses
+
+    from nas.export.pipeline import export_arch
+
+    arch = _resolve_arch(name_or_json)
+    if precision is not None:
+        try:
+            arch = dataclasses.replace(arch, precision=precision)
+        except ArchError as exc:
+            raise ConfigError(None, str(exc)) from None
+    try:
+        report = export_arch(arch, out_dir, height, width, precision=arch.precision)
+    except ArchError as exc:  # an arch that cannot be built: bad input
+        raise ConfigError(None, str(exc)) from None
+    except ValueError as exc:  # the export itself failed (ExportError reaches the boundary as it is)
+        raise NasRuntimeError(None, str(exc)) from None
+    out.print(report)

@@ -1,0 +1,22 @@
+"""`nas devices check`: connect to each device of a profile, verify it, time one small model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+devices_app = typer.Typer(help="Target devices (hardware profiles).", no_args_is_help=True)
+
+
+@devices_app.command("check")
+def devices_check(file: Annotated[Path, typer.Argument(help="hardware profile or pool YAML")],
+                  storage: Annotated[Optional[str], typer.Option(
+                      help="study database: lease each device so a running search is not disturbed")] = None,
+                  trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys")] = False) -> None:
+    """Connect to each device, verify it, time one small model; exit 1 if any fails."""
+    from nas.hardware.check import check_devices
+
+    raise typer.Exit(check_devices(file, storage_url=storage, trust_new_host_keys=trust_new_host_keys))

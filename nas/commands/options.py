@@ -1,0 +1,22 @@
+"""Command-line options several commands share, with one help text each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nas.config import BUDGETS
+
+BudgetOption = Annotated[Optional[str], typer.Option(
+    "--budget", help=f"{' | '.join(BUDGETS)}: training steps, resolution, data subset")]
+StudyName = Annotated[Optional[str], typer.Option("--study", help="study name")]
+Storage = Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///RESULTS/nas.db)")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config file (keys as the flags)")]
+Results = Annotated[Optional[Path], typer.Option(help="output folder (default results/)")]
+Artifacts = Annotated[Optional[str], typer.Option(help="artifact store: a folder or s3://BUCKET "
+                                                       "(default RESULTS/artifacts)")]
+Pretrained = Annotated[Optional[str], typer.Option(
+    help="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else random) | none | "
+         "imagenet (download if needed) | FOLDER with <backbone>.safetensors or .pth per backbone")]

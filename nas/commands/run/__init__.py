@@ -1,0 +1,87 @@
+"""`nas run`: create or resume a study and run trials. The search itself is `search.py`, imported when the
+command runs so that `nas --help` stays fast."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from nas.commands.options import Artifacts, BudgetOption, ConfigFile, Pretrained, Results, Storage, StudyName
+from nas.config import load_config
+from nas.errors import NasRuntimeError
+from nas.infra.console import out
+from nas.infra.signals import sigterm_as_interrupt
+
+def run_cmd(config_file: ConfigFile = None,
+        data: Annotated[Optional[Path], typer.Option(help="data set root (default: synthetic data)")] = None,
+        space: Annotated[Optional[Path], typer.Option(help="search-space YAML")] = None,
+        hardware: Annotated[Optional[Path], typer.Option(help="hardware profile YAML")] = None,
+        study: StudyName = None, storage: Storage = None,
+        trials: Annotated[Optional[int], typer.Option(help="trained trials the study should reach: complete or pruned "
+                                                      "while training (failed ones are retried; candidates screened "
+                                                      "out by the latency bound do not count)")] = None,
+        timeout: Annotated[Optional[float], typer.Option(help="stop starting trials after SECONDS")] = None,
+        budget: BudgetOption = None,
+        teacher: Annotated[Optional[Path], typer.Option(help="teacher folder (default: trained under results/)")] = None,
+        no_distill: Annotated[bool, typer.Option("--no-distill", help="train without a teacher")] = False,
+        objective: Annotated[Optional[str], typer.Option(help="score | pareto (si-RMSE and latency)")] = None,
+        pruner: Annotated[Optional[str], typer.Option(help="none | median | hyperband (on estimated Final Scores)")] = None,
+        sampler: Annotated[Optional[str], typer.Option(help="tpe | random")] = None,
+        seed: Optional[int] = None, results: Results = None, artifacts: Artifacts = None,
+        enqueue_baselines: Annotated[bool, typer.Option("--enqueue-baselines",
+                                                        help="start from every seed preset in every precision "
+                                                             "(same as --baselines all)")] = False,
+        baselines: Annotated[Optional[str], typer.Option(
+            help="seed presets to start from: all | none | comma-separated names (default: litedepth)")] = None,
+        trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys",
+                                                          help="accept and save unknown SSH host keys")] = False,
+        pretrained: Pretrained = None,
+        max_si_rmse: Annotated[Optional[float], typer.Option(
+            help="accuracy floor: trials with a higher TFLite si-RMSE are infeasible (never the best); set when the "
+                 "study is created")] = None) -> None:
+    """Create or resume a study and run trials (the embedded default needs no arguments)."""
+    from nas.commands.run.search import run_search, standing_line, summary_table
+
+    config = load_config(config_file, data=data, space=space, hardware=hardware, study=study, storage=storage,
+                         trials=trials, timeout=timeout, budget=budget, teacher=teacher,
+                         distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
+                         results=results, artifacts=artifacts, baselines="all" if enqueue_baselines else _baselines(baselines),
+                         trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained,
+                         max_si_rmse=max_si_rmse)
+    started = datetime.now()  # Optuna stamps trials with naive local time too
+    with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
+        study_obj = run_search(config)
+    out.print(summary_table(study_obj))  # whole in a log file too: nas.infra.console widens non-terminal output
+    if line := standing_line(study_obj):
+        out.print(line, highlight=False, markup=False)
+    location = config.artifacts_location
+    browse = (f"browse: nas dashboard --storage {config.storage_shown} --results {config.results}"
+              + (f" --artifacts {location}\n" if config.artifacts else "\n"))
+    if not location.startswith("s3://"):  # optuna-dashboard's own command line reads artifacts from a folder only
+        browse += f"   or: optuna-dashboard {config.storage_shown} --artifact-dir {location}\n"
+    out.print(f"{browse}"
+              f"ship the best: nas finalize --study {config.study} --storage {config.storage_shown}", highlight=False)
+    if reason := run_failure(study_obj, started):
+        raise NasRuntimeError(None, reason)
+
+
+def _baselines(text: str | None) -> list[str] | str | None:
+    """`--baselines` as the config value: all, none, or a list of preset names."""
+    if text is None or text in ("all", "none"):
+        return text
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def run_failure(study: Any, since: datetime) -> str | None:
+    """Why `nas run` failed when every trial it started failed (so scripts see exit 1), else None."""
+    import optuna
+
+    mine = [t for t in study.get_trials(deepcopy=False)
+            if t.datetime_start is not None and t.datetime_start >= since]
+    if not mine or any(t.state != optuna.trial.TrialState.FAIL for t in mine):
+        return None
+    last = mine[-1].user_attrs.get("fail_reason", "no reason recorded")
+    return f"all {len(mine)} trial(s) of this run failed; last: {last}"

@@ -1,0 +1,1 @@
+"""Infrastructure below every building block: the study database, consoles, signals, atomic files."""
