@@ -1,0 +1,132 @@
+"""The study database going away mid-search (a PostgreSQL restart, seen as dropped and refused
+connections): the worker waits with back-off, fails the trial it lost with the reason, and goes on.
+
+The outage is real at the network level: the worker reaches PostgreSQL through a TCP relay in the
+test, which drops every open connection and refuses new ones for a while, as a restarting server does.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers.workers import start_worker, trials_of, wait_for, write_config
+from sqlalchemy.engine import make_url
+
+from nas.errors import NasRuntimeError
+from nas.infra.outage import wait_for_database
+
+State = optuna.trial.TrialState
+
+
+class DroppingRelay:
+    """A TCP relay to PostgreSQL that can go down (drop every connection, refuse new ones) and come back."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = threading.Event()
+        self.up.set()
+        self.open: list[socket.socket] = []
+        self.dropped = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up.is_set():
+                client.close()  # a server that is restarting: the connection ends at once
+                continue
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def go_down(self) -> None:
+        self.up.clear()
+        with self.lock:
+            for s in self.open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self.dropped += len(self.open) // 2
+            self.open = []
+
+    def come_back(self) -> None:
+        self.up.set()
+
+    def url(self, database_url: str) -> str:
+        return make_url(database_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+
+def test_waiting_for_the_database_backs_off_until_it_answers_or_the_limit(postgres_url: str) -> None:
+    parsed = make_url(postgres_url)
+    relay = DroppingRelay((parsed.host or "127.0.0.1", parsed.port or 5432))
+    relay.go_down()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the relay comes back during the third wait
+        waits.append(seconds)
+        if len(waits) == 3:
+            relay.come_back()
+
+    wait_for_database(relay.url(postgres_url), "db", outage_s=600, sleep=sleep)
+    assert waits == [2.0, 4.0, 8.0]  # exponential back-off
+    relay.go_down()
+    with pytest.raises(NasRuntimeError, match="unreachable for 0 s .*outage_s = 0"):
+        wait_for_database(relay.url(postgres_url), "db", outage_s=0)
+
+
+@pytest.mark.slow
+def test_a_worker_rides_out_a_database_restart_and_reaches_its_target(tmp_path: Path,
+                                                                       fresh_postgres_url: str) -> None:
+    parsed = make_url(fresh_postgres_url)
+    relay = DroppingRelay((parsed.host or "127.0.0.1", parsed.port or 5432))
+    storage = relay.url(fresh_postgres_url)
+    config = write_config(tmp_path, storage, "outage", trials=3, heartbeat_s=1, grace_s=30, outage_s=120)
+    log = tmp_path / "worker.log"
+    worker = start_worker(config, log)
+    try:
+        wait_for("a complete trial", lambda: any(t.state == State.COMPLETE for t in trials_of(fresh_postgres_url, "outage")),
+                 [worker], log)
+        relay.go_down()  # 20 s: longer than any stretch of a smoke trial without a database call
+        time.sleep(20)
+        relay.come_back()
+        assert worker.wait(timeout=600) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = log.read_text()
+    trials = trials_of(fresh_postgres_url, "outage")
+    assert relay.dropped > 0
+    assert "lost the study database" in text and "unreachable; retrying in 2 s" in text
+    assert "study database back after" in text and "Traceback" not in text
+    assert sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials) == 3
+    assert not [t for t in trials if t.state == State.RUNNING]
+    lost = [t for t in trials if t.state == State.FAIL]
+    assert all("study database was unreachable" in t.user_attrs.get("fail_reason", "") for t in lost)

@@ -1,0 +1,65 @@
+"""The report and the dashboard in a real browser: headless Chromium driven by Selenium.
+
+Chromium and its driver come from Debian (`.ci/run` installs them); Selenium is pointed at both, so
+selenium-manager never runs and nothing is downloaded. A missing browser fails these tests: CI has one.
+The study is built without training (`study_builder`), with real PNG artifacts and the study note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from helpers.browser import (
+    WAIT_S,
+    broken_images,
+    loaded_preview,
+    running_dashboard,
+    screenshot_on_failure,
+    severe_console_messages,
+    shown_note,
+    study_id,
+)
+from helpers.study_builder import build_study, demo_trials, make_config
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from nas.report import write_study_report
+
+
+@pytest.fixture(scope="module")
+def demo_results(tmp_path_factory: pytest.TempPathFactory):
+    """A study with presets, searched, failed and pruned trials, previews in the artifact store, and its note."""
+    root = tmp_path_factory.mktemp("browser")
+    config = make_config(root / "results", study="browser-demo")
+    build_study(config, demo_trials())
+    return config
+
+
+def test_report_opens_from_a_file_with_every_image(browser, demo_results, tmp_path):
+    out = write_study_report(demo_results, tmp_path / "report")
+    with screenshot_on_failure(browser, tmp_path / "report-failure.png"):
+        browser.get((out / "report.html").as_uri())
+        WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        assert browser.title == "nas report: browser-demo"
+        images = browser.find_elements(By.TAG_NAME, "img")
+        assert len(images) >= 3 + 5  # pareto, history, importances, and the top trials' previews
+        assert broken_images(browser) == []
+        assert severe_console_messages(browser) == []
+        assert "litedepth-int8" in browser.find_element(By.TAG_NAME, "body").text
+
+
+@pytest.fixture()
+def dashboard(demo_results, tmp_path) -> Iterator[str]:
+    with running_dashboard(demo_results.results, tmp_path) as base:
+        yield base
+
+
+def test_dashboard_shows_the_note_and_a_trial_preview(browser, dashboard, tmp_path):
+    sid = study_id(dashboard, "browser-demo")
+    with screenshot_on_failure(browser, tmp_path / "dashboard-failure.png"):
+        body = shown_note(browser, dashboard, sid)
+        assert "nas finalize --study browser-demo" in body and "Precision choices" in body
+        preview = loaded_preview(browser, dashboard, sid)
+        assert browser.execute_script("return arguments[0].naturalWidth", preview) == 96  # the uploaded strip
+        assert "/artifacts/" in preview.get_attribute("src")

@@ -1,0 +1,130 @@
+"""`nas finalize`'s page and its previews, built from a record dict and a numpy predictor (no conversion)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nas.report.depth_previews import UNKNOWN_COLOUR, depth_previews
+from nas.report.model_page import search_figures, write_model_page
+
+UNKNOWN_RGB = tuple(round(c * 255) for c in UNKNOWN_COLOUR)
+
+
+def scenes(count: int, unknown_columns: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reddish images (never grey) and depth ramps 0.5–6 m whose first `unknown_columns` columns are unknown."""
+    h, w = 24, 32
+    rgb = np.zeros((count, h, w, 3), np.uint8)
+    rgb[..., 0] = 210
+    rgb[..., 2] = np.arange(w, dtype=np.uint8) * 6
+    depth = np.tile(np.linspace(500, 6000, w), (count, h, 1)).astype(np.uint16)
+    depth[:, :, :unknown_columns] = 0
+    return rgb, depth
+
+
+def constant_two_metres(image: np.ndarray) -> np.ndarray:
+    return np.full(image.shape[:2], 2.0, np.float32)
+
+
+def unknown_pixels(png: Path) -> int:
+    image = np.asarray(Image.open(png).convert("RGB"))
+    return int(np.all(image == UNKNOWN_RGB, axis=-1).sum())
+
+
+def test_previews_draw_every_image_and_unknown_ground_truth_in_grey(tmp_path):
+    rgb, depth = scenes(2, unknown_columns=16)
+    seen = []
+    path = depth_previews(tmp_path / "previews.png", rgb, depth,
+                          lambda x: seen.append(x.shape) or constant_two_metres(x), names=["a", "b"])
+    assert seen == [(24, 32, 3)] * 2  # the predictor sees each image once, as (H, W, 3)
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert width > height > 300  # four panels side by side, two rows
+
+    with Image.open(depth_previews(tmp_path / "one.png", rgb[:1], depth[:1], constant_two_metres)) as one:
+        assert one.size[0] == width and one.size[1] < height  # a row per image
+
+    quarter = depth_previews(tmp_path / "quarter.png", *scenes(2, unknown_columns=8), predict=constant_two_metres)
+    assert unknown_pixels(quarter) > 5000
+    # Unknown pixels are grey in the ground truth and the error map: twice the unknown area, twice the grey.
+    assert unknown_pixels(path) == pytest.approx(2 * unknown_pixels(quarter), rel=0.1)
+    full = depth_previews(tmp_path / "known.png", *scenes(2), predict=constant_two_metres)
+    assert unknown_pixels(full) < 0.01 * unknown_pixels(quarter)  # all known: grey only in antialiased edges
+
+
+def test_previews_refuse_mismatched_inputs(tmp_path):
+    rgb, depth = scenes(2)
+    with pytest.raises(ValueError, match="as many images"):
+        depth_previews(tmp_path / "x.png", rgb, depth[:1], constant_two_metres)
+
+
+def record(precision: str = "int8") -> dict:
+    search = {"final_score": 4.1234, "si_rmse": 0.2871, "rmse": 0.911, "log10": 0.0712, "rel": 0.1433,
+              "latency_ms": 31.4, "latency_p90_ms": 33.9, "device": "local-cpu", "threads": 4, "precision": precision,
+              "params": 412_345, "macs": 356_000_000, "tflite_bytes": 1_650_000,
+              "stage_seconds": {"train": 95.0, "export": 20.0}, "preview": "ignored"}
+    parity = {"onnx_vs_torch": 3.1e-6, "tflite_vs_onnx": 4.2e-5}
+    if precision == "int8":
+        parity["int8_vs_onnx"] = {"max_abs_err_m": 0.0871, "median_rel_err": 0.0123, "si_rmse": 0.0456}
+    return {"study": "demo<&>", "trial": 7, "arch": {"backbone": "mobilenetv3_large_100", "depth": 4},
+            "precision": precision, "si_rmse": 0.2514, "rmse": 0.8322, "log10": 0.0655, "rel": 0.1298,
+            "latency_ms": 30.9, "latency_p90_ms": 32.2, "device": "local-cpu", "threads": 4, "params": 412_345,
+            "macs": 356_000_000, "tflite_bytes": 1_640_000, "final_score": 5.4321, "parity": parity,
+            "stage_seconds": {"train": 2400.0, "export": 21.0, "evaluate": 9.0, "measure": 8.0},
+            "score_c": 1.0, "budget": "full", "train_steps": 4000, "train_seconds": 2400.0, "val_images": 16,
+            "resolution": "640×480", "search_score": 4.1234, "search_si_rmse": 0.2871,
+            "search_trial": search_figures(search), "distill_lambda": 0.5, "created": "2025-01-01T00:00:00+00:00"}
+
+
+def test_page_compares_search_and_final_and_shows_parity(tmp_path):
+    rgb, depth = scenes(3, unknown_columns=4)
+    depth_previews(tmp_path / "previews.png", rgb, depth, constant_two_metres)
+    (tmp_path / "model.tflite").write_bytes(b"tflite")
+    (tmp_path / "metrics.json").write_text("{}")
+    page = write_model_page(tmp_path, record(), "previews.png", "3 test image(s): input | ground truth | ...")
+    html = page.read_text()
+
+    for figure in ("0.2871", "0.911", "0.0712", "0.1433", "31.4", "33.9", "4.1234"):  # the search trial's
+        assert f"<td>{figure}</td>" in html, figure
+    for figure in ("0.2514", "0.832", "0.0655", "0.1298", "30.9", "32.2", "5.4321"):  # the final model's
+        assert f"<td><strong>{figure}</strong></td>" in html, figure
+    assert "<td>412,345</td><td><strong>412,345</strong></td>" in html and "356" in html
+    assert "search trial 7" in html and "4,000 steps" in html and "budget <strong>full</strong>" in html
+    assert "<td>95</td><td><strong>2,400</strong></td>" in html  # training time, search against final
+    assert "ONNX against PyTorch" in html and "3.1e-06 m" in html
+    assert "TFLite (float32 model) against ONNX" in html and "4.2e-05 m" in html
+    assert "int8 TFLite against ONNX" in html and "0.0871 m" in html and "si-RMSE 0.0456" in html
+    assert "demo&lt;&amp;&gt;" in html and "demo<&>" not in html  # study names are escaped
+
+    referenced = re.findall(r'(?:src|href)="([^"#]+)"', html)
+    assert {"previews.png", "model.tflite", "metrics.json"} <= set(referenced)
+    assert "model.onnx" not in referenced  # only files in the folder are linked
+    for name in referenced:
+        assert (tmp_path / name).is_file(), name
+    assert '<img class="figure" src="previews.png"' in html
+
+
+def test_page_of_an_fp32_model_without_previews_says_why(tmp_path):
+    html = write_model_page(tmp_path, record("fp32"), None, "no test or validation image").read_text()
+    assert "int8 TFLite against ONNX" not in html and "TFLite (float32 model) against ONNX" in html
+    assert "<img" not in html and "no test or validation image" in html
+
+
+def test_previews_use_the_test_split_or_say_they_fall_back_to_validation(tmp_path):
+    from nas.commands.finalize.release import PREVIEW_IMAGES, preview_split
+    from nas.config import load_config
+    from nas.data.synth import synthesize
+
+    with_test, without_test = tmp_path / "with", tmp_path / "without"
+    synthesize(with_test, {"validation": 1, "test": PREVIEW_IMAGES + 2}, width=64, height=48)
+    synthesize(without_test, {"validation": 2}, width=64, height=48)
+    config = load_config(None, results=tmp_path / "results", data=with_test, deploy_width=64, deploy_height=48)
+    split, name = preview_split(config)
+    assert name == "test" and len(split) == PREVIEW_IMAGES and split.rgb.shape[1:] == (48, 64, 3)
+    split, name = preview_split(config.model_copy(update={"data": without_test}))
+    assert name.startswith("validation") and "test split is empty" in name and len(split) == 2

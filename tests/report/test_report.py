@@ -1,0 +1,248 @@
+"""`nas report` on studies built without training: a full one, one trial, only failures, a Pareto study."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from helpers.study_builder import (
+    FakeTrial,
+    build_study,
+    demo_trials,
+    make_config,
+    preset,
+    searched,
+)
+from optuna.trial import TrialState
+from optuna_dashboard import get_note, save_note
+
+from nas.config import load_config
+from nas.hardware.profile import load_hardware
+from nas.metrics import final_score
+from nas.report import write_study_report
+from nas.report.cost import reason_key
+from nas.report.figures import equal_score_si_rmse, score_levels
+from nas.space import load_space
+from nas.trial.study import open_study
+from nas.trial.study_note import FOOTER, write_study_note
+
+
+def referenced_files(html: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"#]+)"', html)
+
+
+def assert_self_contained(folder: Path) -> str:
+    """Every image or link of report.html is a file beside it (relative path), and no script is needed."""
+    html = (folder / "report.html").read_text()
+    for name in referenced_files(html):
+        assert "/" not in name and ":" not in name, name
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    assert "<script" not in html
+    return html
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("demo")
+    config = make_config(root / "results")
+    build_study(config, demo_trials())
+    out = write_study_report(config, root / "report")
+    return out, assert_self_contained(out)
+
+
+def test_report_names_presets_and_ranks_top_trials_with_previews(demo_report):
+    out, html = demo_report
+    for name in ("litedepth", "litedepth-int8", "fastdepth"):
+        assert f"({name})</td>" in html  # each preset has its named row in the table
+    rows = re.findall(r'<tr id="trial-(\d+)"', html)
+    assert sorted(map(int, rows)) == list(range(7))  # 7 complete trials: top 10 and presets, no failed ones
+    assert rows[0] == "4"  # the best Final Score (24 ms, si-RMSE 0.29) leads
+    assert "Best trial: <strong>4</strong>" in html and "nas finalize --study demo" in html
+    previews = sorted(p.name for p in out.glob("preview-trial-*.png"))
+    assert previews == [f"preview-trial-{n}.png" for n in range(7)]
+    assert (out / "preview-trial-4.png").read_bytes().startswith(b"\x89PNG")
+    assert 'href="preview-trial-2.png"' in html  # the fastdepth row links its preview
+    for figure in ("pareto.png", "history.png", "importances.png"):
+        assert f'src="{figure}"' in html
+
+
+def test_equal_score_lines_are_drawn_through_the_best_score(demo_report):
+    out, html = demo_report
+    best = final_score(0.29, 0.024)
+    levels = score_levels(best)
+    assert levels[0] == pytest.approx(best) and levels[1] == pytest.approx(best / 2)
+    assert f"equal Final Score ({', '.join(f'{s:.3g}' for s in levels)})" in html
+    # a line of equal score is the inverse of the Final Score: points on it score exactly that
+    for latency_ms in (10.0, 24.0, 300.0):
+        si = equal_score_si_rmse(levels[1], latency_ms)
+        assert final_score(si, latency_ms / 1000) == pytest.approx(levels[1])
+    assert equal_score_si_rmse(best, 24.0) == pytest.approx(0.29)
+
+
+def test_cost_groups_reasons_and_sums_stages(demo_report):
+    out, html = demo_report
+    assert reason_key("pruned at step 50: estimated score 0.912\nsecond line") == "pruned at step …: estimated score …"
+    assert reason_key(None) == "(no reason recorded)"
+    # the two pruned-while-training trials share one reason row, counted 2, with their numbers
+    assert re.search(r"<td class=\"text\">PRUNED</td><td class=\"text\">pruned at step …: estimated score … "
+                     r"\(validation si-RMSE …, predicted latency … ms\)</td><td>2</td><td class=\"text\">8, 9</td>", html)
+    assert "PRUNED before training</td><td class=\"text\">latency bound:" in html
+    assert "ExportError: onnx2tf failed on Resize</td><td>1</td>" in html and "Traceback" not in html
+    # train seconds: 7 complete trials (95 + 3i) and 2 pruned while training (40 each)
+    train_total = sum(95.0 + 3 * i for i in range(7)) + 80.0
+    assert f"<td class=\"text\">train</td><td>{train_total:,.1f}</td><td>{train_total / 9:,.1f}</td>" in html
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["states"] == {"COMPLETE": 7, "FAIL": 1, "PRUNED": 3} and summary["best"]["number"] == 4
+    assert summary["report"] == "report.html" and set(summary["importances"]) == {
+        "backbone", "input_scale", "precision", "distill_lambda"}
+    with open(out / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["number"] for r in rows] == [str(n) for n in range(11)] and rows[2]["preset"] == "fastdepth"
+
+
+def test_one_trial_study_explains_missing_importances(tmp_path):
+    config = make_config(tmp_path / "results", study="single")
+    build_study(config, [FakeTrial(preset("litedepth"), si_rmse=0.3, latency_ms=40.0, preset="litedepth")])
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    assert "Parameter importances need at least 4 complete trials; this study has 1." in html
+    assert 'src="importances.png"' not in html and not (out / "importances.png").exists()
+    assert "(litedepth)</td>" in html and 'src="pareto.png"' in html and 'src="preview-trial-0.png"' in html
+
+
+def test_study_of_only_failed_trials_says_so_plainly(tmp_path):
+    config = make_config(tmp_path / "results", study="broken")
+    build_study(config, [FakeTrial(searched("mobilenetv1_100"), TrialState.FAIL,
+                                   fail_reason="NasRuntimeError: device local-cpu unreachable") for _ in range(3)])
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    assert "No trial completed: 3 failed and 0 pruned" in html
+    assert "<img" not in html and "Top trials" not in html
+    assert "NasRuntimeError: device local-cpu unreachable</td><td>3</td>" in html
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"] is None and summary["pareto_front_trials"] == []
+
+
+def test_pareto_study_is_reported_from_user_attributes(tmp_path):
+    config = make_config(tmp_path / "results", study="front", objective="pareto")
+    study = build_study(config, demo_trials())
+    assert len(study.directions) == 2 and study.metric_names == ["si_rmse", "latency_ms"]
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    assert "objective: si_rmse (minimize), latency_ms (minimize)" in html
+    assert "Best trial: <strong>4</strong>" in html and "(fastdepth)</td>" in html
+    assert json.loads((out / "summary.json").read_text())["pareto_front_trials"] == [4, 3, 5]
+
+
+def test_rerunning_the_report_replaces_its_files(demo_report, tmp_path):
+    config = make_config(tmp_path / "results", study="again")
+    build_study(config, demo_trials()[:2])
+    out = write_study_report(config, tmp_path / "report")
+    first = (out / "preview-trial-0.png").read_bytes()
+    write_study_report(config, out)  # the preview files exist already: replaced, not an error
+    assert (out / "preview-trial-0.png").read_bytes() == first
+
+
+def test_study_note_names_the_search_and_respects_a_persons_edit(tmp_path):
+    config = load_config(None, results=tmp_path, study="noted", budget="smoke")
+    study = open_study(config)
+    space, devices = load_space(config.space), load_hardware(config.hardware)
+    write_study_note(study, config, space, devices)
+    note = get_note(study)
+    for text in ("## nas study `noted`", "synthetic scenes", f"`{space.name}`", f"`{devices[0].name}`",
+                 "`smoke`", "fp32, int8", "**Encoder weights:** `auto`", "nas finalize --study noted", FOOTER):
+        assert text in note, text
+    save_note(study, "my own findings")
+    write_study_note(study, config, space, devices)
+    assert get_note(study) == "my own findings"
+
+
+def test_metric_names_are_set_once(tmp_path):
+    config = make_config(tmp_path, study="named")
+    study = open_study(config)
+    study.set_metric_names(["score"])
+    assert open_study(config).metric_names == ["score"]  # a resumed study keeps what it has
+
+
+def test_previews_are_drawn_from_each_trials_model_on_a_validation_frame(tmp_path):
+    """With the study's data and models at hand: input | ground truth | prediction | error, not the stored strip."""
+    from PIL import Image
+
+    from nas.data.synth import synthesize
+    from nas.hardware.check import build_reference_model
+
+    model = build_reference_model(tmp_path / "m.tflite", 48, 64, 4)
+    config = load_config(None, results=tmp_path / "results", study="drawn", deploy_height=48, deploy_width=64)
+    synthesize(config.data_root, {"train": 1, "validation": 1}, seed=0, width=64, height=48)
+    build_study(config, [FakeTrial(searched("mobilenetv1_100"), si_rmse=0.3, latency_ms=10.0)], model=model)
+    out = write_study_report(config, tmp_path / "report")
+    assert_self_contained(out)
+    drawn = Image.open(out / "preview-trial-0.png")
+    stored = Image.open(config.results / "previews" / "0" / "preview.png")
+    assert drawn.size != stored.size and drawn.width > 4 * 64  # four panels and colour bars, not the 96×24 strip
+
+    (config.results / "data").rename(tmp_path / "elsewhere")  # no data: the stored preview is copied instead
+    out = write_study_report(config, tmp_path / "report2")
+    assert Image.open(out / "preview-trial-0.png").size == stored.size
+
+
+# Of demo_trials, at si-RMSE ≤ 0.28 only fastdepth (trial 2, 0.27), mobilenetv3_large_100 (3, 0.26) and efficientnet_b1
+# int8 (5, 0.25) are feasible; the fastest network, trial 4 (0.29 at 24 ms), is the best Final Score without the floor.
+FLOOR = 0.28
+
+
+@pytest.fixture(scope="module")
+def floored_study(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("floored")
+    config = make_config(root / "results", study="floored", max_si_rmse=FLOOR)
+    return config, build_study(config, demo_trials())
+
+
+def test_an_accuracy_floor_decides_the_best_trial_everywhere(floored_study, tmp_path):
+    from nas.commands.finalize.release import pick_trial
+    from nas.commands.run.search import standing_line, summary_table
+    from nas.trial.progress import best_score
+    from nas.trial.study import is_feasible
+
+    config, study = floored_study
+    complete = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
+    assert max(complete.values(), key=lambda t: t.user_attrs["final_score"]).number == 4  # the unfloored best
+    assert {n for n, t in complete.items() if is_feasible(t)} == {2, 3, 5}
+    assert study.best_trial.number == 3  # Optuna's own choice, from the constraints the trials carry
+    assert pick_trial(study, None).number == 3  # what `nas finalize` ships
+    assert pick_trial(study, 4).number == 4  # a trial named by number is the user's call
+    assert best_score(study) == (complete[3].user_attrs["final_score"], 3)  # the progress line
+    line = standing_line(study)
+    assert line.startswith("best searched trial 3 ") and "(fastdepth, trial 2)" in line and "within max_si_rmse 0.28" in line
+    table = summary_table(study)
+    assert [int(n) for n in table.columns[0]._cells] == [3, 5, 2]  # feasible only, best first; fastdepth is the preset
+    assert "si-RMSE ≤ 0.28" in table.title and table.caption.startswith("4 complete trial(s) above max_si_rmse 0.28")
+
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["number"] == 3 and summary["max_si_rmse"] == FLOOR
+    with open(out / "trials.csv") as f:
+        feasible = {int(r["number"]): r["feasible"] for r in csv.DictReader(f)}
+    assert feasible[3] == "True" and feasible[4] == "False" and feasible[7] == ""  # a failed trial has no verdict
+    assert "Best trial: <strong>3</strong>" in html and "si-RMSE ≤ 0.28" in html
+    assert re.search(r'<tr id="trial-4" class="infeasible">', html)
+    assert re.search(r'<tr id="trial-0" class="preset infeasible">', html)  # litedepth, 0.31
+
+
+def test_a_floor_no_trial_meets_leaves_no_best_and_says_so(tmp_path):
+    from nas.commands.finalize.release import pick_trial
+    from nas.errors import ConfigError
+
+    config = make_config(tmp_path / "results", study="strict", max_si_rmse=0.1)
+    study = build_study(config, demo_trials())
+    with pytest.raises(ConfigError, match=r"no complete trial meets its max_si_rmse 0.1 \(the most accurate, trial 5, "
+                                          r"has si-RMSE 0.2500\)"):
+        pick_trial(study, None)
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    assert "None of the 7 complete trial(s) meets the accuracy floor" in html and "pareto.png" in html
+    assert json.loads((out / "summary.json").read_text())["best"] is None
