@@ -7,7 +7,8 @@ their own for an error, and every error prints as one `error: ...` line with the
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Annotated, Any
 
 import click
 import typer
@@ -25,6 +26,7 @@ from nas.commands.run import run_cmd
 from nas.commands.teacher import teacher_app
 from nas.errors import ConfigError, NasRuntimeError
 from nas.infra.signals import Terminated
+from nas.infra.third_party import VERBOSE_ENV
 
 HELP = f"""Hardware-aware architecture search for on-device depth estimation.
 
@@ -60,6 +62,17 @@ class ErrorBoundary(TyperGroup):
 
 
 app = typer.Typer(cls=ErrorBoundary, help=HELP, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def options(verbose: Annotated[bool, typer.Option(
+        "--verbose", help="show other programs' output (TensorFlow, LiteRT, Optuna) on the terminal instead of "
+                          "in the log file under RESULTS/logs")] = False) -> None:
+    """Hardware-aware architecture search for on-device depth estimation."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # children (conversion server, workers it starts) see it too
+
+
 app.add_typer(data_app, name="data")
 app.add_typer(arch_app, name="arch")
 app.add_typer(devices_app, name="devices")

@@ -18,5 +18,7 @@ def devices_check(file: Annotated[Path, typer.Argument(help="hardware profile or
                   trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys")] = False) -> None:
     """Connect to each device, verify it, time one small model; exit 1 if any fails."""
     from nas.hardware.check import check_devices
+    from nas.infra.third_party import route_to_log
 
+    route_to_log(Path.home() / ".cache" / "nas" / "logs", "devices")  # TensorFlow builds the reference model
     raise typer.Exit(check_devices(file, storage_url=storage, trust_new_host_keys=trust_new_host_keys))

@@ -14,6 +14,7 @@ import numpy as np
 from nas.export import ExportError, check_close, check_precision
 from nas.export.onnx2tf_job import FP32_FILE, INT8_FILE, ONNX2TF_SIMPLIFIES, SIMPLIFIED
 from nas.export.conversion_server import CONVERSIONS
+from nas.infra.third_party import native_stderr_to_log
 
 # onnx2tf downloads this file from the internet unless it lies in the working directory.
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -172,8 +173,9 @@ class TFLiteModel:
     def __init__(self, path: Path, threads: int = 2):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        with native_stderr_to_log():  # LiteRT announces its CPU delegate from C++ on every load
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 

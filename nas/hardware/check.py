@@ -18,6 +18,7 @@ from rich.text import Text
 
 from nas.infra.console import out
 from nas.infra.files import atomic_write_bytes, sha256_file
+from nas.infra.third_party import native_stderr_to_log
 from nas.hardware.backend import Backend, MeasurementError
 from nas.hardware.meter import default_holder, make_backend
 from nas.hardware.pool import LeaseHeartbeat, LeasePool
@@ -35,9 +36,11 @@ def build_reference_model(path: Path, height: int = 96, width: int = 128, channe
     It is the same kind of graph a trial exports (convs, ReLU, a depthwise conv, a resize), small
     enough to time in milliseconds on a Pi 4; tests use a 16x16 one that runs in microseconds.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
-    import tensorflow as tf
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_to_log():  # TensorFlow's start-up probes (CUDA, oneDNN) print from C++
+        import tensorflow as tf
 
     rng = np.random.default_rng(0)
 
@@ -56,7 +59,8 @@ def build_reference_model(path: Path, height: int = 96, width: int = 128, channe
         return tf.nn.conv2d(y, w_out, 1, "SAME")
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
-    data = converter.convert()
+    with native_stderr_to_log():  # the MLIR converter reports its passes from C++
+        data = converter.convert()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)

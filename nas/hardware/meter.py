@@ -366,9 +366,9 @@ class LatencyMeter:
                 raise DeviceError(
                     f"{dev.name}: too hot: {error.temperature_c:.1f} °C > max_temp_c "
                     f"{dev.max_temp_c:g} °C after {waits}", blame="transient")
-            why = (f"{error.temperature_c:.1f} °C > {dev.max_temp_c:g} °C"
-                   if error.temperature_c is not None else str(error))
-            note(f"{dev.name}: {why}, cooling down {dev.cooldown_s:g} s "
+            why = (f"{dev.name}: {error.temperature_c:.1f} °C > {dev.max_temp_c:g} °C"
+                   if error.temperature_c is not None else str(error))  # a DeviceError names its device
+            note(f"{why}, cooling down {dev.cooldown_s:g} s "
                  f"(check {check + 1} of {dev.cooldown_checks})")
             time.sleep(dev.cooldown_s)
         raise AssertionError("unreachable")

@@ -20,8 +20,9 @@ def _width(stream: TextIO) -> int | None:
     return None if stream.isatty() else LOG_WIDTH
 
 
-out = Console(markup=False, width=_width(sys.stdout))
-err = Console(stderr=True, markup=False, width=_width(sys.stderr))
+# Nor are long lines broken there: a line of a log file is one message, whatever its length.
+out = Console(markup=False, width=_width(sys.stdout), soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, markup=False, width=_width(sys.stderr), soft_wrap=not sys.stderr.isatty())
 
 EXIT_FAILED = 1  # a failure during work, or a check that found problems
 EXIT_BAD_INPUT = 2  # bad input, found before work starts (as click's own usage errors)

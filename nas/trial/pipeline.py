@@ -43,9 +43,9 @@ from nas.trial.session import TrialContext
 def graph_key(arch: Arch, config: RunConfig) -> str:
     """What an on-device latency depends on besides the device: architecture (precision included),
     deployment resolution and converter. Device, threads and runtime complete the cache key."""
-    import onnx2tf
+    from importlib.metadata import version  # not `import onnx2tf`: that would load TensorFlow into this process
 
-    text = (f"{arch.arch_id}|{config.deploy_height}x{config.deploy_width}|onnx2tf {onnx2tf.__version__}"
+    text = (f"{arch.arch_id}|{config.deploy_height}x{config.deploy_width}|onnx2tf {version('onnx2tf')}"
             f"|graph v{GRAPH_VERSION}")
     return "graph-" + hashlib.sha256(text.encode()).hexdigest()[:58]
 

@@ -11,6 +11,7 @@ import typer
 from nas.commands.options import BudgetOption, ConfigFile, Pretrained, Results, Storage, StudyName
 from nas.config import load_config
 from nas.infra.console import out
+from nas.infra.third_party import route_to_log
 
 def finalize_cmd(config_file: ConfigFile = None, study: StudyName = None, storage: Storage = None,
                  trial: Annotated[Optional[int], typer.Option(help="trial number (default: best)")] = None,
@@ -24,5 +25,6 @@ def finalize_cmd(config_file: ConfigFile = None, study: StudyName = None, storag
 
     config = load_config(config_file, study=study, storage=storage, budget=budget, data=data, hardware=hardware,
                          results=results, distill=False if no_distill else None, pretrained=pretrained)
+    route_to_log(config.results / "logs", "finalize")
     folder = finalize(config, trial, out_dir)
     out.print(f"shipped: {folder / 'model.tflite'}\nreport: {folder / 'report.html'}")

@@ -11,6 +11,7 @@ import typer
 from nas.commands.options import BudgetOption, ConfigFile, Pretrained, Results, Storage, StudyName
 from nas.config import BUDGETS, load_config
 from nas.infra.console import out
+from nas.infra.third_party import route_to_log
 
 def proxy_check_cmd(trials: Annotated[int, typer.Option(help="K, complete trials to re-train (at least 3): the "
                                                         "top ceil(K/2) by Final Score and the rest spread evenly "
@@ -33,6 +34,7 @@ def proxy_check_cmd(trials: Annotated[int, typer.Option(help="K, complete trials
     config = load_config(config_file, study=study, storage=storage, budget=budget, seed=seed, data=data,
                          hardware=hardware, results=results, distill=False if no_distill else None,
                          pretrained=pretrained)
+    route_to_log(config.results / "logs", "proxy-check")
     summary = proxy_check(config, trials, BUDGETS[config.budget], out_file)
     for line in summary_lines(summary):
         out.print(line, highlight=False, markup=False, soft_wrap=True)

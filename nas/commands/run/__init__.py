@@ -14,6 +14,7 @@ from nas.config import load_config
 from nas.errors import NasRuntimeError
 from nas.infra.console import out
 from nas.infra.signals import sigterm_as_interrupt
+from nas.infra.third_party import route_to_log
 
 def run_cmd(config_file: ConfigFile = None,
         data: Annotated[Optional[Path], typer.Option(help="data set root (default: synthetic data)")] = None,
@@ -51,6 +52,7 @@ def run_cmd(config_file: ConfigFile = None,
                          results=results, artifacts=artifacts, baselines="all" if enqueue_baselines else _baselines(baselines),
                          trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained,
                          max_si_rmse=max_si_rmse)
+    log = route_to_log(config.results / "logs", "run")
     started = datetime.now()  # Optuna stamps trials with naive local time too
     with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
         study_obj = run_search(config)
@@ -64,6 +66,8 @@ def run_cmd(config_file: ConfigFile = None,
         browse += f"   or: optuna-dashboard {config.storage_shown} --artifact-dir {location}\n"
     out.print(f"{browse}"
               f"ship the best: nas finalize --study {config.study} --storage {config.storage_shown}", highlight=False)
+    if log is not None and log.is_file():
+        out.print(f"other programs' output (TensorFlow, LiteRT, Optuna): {log}", highlight=False, markup=False)
     if reason := run_failure(study_obj, started):
         raise NasRuntimeError(None, reason)
 

@@ -13,6 +13,7 @@ from nas.config import RunConfig
 from nas.infra.outage import optimize_through_outages
 from nas.errors import ConfigError
 from nas.infra.console import err as console
+from nas.infra.third_party import current_log, verbose
 from nas.trial.objective import TrialObjective
 from nas.trial.baselines import enqueue_baselines
 from nas.trial.session import Session
@@ -97,7 +98,8 @@ def search(session: Session) -> optuna.Study:
                   else ", new graphs timed before training where the predicted latency leaves the screen open")
     console.print(f"study {config.study!r}: {remaining} trial(s) to run, budget {config.budget}, "
                   f"space {space.name}, device(s) {', '.join(d.name for d in devices)}{timing}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if current_log() is None and not verbose():  # no log file to keep them: Optuna's per-trial lines stay off
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Generous: random sampling of the mission space meets its compute cap about once in 30 draws (a second
     # or less each); TPE learns the cap within its first few dozen.
     max_screened = max(200, 40 * config.trials)
