@@ -22,16 +22,14 @@ against), `timed_fresh` (timing on, fresh children), `timed_server` (timing on, 
     .venv/bin/python benchmarks/conversion_cost.py [--archs litedepth fastdepth] [--rounds 2]
                                                    [--trial-rounds 2] [--parts convert kept_trial]
 
-Writes benchmarks/results/conversion_cost_server.json and prints Markdown tables for benchmarks/README.md.
-Earlier runs (onnx2tf's own `onnxsim` runs against the in-process simplifier, spare children; the int8-only
-conversion) used earlier versions of this script: conversion_cost.json, conversion_cost_kept_trial.json,
-conversion_cost_run1.json.
+Writes benchmarks/results/conversion_cost/<date>.json (or --out) and prints Markdown tables for
+benchmarks/conversion_cost.md. Results of earlier versions of this script (onnx2tf's own `onnxsim` runs
+against the in-process simplifier, spare children; the int8-only conversion) are indexed on that page.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -46,13 +44,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from latency_weights import cpu_model  # noqa: E402
+from common import results_path, write_result  # noqa: E402
 from nas.config import BUDGETS  # noqa: E402
 from nas.data.dataset import DepthSplit  # noqa: E402
 from nas.data.synth import render_scene  # noqa: E402
 from nas.export.onnx_export import export_onnx  # noqa: E402
 from nas.export.pipeline import calibration_scenes  # noqa: E402
-from nas.export.conversion_server import CONVERSIONS, ConversionServer, _run_fresh, child_env  # noqa: E402
+from nas.export.conversion_server import CONVERSIONS, ConversionServer, child_env, run_fresh  # noqa: E402
 from nas.export.tflite_convert import calibration_sample, convert_to_tflite  # noqa: E402
 from nas.infra.files import sha256_file  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
@@ -74,7 +72,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--parts", nargs="+", default=["convert", "kept_trial"], choices=["convert", "kept_trial"])
     p.add_argument("--workdir", type=Path, default=Path("results/benchmarks/conversion_cost"),
                    help="where the models are kept (git-ignored)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/conversion_cost_server.json"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="result file (default: benchmarks/results/conversion_cost/<UTC date and time>.json)")
     return p.parse_args()
 
 
@@ -85,7 +84,7 @@ def log(message: str) -> None:
 def convert(onnx_path: Path, out_path: Path, sample: np.ndarray, precision: str,
             calibration: np.ndarray | None, server: bool) -> Path:
     """One conversion as a trial makes it, forked from the warm server or in a fresh interpreter."""
-    ConversionServer.run = SERVER_RUN if server else (lambda self, cwd, argv, timeout_s: _run_fresh(cwd, argv, timeout_s))
+    ConversionServer.run = SERVER_RUN if server else (lambda self, cwd, argv, timeout_s: run_fresh(cwd, argv, timeout_s))
     try:
         return convert_to_tflite(onnx_path, out_path, sample, precision=precision,
                                  calibration=calibration if precision == "int8" else None)
@@ -204,17 +203,15 @@ def markdown(rows: list[dict[str, Any]], trial: dict[str, Any] | None) -> str:
 
 def main() -> None:
     args = parse_args()
+    out = args.out or results_path("conversion_cost")
     started = datetime.now(timezone.utc)
     rows = [bench_convert(index, arch, precision, args) for index, arch in enumerate(args.archs)
             for precision in args.precisions if "convert" in args.parts]
     trial = bench_kept_trial(args) if "kept_trial" in args.parts else None
-    result = {"benchmark": "conversion_cost", "date": started.isoformat(timespec="seconds"),
-              "command": " ".join(["benchmarks/conversion_cost.py", *sys.argv[1:]]),
-              "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_end": os.getloadavg()},
+    result = {"started": started.isoformat(timespec="seconds"), "load_avg_end": os.getloadavg(),
               "height": args.height, "width": args.width, "rounds": args.rounds,
               "convert": rows, "kept_trial": trial}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("conversion_cost", result, path=out)
     print(markdown(rows, trial))
 
 

@@ -8,7 +8,8 @@ costs (the teacher is cached, so only the extra loss terms and the map's augment
 
     .venv/bin/python benchmarks/distillation.py --seeds 3 --steps 100
 
-Writes results/benchmarks/distillation.json and distillation.txt (the printed table). Runs with and
+Writes benchmarks/results/distillation/<date>.json (or --out), the printed table included, and the table
+as distillation.txt in --work (beside the data set and teacher it makes once). Runs with and
 without the teacher are interleaved per seed, so a busy machine slows both alike; timings on a shared
 CPU still swing, so read the per-step cost with its spread.
 """
@@ -17,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -41,17 +40,22 @@ from nas.train.loop import supervised, train, validate  # noqa: E402
 from nas.teacher import (align_to_split, ensure_cache, ensure_teacher, folder_lock,  # noqa: E402
                                resolve_teacher)
 
+from common import results_path, write_result  # noqa: E402
+
 console = Console(stderr=True)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    p.add_argument("--data", type=Path, default=None, help="data set root (default: synthetic, made once under --out)")
+    p.add_argument("--work", type=Path, default=Path("results/benchmarks"),
+                   help="where the synthetic data set and the teacher are made once (git-ignored)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="result file (default: benchmarks/results/distillation/<UTC date and time>.json)")
+    p.add_argument("--data", type=Path, default=None, help="data set root (default: synthetic, made once under --work)")
     p.add_argument("--synth-train", type=int, default=160)
     p.add_argument("--synth-val", type=int, default=32)
     p.add_argument("--teacher", type=Path, default=None,
-                   help="teacher folder (default: the embedded default's teacher recipe, trained once under --out)")
+                   help="teacher folder (default: the embedded default's teacher recipe, trained once under --work)")
     p.add_argument("--teacher-budget", default="quick", choices=("smoke", "quick", "full"))
     p.add_argument("--presets", nargs="+", default=["fastdepth", "tencent_gylab"], choices=sorted(PRESETS))
     p.add_argument("--seeds", type=int, default=3)
@@ -68,7 +72,7 @@ def ensure_data(args: argparse.Namespace) -> Path:
     """The benchmark's synthetic set at 320×240 (cheap to render; the runs train at --height×--width)."""
     if args.data is not None:
         return args.data
-    root = args.out / "distill-data"
+    root = args.work / "distill-data"
     recipe = {"train": args.synth_train, "validation": args.synth_val, "width": 320, "height": 240, "seed": 7}
     marker = root / ".recipe.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == recipe):
@@ -87,9 +91,10 @@ def _std(values: list[float]) -> float:
 
 def main() -> None:
     args = parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    out = args.out or results_path("distillation")
     data = ensure_data(args)
-    folder = args.teacher or args.out / "distill-teacher"
+    folder = args.teacher or args.work / "distill-teacher"
     t0 = time.perf_counter()
     with folder_lock(folder):
         if args.teacher is None:
@@ -160,17 +165,17 @@ def main() -> None:
                       f"{e['extra_ms_per_step']:+.0f} ({e['extra_pct_per_step']:+.1f}%)")
     report = Console(record=True, width=160)
     report.print(table)
-    (args.out / "distillation.txt").write_text(report.export_text())
-    record = {"created": datetime.now(timezone.utc).isoformat(), "machine": platform.processor() or platform.machine(),
-              "torch_threads": torch.get_num_threads(), "args": {k: str(v) for k, v in vars(args).items()},
+    text = report.export_text()
+    (args.work / "distillation.txt").write_text(text)
+    record = {"torch_threads": torch.get_num_threads(), "table": text, "args": {k: str(v) for k, v in vars(args).items()},
               "data": str(data), "teacher": {"dir": str(folder), "label": spec.label, "trained_now": trained,
                                             "seconds_to_prepare": round(teacher_seconds, 1),
                                             "train_seconds": spec.train_seconds, "fingerprint": cache.fingerprint,
                                             "val_metrics_at_bench_res": cache.val_metrics,
                                             "val_metrics_native": spec.val_metrics},
               "summary": summary, "runs": runs}
-    (args.out / "distillation.json").write_text(json.dumps(record, indent=2))
-    console.print(f"wrote {args.out / 'distillation.json'} and {args.out / 'distillation.txt'}")
+    write_result("distillation", record, path=out)
+    console.print(f"wrote {out} and {args.work / 'distillation.txt'}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ the validation si-RMSE at 640×480 after training (does the mode hurt accuracy?)
 `full` trial, a `full` teacher and `nas finalize` would take are extrapolated from the rates.
 
 Usage (on a machine with CUDA; the data set is rendered first, on the CPU):
-  python benchmarks/gpu_training.py [--steps 300] [--work /tmp/gpu_training] [--out benchmarks/results/gpu_training.json]
+  python benchmarks/gpu_training.py [--steps 300] [--work /tmp/gpu_training] [--out FILE]
   python benchmarks/gpu_training.py --cpu-dry-run   # a few steps on the CPU: checks the script, measures nothing
+Writes benchmarks/results/gpu_training/<date>.json (or --out) after every run.
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
 
@@ -44,6 +42,8 @@ from nas.presets import PRESETS
 from nas.teacher import TEACHER_BUDGETS, teacher_arch
 from nas.train.batches import PixelScaleBatches, WholeFrameBatches, training_crop
 from nas.train.loop import StepOptions, train, validate
+
+from common import results_path, write_result
 
 MODES: dict[str, StepOptions] = {
     "fp32": StepOptions(),
@@ -120,9 +120,11 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     parser.add_argument("--train-images", type=int, default=160)
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_training"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_training.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/gpu_training/<UTC date and time>.json)")
     parser.add_argument("--cpu-dry-run", action="store_true", help="tiny run on the CPU to check the script")
     args = parser.parse_args()
+    args.out = args.out or results_path("gpu_training", suffix="-cpu-dry-run" if args.cpu_dry_run else "")
     if args.cpu_dry_run:
         device = torch.device("cpu")
         args.steps, args.warmup, args.train_images = 2, 1, 8
@@ -195,15 +197,12 @@ def summarise(runs: list[dict]) -> dict:
 
 def write(args: argparse.Namespace, device: torch.device, runs: list[dict], started: float) -> None:
     result = {
-        "command": " ".join(["python", "benchmarks/gpu_training.py", *sys.argv[1:]]),
-        "machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-                    "cpu_cores": os.cpu_count(), "torch": torch.__version__, "timm": timm.__version__,
-                    "python": platform.python_version()},
-        "date": datetime.now(timezone.utc).date().isoformat(), "minutes": (time.time() - started) / 60,
+        "machine": {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                    "torch": torch.__version__, "timm": timm.__version__},
+        "minutes": (time.time() - started) / 60,
         "runs": runs, "summary": summarise(runs),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result("gpu_training", result, path=args.out)  # after every run: a time limit keeps what finished
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 The searches so far put their best networks at the space's smallest internal size (96×128), which is
 where the issue asks to extend the space if the score still rises there. This trains fixed networks
-(the fifth search_quality run's best, and LiteDepth) at each internal size, exactly as a trial would
+(a searched network and LiteDepth) at each internal size, exactly as a trial would
 (quick budget, distillation, pixel-scale crops, TFLite at 640×480, no pruning, no screen), then re-times
 every model in interleaved rounds with nothing else running and recomputes the Final Scores.
 
 Usage: python benchmarks/internal_size.py [--budget quick] [--sizes 96x128 0.15 0.125 0.1 0.075 0.05]
                                           [--work results/benchmarks/internal_size] [--out FILE]
+Writes benchmarks/results/internal_size/<date>.json (or --out).
 Resumable: a rerun trains only the variants the study lacks. Sizes outside the mission space are measured
 in a copy of it that has them (Optuna samples only a space's choices; a study keeps the choices it began with).
 """
@@ -16,25 +17,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
 import yaml
 
-from latency_weights import cpu_model
+from common import results_path, write_result
+from helpers import arm_config, retime
 from nas.arch import Arch
 from nas.config import REPO_ROOT
 from nas.presets import PRESETS
 from nas.commands.run.search import run_search
 from nas.trial.study import open_study
-from search_quality import arm_config, retime
 
 MISSION_SPACE = REPO_ROOT / "search_spaces" / "mai2021.yaml"
-# The fifth search_quality run's best network (tpe-timed-s0, trial 38): 1.10× LiteDepth on quiet latencies.
+# A searched network that beat LiteDepth at 96×128 inside (benchmarks/internal_size.md names the search), so
+# its score at smaller sizes says whether the space should reach below 96×128.
 SEARCHED = Arch(backbone="mobilenetv4_conv_small", depth=5, decoder_channels=(32, 64, 8, 16, 16),
                 skips=("concat", "add", "none", "add", "none"), blocks=("rfdb", "srb", "dws5", "dws5", "dws5"),
                 ffm=False, upsample="nearest", input_scale="96x128", head="relu", rfdb_esa=True, precision="fp32")
@@ -64,13 +63,15 @@ def main() -> None:
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--sizes", nargs="+", default=["96x128", "0.15", "0.125", "0.1", "0.075", "0.05"])
     parser.add_argument("--work", type=Path, default=Path("results/benchmarks/internal_size"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/internal_size.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/internal_size/<UTC date and time>.json)")
     parser.add_argument("--retime-rounds", type=int, default=5)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    out = args.out or results_path("internal_size")
     started = time.time()
     wanted = variants(args.sizes)
-    config = arm_config(args, "internal_size", 0, pruner="none", latency_screen=False, trials=len(wanted),
+    config = arm_config(args.work, "internal_size", 0, args.budget, pruner="none", latency_screen=False, trials=len(wanted),
                         space=space_with_sizes(args.work, args.sizes))
     study = open_study(config)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -83,8 +84,8 @@ def main() -> None:
         run_search(config.model_copy(update={"trials": len(complete) + len(missing)}))
     study = open_study(config)
     by_number = {t.number: t for t in study.trials}
-    args.retime_top = len(study.trials)  # retime() re-times an arm's top trials: here all of them
-    quiet = retime(args, {"internal_size": study})["internal_size"]["trials"]
+    # retime() re-times an arm's top trials: here all of them.
+    quiet = retime(args.work, {"internal_size": study}, len(study.trials), args.retime_rounds)["internal_size"]["trials"]
     rows = []
     for row in quiet:
         trial = by_number[row["number"]]
@@ -95,12 +96,8 @@ def main() -> None:
                      "search_latency_ms": row["search_latency_ms"], "macs": trial.user_attrs.get("macs"),
                      "train_seconds": trial.user_attrs["stage_seconds"].get("train")})
     rows.sort(key=lambda r: list(wanted).index(r["variant"]))
-    result = {"command": "python benchmarks/internal_size.py --budget " + args.budget + " --sizes " + " ".join(args.sizes),
-              "machine": f"{cpu_model()}, {platform.machine()}",
-              "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
-              "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    result = {"budget": args.budget, "sizes": args.sizes, "hours": (time.time() - started) / 3600, "rows": rows}
+    write_result("internal_size", result, path=out)
     for r in rows:
         print(f"{r['variant']:>24}  si {r['si_rmse']:.3f}  {r['quiet_latency_ms']:.2f} ms  "
               f"score {r['quiet_score']:.1f}  {(r['macs'] or 0) / 1e6:.0f} MMACs")

@@ -15,11 +15,11 @@ times, on this machine, untrained fp32 `.tflite` files of:
 - the output upsampling (`--set output`): the depth map's bilinear upsampling by a whole factor as
   RESIZE_BILINEAR (`*-resize`, graph version 3) against a constant 3×3 convolution + DEPTH_TO_SPACE
   (`DepthNet` since graph version 4, `upsample_bilinear`), for the fixed costs alone at 48×64 and
-  96×128, LiteDepth at 96×128 and search_quality run 8's best network (48×64);
+  96×128, LiteDepth at 96×128 and a searched network at 48×64 (`mnasnet-48x64`);
 - DEPTH_TO_SPACE (`--set depth-to-space`): PyTorch's pixel shuffle exported as it comes (CRD order,
   which onnx2tf lowers to reshape + transpose + reshape: `*-crd`) against the convolution's channels
   reordered to DCR, which becomes TFLite's own DEPTH_TO_SPACE (`export_onnx` since graph version 5), for
-  LiteDepth at 24×32 and 48×64, search_quality run 10's best network (48×64), and LiteDepth at 48×64
+  LiteDepth at 24×32 and 48×64, a searched network at 48×64 (`ghostnet-48x64`), and LiteDepth at 48×64
   with pixel-shuffle upsampling in the decoder too; fp32, and int8 (`*-int8`) for two of them.
 
 Every file is timed with `hardware/runner.py` (2 threads, 5 warm-up + 30 timed invokes per call) in
@@ -27,36 +27,28 @@ interleaved rounds (order rotated each round); latency is the median of a file's
 
 Usage: python benchmarks/latency_floor.py [--set floor|output|depth-to-space] [--rounds 7]
                                          [--workdir results/benchmarks/latency_floor]
-Writes benchmarks/results/latency_floor.json (`--set output`: latency_floor_output.json, `--set
-depth-to-space`: latency_floor_depth_to_space.json).
+Writes benchmarks/results/latency_floor/<date>-<set>.json (or --out); benchmarks/latency_floor.md says
+which searches the two searched networks come from.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
-from unittest import mock
 
 import torch
 
-from latency_weights import cpu_model, time_once, untrained_model
-from nas.data.synth import render_scene
-from nas.export.onnx_export import export_onnx
-from nas.export.pipeline import calibration_scenes
-from nas.export.tflite_convert import calibration_sample, convert_to_tflite
+from common import results_path, write_result
+from helpers import LITEDEPTH, SEARCHED_GHOSTNET_48X64, convert_variants, time_once, untrained_model
 from nas.arch import Arch
+from nas.data.synth import render_scene
 from nas.models.depthnet import DepthNet, internal_size
 from nas.models.upsample import resize_to, upsample_bilinear
-from nas.presets import PRESETS
 
 
 class FixedCostsOnly(torch.nn.Module):
@@ -100,11 +92,11 @@ class ResizedOutput(DepthNet):
         return resize_to(self.head(self.decoder(self.encoder(x), size)), out_hw, self.mode)
 
 
-LITEDEPTH = PRESETS["litedepth"]
-# search_quality run 8's best network (timed TPE, seed 3): 1.99x LiteDepth's Final Score, internal 48x64.
-RUN8_BEST = Arch(backbone="mnasnet_100", depth=4, decoder_channels=(32, 32, 24, 8),
-                 skips=("concat", "concat", "add", "none"), blocks=("srb", "dws5", "dws5", "srb"), ffm=True,
-                 upsample="transpose", input_scale="0.1", head="sigmoid")
+# A searched network at 48x64 inside: small enough that the depth map's upsampling to 640x480 is a large
+# share of its time, which is what the output set measures.
+SEARCHED_MNASNET_48X64 = Arch(backbone="mnasnet_100", depth=4, decoder_channels=(32, 32, 24, 8),
+                              skips=("concat", "concat", "add", "none"), blocks=("srb", "dws5", "dws5", "srb"),
+                              ffm=True, upsample="transpose", input_scale="0.1", head="sigmoid")
 
 
 def output_variants() -> dict[str, Callable[[], torch.nn.Module]]:
@@ -117,21 +109,16 @@ def output_variants() -> dict[str, Callable[[], torch.nn.Module]]:
         "floor-96x128": lambda: FixedCostsOnly((96, 128), subpixel=True),
         "litedepth-96x128-resize": lambda: ResizedOutput(litedepth_96),
         "litedepth-96x128": lambda: untrained_model(litedepth_96),
-        "run8-best-resize": lambda: ResizedOutput(RUN8_BEST),
-        "run8-best": lambda: untrained_model(RUN8_BEST),
+        "mnasnet-48x64-resize": lambda: ResizedOutput(SEARCHED_MNASNET_48X64),
+        "mnasnet-48x64": lambda: untrained_model(SEARCHED_MNASNET_48X64),
     }
-
-
-# search_quality run 10's best network (timed TPE, seed 4): 3.13x LiteDepth's Final Score, internal 48x64.
-RUN10_BEST = Arch(backbone="ghostnet_100", depth=4, decoder_channels=(96, 48, 8, 8),
-                  skips=("none", "concat", "add", "none"), blocks=("conv", "dws5", "conv", "srb"), upsample="nearest", input_scale="0.1", head="sigmoid")
 
 
 def depth_to_space_variants() -> dict[str, Callable[[], torch.nn.Module]]:
     """Each network twice: `-crd` is exported without the DCR rewrite (as before graph version 5)."""
     networks = {"litedepth-24x32": dataclasses.replace(LITEDEPTH, input_scale="0.05"),
                 "litedepth-48x64": dataclasses.replace(LITEDEPTH, input_scale="0.1"),
-                "run10-best": RUN10_BEST,
+                "ghostnet-48x64": SEARCHED_GHOSTNET_48X64,
                 "litedepth-48x64-pixelshuffle": dataclasses.replace(LITEDEPTH, input_scale="0.1",
                                                                     upsample="pixelshuffle")}
     built = {}
@@ -159,41 +146,15 @@ def variants() -> dict[str, Callable[[], torch.nn.Module]]:
     }
 
 
-def convert_variants(builders: dict[str, Callable[[], torch.nn.Module]], workdir: Path
-                     ) -> tuple[dict[str, Path], dict[str, float]]:
-    """Each variant as a 640×480 `.tflite` under `workdir/<name>/` (int8 where the name says `-int8`,
-    without the DCR rewrite where it ends in `-crd`), converted once: the files and conversion seconds."""
-    rgb, _ = render_scene(0, 640, 480)
-    files: dict[str, Path] = {}
-    convert_s: dict[str, float] = {}
-    for name, build in builders.items():
-        folder = workdir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        precision = "int8" if "-int8" in name else "fp32"
-        files[name] = folder / f"{precision}.tflite"
-        if not files[name].exists():
-            torch.manual_seed(0)
-            with mock.patch("nas.export.onnx_export.depth_to_space_as_dcr", return_value=0) if name.endswith("-crd") \
-                    else contextlib.nullcontext():
-                onnx_path = export_onnx(build().eval(), folder / "model.onnx", 480, 640)
-            start = time.perf_counter()
-            convert_to_tflite(onnx_path, files[name], calibration_sample([rgb]), log_path=folder / "onnx2tf.log",
-                              precision=precision,
-                              calibration=calibration_scenes(0, 480, 640) if precision == "int8" else None)
-            convert_s[name] = round(time.perf_counter() - start, 1)
-    return files, convert_s
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=("floor", "output", "depth-to-space"), default="floor")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/latency_floor/<UTC date and time>-<set>.json)")
     args = parser.parse_args()
-    out = args.out or Path("benchmarks/results") / {
-        "floor": "latency_floor.json", "output": "latency_floor_output.json",
-        "depth-to-space": "latency_floor_depth_to_space.json"}[args.set]
+    out = args.out or results_path("latency_floor", suffix=f"-{args.set}")
     builders = {"floor": variants, "output": output_variants, "depth-to-space": depth_to_space_variants}[args.set]()
     files, convert_s = convert_variants(builders, args.workdir)
     medians: dict[str, list[float]] = {name: [] for name in files}
@@ -204,9 +165,7 @@ def main() -> None:
         for name in names[index % len(names):] + names[:index % len(names)]:
             medians[name].append(round(time_once(str(files[name]), 2, 5, 30)["median_ms"], 3))
     result = {
-        "command": f"python benchmarks/latency_floor.py --set {args.set} --rounds {args.rounds}",
-        "date": datetime.now(timezone.utc).date().isoformat(),
-        "machine": {"cpu": cpu_model(), "python": platform.python_version()},
+        "set": args.set, "rounds": args.rounds,
         "loadavg_1m_per_round": loads,
         "variants": {name: {"median_ms": statistics.median(v), "round_medians_ms": v,
                             "convert_seconds": convert_s.get(name)} for name, v in medians.items()},
@@ -219,8 +178,7 @@ def main() -> None:
                 if name.endswith("-crd"):
                     row_dcr = rows[name.removesuffix("-crd")]
                     row_dcr["vs_crd"] = round(row_dcr["median_ms"] / row["median_ms"], 3)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result("latency_floor", result, path=out)
     for name, row in result["variants"].items():
         print(f"{name:32s} {row['median_ms']:7.3f} ms")
     for setting, rows in result.get("in_process", {}).items():

@@ -12,17 +12,14 @@ rank correlation, the share within ±10 %, and the worst under-prediction (the u
     .venv/bin/python benchmarks/latency_predictor.py results/benchmarks/search_quality/tpe-timed-s4.db ...
 
 Each argument is a SQLite study file (the study named after the file). Writes
-benchmarks/results/latency_predictor.json and prints a Markdown table.
+benchmarks/results/latency_predictor/<date>.json (or --out) and prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +29,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from latency_weights import cpu_model  # noqa: E402
+from common import results_path, write_result  # noqa: E402
 from nas.arch import Arch  # noqa: E402
-from nas.trial.latency_model import _fit, spearman  # noqa: E402
+from nas.trial.latency_model import fit_latency_model, spearman  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
 from nas.trial.objective import measured_latency_ms  # noqa: E402
 
@@ -103,12 +100,12 @@ def design(rows: list[dict], terms: tuple[str, ...]) -> np.ndarray:
 
 
 def leave_one_out(rows: list[dict], terms: tuple[str, ...]) -> np.ndarray:
-    """Prediction / truth for each graph, fitted as the predictor fits (`_fit`) on all the others."""
+    """Prediction / truth for each graph, fitted as the predictor fits (`fit_latency_model`) on all the others."""
     x, y = design(rows, terms), np.array([r["latency_ms"] for r in rows])
     ratios = []
     for i in range(len(rows)):
         keep = np.arange(len(rows)) != i
-        ratios.append(float(x[i] @ _fit(x[keep], y[keep]) / y[i]))
+        ratios.append(float(x[i] @ fit_latency_model(x[keep], y[keep]) / y[i]))
     return np.array(ratios)
 
 
@@ -122,7 +119,8 @@ def main() -> None:
     parser.add_argument("studies", nargs="+", type=Path)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_predictor.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/latency_predictor/<UTC date and time>.json)")
     args = parser.parse_args()
     results = {}
     for path in args.studies:
@@ -139,11 +137,7 @@ def main() -> None:
                 "median_abs_error": float(np.median(np.abs(loo - 1))),
                 "worst_under_prediction": float(1 / loo.min()), "worst_over_prediction": float(loo.max())}
         results[path.stem] = study
-    out = {"benchmark": "latency_predictor", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "command": " ".join(["benchmarks/latency_predictor.py", *sys.argv[1:]]),
-           "machine": {"cpu": cpu_model(), "cores": os.cpu_count()}, "studies": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_result("latency_predictor", {"studies": results}, path=args.out or results_path("latency_predictor"))
     print("| study | graphs | terms | Spearman | within ±10 % | median error | worst under | worst over |")
     print("|---|---|---|---|---|---|---|---|")
     for stem, study in results.items():

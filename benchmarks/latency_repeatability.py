@@ -2,7 +2,7 @@
 
 The search divides by latency, so a figure that swings between timings reorders candidates as much as
 accuracy does. This times the same untrained 640×480 `.tflite` files (LiteDepth at 128×160, 48×64 and 24×32
-inside, fp32 and int8 at 24×32, search_quality run 10's best network) in fresh `hardware/runner.py`
+inside, fp32 and int8 at 24×32, a searched network at 48×64) in fresh `hardware/runner.py`
 processes, interleaved (file and setting order rotated every round, so every setting sees the same
 machine), under each setting:
 
@@ -19,31 +19,29 @@ set against the figure the search recorded for it: does a latency taken during a
 
 Usage: python benchmarks/latency_repeatability.py [--rounds 10] [--workdir results/benchmarks/latency_floor]
        python benchmarks/latency_repeatability.py --study NAME --storage URL --artifacts DIR [--rounds 5]
-                                                  --out benchmarks/results/latency_repeatability_STUDY.json
-Writes benchmarks/results/latency_repeatability.json (or --out).
+                                                  [--out FILE]
+Writes benchmarks/results/latency_repeatability/<date>.json (`--study`: <date>-<study>.json) or --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from latency_floor import LITEDEPTH, RUN10_BEST, convert_variants
-from latency_weights import cpu_model, time_as_profiled, untrained_model
+from common import results_path, write_result
+from helpers import LITEDEPTH, SEARCHED_GHOSTNET_48X64, convert_variants, time_as_profiled, untrained_model
 from nas.config import REPO_ROOT
 from nas.hardware.profile import DeviceProfile, load_hardware
 from nas.report.previews import MODEL_NAME, fetch_artifact
 
+NAME = "latency_repeatability"
 # name: (threads, repeats, gap between bursts in seconds); 5 warm-up + 30 timed invokes per burst.
 SETTINGS = {"t2-once": (2, 1, 0.0), "t2-best3": (2, 3, 1.0), "t1-once": (1, 1, 0.0), "t1-best3": (1, 3, 1.0)}
 
@@ -54,7 +52,7 @@ def networks() -> dict:
             "litedepth-48x64": lambda: untrained_model(replace(LITEDEPTH, input_scale="0.1")),
             "litedepth-24x32": lambda: untrained_model(replace(LITEDEPTH, input_scale="0.05")),
             "litedepth-24x32-int8": lambda: untrained_model(replace(LITEDEPTH, input_scale="0.05")),
-            "run10-best": lambda: untrained_model(RUN10_BEST)}
+            "ghostnet-48x64": lambda: untrained_model(SEARCHED_GHOSTNET_48X64)}
 
 
 def time_fresh(path: Path, profile: DeviceProfile) -> tuple[dict, float]:
@@ -109,25 +107,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_floor"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_repeatability.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/latency_repeatability/<UTC date and time>.json)")
     parser.add_argument("--study", help="re-time this finished study's complete trials instead")
     parser.add_argument("--storage", help="its storage URL (with --study)")
     parser.add_argument("--artifacts", type=Path, help="its artifact folder (with --study)")
     args = parser.parse_args()
     if args.study:
         started = time.perf_counter()
-        result = {"command": f"python benchmarks/latency_repeatability.py --study {args.study} --storage "
-                             f"{args.storage} --artifacts {args.artifacts} --rounds {args.rounds}",
-                  "date": datetime.now(timezone.utc).date().isoformat(),
-                  "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
-                  **retime_study(args), "minutes": round((time.perf_counter() - started) / 60, 1)}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        out = args.out or results_path(NAME, suffix=f"-{args.study}")
+        result = {**retime_study(args), "minutes": round((time.perf_counter() - started) / 60, 1)}
+        write_result(NAME, result, path=out)
         for number, row in result["trials"].items():
             print(f"trial {number}: search {row['search_ms']:.3f} ms, again {row['again_ms']}, "
                   f"median ratio {row['median_ratio']}")
         print(f"median ratio {result['median_ratio']}, {result['within_5_percent']} of {result['count']} within 5 %")
         return
+    out = args.out or results_path(NAME)
     files, _ = convert_variants(networks(), args.workdir)
     (local,) = load_hardware(REPO_ROOT / "hardware" / "local.yaml")
     profiles = {name: local.model_copy(update={"threads": threads, "warmup": 5, "runs": 30, "repeats": repeats,
@@ -153,9 +149,7 @@ def main() -> None:
                        "mean_cv": round(statistics.fmean(rows[n][s]["cv"] for n in names), 4),
                        "seconds_per_call": round(statistics.median(walls[s]), 2)} for s in settings}
     result = {
-        "command": f"python benchmarks/latency_repeatability.py --rounds {args.rounds}",
-        "date": datetime.now(timezone.utc).date().isoformat(),
-        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "rounds": args.rounds,
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "settings": {s: {"threads": t, "repeats": r, "repeat_gap_s": g, "warmup": 5, "runs": 30}
                      for s, (t, r, g) in SETTINGS.items()},
@@ -164,8 +158,7 @@ def main() -> None:
         "files": {n: {s: {**rows[n][s], "figures_ms": figures[n][s], "burst_medians_ms": bursts[n][s]}
                       for s in settings} for n in names},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(NAME, result, path=out)
     for name in names:
         print(f"{name:22s}", "  ".join(f"{s} {rows[name][s]['median_ms']:.3f} ({rows[name][s]['max_over_min']:.2f}x)"
                                         for s in settings))

@@ -17,8 +17,9 @@ error against ONNX on held-out scenes is reported beside the timings.
 
     .venv/bin/python benchmarks/latency_weights.py [--rounds 7] [--runs 20] [--threads 2]
 
-Writes benchmarks/results/latency_weights.json and prints a Markdown table (for benchmarks/README.md);
-`--summarize-only` recomputes summary and table from the raw per-round figures of that file.
+Writes benchmarks/results/latency_weights/<date>.json (or --out) and prints a Markdown table (for
+benchmarks/latency_weights.md); `--summarize-only --out FILE` recomputes summary and table from the raw
+per-round figures of that file.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -48,12 +47,13 @@ from nas.export.onnx_export import check_onnx_parity, export_onnx  # noqa: E402
 from nas.export.pipeline import calibration_scenes  # noqa: E402
 from nas.export.tflite_convert import (calibration_sample, check_quantized_parity, convert_to_tflite,  # noqa: E402
                                        fp32_companion)
-from nas.hardware.backend import runner_args  # noqa: E402
-from nas.hardware.backend import RUNNER_PATH, parse_runner_output  # noqa: E402
-from nas.hardware.profile import DeviceProfile  # noqa: E402
 from nas.models import DepthNet, count_macs, count_params  # noqa: E402
 from nas.presets import PRESETS  # noqa: E402
 
+from common import results_path, write_result  # noqa: E402
+from helpers import time_once, untrained_model  # noqa: E402
+
+NAME = "latency_weights"
 WEIGHTS = ("untrained", "trained")
 TRAIN_STEPS, TRAIN_BATCH, TRAIN_HW, TRAIN_LR = 5, 2, (240, 320), 1e-3
 BN_SCENES = 4
@@ -72,7 +72,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--workdir", type=Path, default=Path("results/benchmarks/latency_weights"),
                    help="where the exported models are kept (git-ignored)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_weights.json"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="result file (default: benchmarks/results/latency_weights/<UTC date and time>.json)")
     p.add_argument("--summarize-only", action="store_true",
                    help="recompute the summary and table of an existing --out file from its raw figures")
     return p.parse_args()
@@ -81,14 +82,6 @@ def parse_args() -> argparse.Namespace:
 def log(message: str) -> None:
     """Progress on stderr with a timestamp: the run takes tens of minutes."""
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def untrained_model(arch: Arch) -> torch.nn.Module:
-    """The network as `export_arch` exports it: seed 0, random head so the output varies."""
-    torch.manual_seed(0)
-    model = DepthNet(arch)
-    torch.nn.init.normal_(model.head.conv.weight, std=0.05)
-    return model.eval()
 
 
 def scene_batch(seeds: range, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,21 +163,6 @@ def export_variant(preset: str, weights: str, height: int, width: int, folder: P
     return records
 
 
-def time_once(path: str, threads: int, warmup: int, runs: int) -> dict[str, Any]:
-    """One runner invocation on this machine: its JSON (median_ms, dtypes, runtime...)."""
-    argv = [sys.executable, str(RUNNER_PATH), "--model", path, "--threads", str(threads),
-            "--warmup", str(warmup), "--runs", str(runs)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    return parse_runner_output("local", "timed run", done.returncode, done.stdout, done.stderr)
-
-
-def time_as_profiled(path: str, profile: DeviceProfile) -> dict[str, Any]:
-    """One runner invocation with a device profile's setting, exactly as the meter runs it (bursts included)."""
-    argv = [sys.executable, str(RUNNER_PATH), *runner_args(profile, path)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    return parse_runner_output(profile.name, "timed run", done.returncode, done.stdout, done.stderr)
-
-
 def time_interleaved(records: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Round after round, every file once (order rotated): per-round medians, load averages."""
     files = [r for r in records if "file" in r]
@@ -238,7 +216,7 @@ def summarize(records: list[dict[str, Any]], presets: list[str]) -> list[dict[st
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The README table: one line per preset and precision; ratios as median (min–max over rounds)."""
+    """The page's table: one line per preset and precision; ratios as median (min–max over rounds)."""
     def fmt(value: Any, spec: str) -> str:
         return "–" if value is None else format(value, spec)
 
@@ -259,27 +237,20 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    """lscpu's model name (what the README records), /proc/cpuinfo's where lscpu is missing."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except OSError:
-        out = Path("/proc/cpuinfo").read_text()
-    for line in out.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() == "model name":
-            return value.strip()
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     args = parse_args()
     if args.summarize_only:
+        if args.out is None:
+            raise SystemExit("--summarize-only needs --out: the result file to summarise again")
         result = json.loads(args.out.read_text())
         result["summary"] = summarize(result["models"], list(dict.fromkeys(r["preset"] for r in result["models"])))
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        # The figures were measured under the file's own stamp; this invocation only summarised them.
+        measured = {key: result.pop(key) for key in ("commit", "machine", "command", "date") if key in result}
+        result.setdefault("measured", measured)
+        write_result(NAME, result, path=args.out)
         print(markdown(result["summary"]))
         return
+    out = args.out or results_path(NAME)
     started = datetime.now(timezone.utc)
     records: list[dict[str, Any]] = []
     for preset in args.presets:
@@ -289,12 +260,9 @@ def main() -> None:
     rounds = time_interleaved(records, args)
     rows = summarize(records, args.presets)
     result = {
-        "benchmark": "latency_weights",
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "date": started.isoformat(timespec="seconds"),
+        "started": started.isoformat(timespec="seconds"),
         "duration_s": round((datetime.now(timezone.utc) - started).total_seconds()),
-        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "runtime": next((r["runtime"] for r in records if "runtime" in r), None)},
+        "machine": {"runtime": next((r["runtime"] for r in records if "runtime" in r), None)},
         "settings": {"height": args.height, "width": args.width, "threads": args.threads, "rounds": args.rounds,
                      "warmup": args.warmup, "runs": args.runs,
                      "trained": f"seed 1, {TRAIN_STEPS} Adam steps (lr {TRAIN_LR:g}, batch {TRAIN_BATCH}, "
@@ -306,8 +274,7 @@ def main() -> None:
         "rounds": rounds,
         "models": records,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(NAME, result, path=out)
     print(markdown(rows))
 
 

@@ -1,13 +1,13 @@
 """Seed presets at 640×480: params, MACs, TFLite size, local latency (runner median), conversion time.
 
-Usage: python benchmarks/presets.py [--hardware hardware/local.yaml] [--out results/benchmarks]
-Writes presets.json and presets.md to the output folder and prints the table.
+Usage: python benchmarks/presets.py [--hardware hardware/local.yaml] [--out FILE]
+Writes benchmarks/results/presets/<date>.json (or --out), the Markdown table for benchmarks/presets.md
+included, and prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -18,13 +18,16 @@ from nas.export.pipeline import export_arch
 from nas.hardware import LatencyMeter, load_hardware
 from nas.presets import PRESETS
 
+from common import results_path, write_result
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hardware", type=Path, default=Path("hardware/local.yaml"))
-    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/presets/<UTC date and time>.json)")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out or results_path("presets")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         meter = LatencyMeter(load_hardware(args.hardware), f"sqlite:///{tmp}/bench.db", Path(tmp))
@@ -37,7 +40,6 @@ def main() -> None:
                          "device": latency.device, "threads": latency.threads,
                          "convert_seconds": report["convert_seconds"],
                          "parity_tflite_vs_onnx_m": report["max_abs_err_tflite_vs_onnx_m"]})
-    (args.out / "presets.json").write_text(json.dumps(rows, indent=2))
     table = Table(title="MAI 2021 seed presets at 640×480")
     for col in ("preset", "params", "MMACs", "TFLite MB", "median ms", "p90 ms", "convert s", "parity m"):
         table.add_column(col, justify="right")
@@ -49,7 +51,7 @@ def main() -> None:
                  f"{r['parity_tflite_vs_onnx_m']:.1e}"]
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
-    (args.out / "presets.md").write_text("\n".join(lines) + "\n")
+    write_result("presets", {"hardware": str(args.hardware), "rows": rows, "table": "\n".join(lines)}, path=out)
     Console().print(table)
 
 

@@ -7,7 +7,7 @@ synthetic data:
 2. `nas proxy-check` of `--k` of its trials (default: all) at a budget `--factor` times longer (the search
    budget with steps × factor, same resolution and data), through `nas.commands.proxy_check.check.proxy_check`.
 
-Writes benchmarks/results/proxy_fidelity.json (or --out): per arm, the proxy check's summary (Kendall τ with
+Writes benchmarks/results/proxy_fidelity/<date>.json (or --out): per arm, the proxy check's summary (Kendall τ with
 its bootstrap interval and p-value, Spearman ρ of si-RMSE and Final Score, where the search's best lands, the
 pairs) and the wall time of each step. Every step resumes: a rerun continues the study and re-trains only
 what is missing.
@@ -22,15 +22,14 @@ A smoke-sized dry run (minutes): --budget smoke --factor 2 --trials 3 --space se
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from nas.config import BUDGETS, REPO_ROOT, Budget, RunConfig, load_config
 from nas.commands.proxy_check.check import proxy_check, ranked_trials
 from nas.commands.run.search import run_search
+
+from common import results_path, write_result
 
 ARMS = {"distill": True, "no-distill": False}
 
@@ -75,15 +74,14 @@ def main() -> None:
     parser.add_argument("--synth-train", type=int, default=160)
     parser.add_argument("--synth-val", type=int, default=16)
     parser.add_argument("--work", type=Path, default=Path("results/benchmarks/proxy_fidelity"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/proxy_fidelity.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/proxy_fidelity/<UTC date and time>.json)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    out = args.out or results_path("proxy_fidelity")
     arms = {arm: run_arm(args, arm) for arm in args.arms}
-    result = {"benchmark": "proxy_fidelity", "date": datetime.now(timezone.utc).isoformat(),
-              "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "arms": arms}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    result = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "arms": arms}
+    write_result("proxy_fidelity", result, path=out)
     for arm, figures in arms.items():
         s = figures["proxy_check"]
         print(f"{arm}: {s['k']} trials, si-RMSE tau {s['si_rmse']['kendall_tau']} "
@@ -93,7 +91,7 @@ def main() -> None:
                  f"{s['final_score_one_latency']['kendall_tau_interval']})" if s.get("latency_remeasured") else "")
               + f", search's best re-trained rank "
               f"{s['search_best_retrained_rank']}")
-    print(f"written: {args.out}")
+    print(f"written: {out}")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ Usage:
                                       [--arms presets tpe tpe-timed tpe-auto random tpe-presets tpe-floor]
                                       [--max-si-rmse F] [--work results/benchmarks/search_quality]
                                       [--retime-top 3 --retime-rounds 5]
-Writes benchmarks/results/search_quality.json (or --out) and prints the summary. Every arm is resumable:
+Writes benchmarks/results/search_quality/<date>.json (or --out) and prints the summary. Every arm is resumable:
 rerunning continues a study until its wall time is used (time is read from the trials' own records).
 
 Latency inside a search is timed once per architecture, whenever the trial ran, so load on the
 machine (other jobs) can tilt one arm against another. The closing step re-times each arm's top
 trials (`--retime-top`, by Final Score) and every preset in interleaved rounds on the same machine,
-one file after another, with the shipped local profile's setting (runs 1–11: 2 threads, one burst of
-5 + 20 invokes), and recomputes their Final Scores with those latencies: the `quiet_*`
+one file after another, with the shipped local profile's setting (figures re-timed before that
+setting changed used 2 threads and one burst: benchmarks/search_quality.md), and recomputes their Final Scores with those latencies: the `quiet_*`
 figures compare arms on equal terms.
 """
 
@@ -34,32 +34,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean, median
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
 
-from latency_weights import cpu_model, time_as_profiled
-from nas.config import REPO_ROOT, load_config
-from nas.hardware.profile import load_hardware
-from nas.trial.latency_model import spearman
-from nas.metrics import final_score
-from nas.report.previews import MODEL_NAME, fetch_artifact
+from common import results_path, write_result
+from helpers import arm_config, counts_as_arm_trial, retime
 from nas.commands.run.search import run_search
+from nas.trial.latency_model import spearman
 from nas.trial.baselines import preset_points
 from nas.space import load_space
 from nas.trial.study import open_study
 
-
-def arm_config(args: argparse.Namespace, name: str, seed: int, **overrides):
-    overrides.setdefault("baselines", "none")  # a search from scratch unless the arm says otherwise
-    return load_config(None, results=args.work / "shared", storage=f"sqlite:///{(args.work / name).as_posix()}.db",
-                       study=name, budget=args.budget, seed=seed, teacher=None, **overrides)
+NAME = "search_quality"
 
 
 def own_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -76,7 +65,7 @@ def elapsed_seconds(study: optuna.Study) -> float:
 
 def run_arm(args: argparse.Namespace, name: str, seed: int, wall_s: float | None,
             start_from: optuna.Study | None = None, **overrides) -> optuna.Study:
-    config = arm_config(args, name, seed, **overrides)
+    config = arm_config(args.work, name, seed, args.budget, **overrides)
     study = open_study(config)
     if start_from is not None and not study.trials:
         study.add_trials([copy_trial(t) for t in start_from.trials
@@ -88,11 +77,6 @@ def run_arm(args: argparse.Namespace, name: str, seed: int, wall_s: float | None
         trials = overrides.get("trials", args.trials + copied)
         run_search(config.model_copy(update={"trials": trials, "timeout": left}))
     return open_study(config)
-
-
-def counts_as_arm_trial(trial: optuna.trial.FrozenTrial) -> bool:
-    """The arm's own trials and the presets copied into it; not a sampled stand-in copied by mistake."""
-    return "copied_from" not in trial.user_attrs or bool(trial.user_attrs.get("preset"))
 
 
 def copy_trial(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
@@ -177,47 +161,6 @@ def summarize(study: optuna.Study, presets_only: bool = False) -> dict:
     }
 
 
-def retime(args: argparse.Namespace, studies: dict[str, optuna.Study]) -> dict[str, dict]:
-    """Each arm's top trials and every preset re-timed in interleaved rounds; Final Scores recomputed."""
-    store = FileSystemArtifactStore(str(args.work / "shared" / "artifacts"))
-    files: dict[str, dict] = {}  # model sha -> what it is and where it lies
-    picks: dict[str, list[tuple[optuna.trial.FrozenTrial, str]]] = {}
-    scratch = args.work / "retime"
-    scratch.mkdir(parents=True, exist_ok=True)
-    (local,) = load_hardware(REPO_ROOT / "hardware" / "local.yaml")  # the search's own timing setting
-    for arm, study in studies.items():
-        complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
-                          key=lambda t: -t.value)
-        own = [t for t in complete if "copied_from" not in t.user_attrs]
-        copies = [t for t in complete if "copied_from" in t.user_attrs and counts_as_arm_trial(t)]  # presets' files
-        chosen = ([t for t in complete if t.user_attrs.get("preset")] if arm == "presets"
-                  else own[:args.retime_top] + copies)
-        for trial in chosen:
-            sha = trial.user_attrs["tflite_sha256"]
-            if sha not in files:
-                path = scratch / f"{sha[:16]}.tflite"
-                if not path.exists() and not fetch_artifact(trial, study._storage, store, MODEL_NAME, path):
-                    continue
-                files[sha] = {"file": str(path), "medians": []}
-            picks.setdefault(arm, []).append((trial, sha))
-    shas = list(files)
-    for round_index in range(args.retime_rounds):
-        for sha in shas[round_index % len(shas):] + shas[:round_index % len(shas)]:
-            files[sha]["medians"].append(time_as_profiled(files[sha]["file"], local)["median_ms"])
-    result = {}
-    for arm, pairs in picks.items():
-        rows = []
-        for trial, sha in pairs:
-            quiet_ms = median(files[sha]["medians"])
-            rows.append({"number": trial.number, "preset": trial.user_attrs.get("preset"),
-                         "si_rmse": trial.user_attrs["si_rmse"], "search_latency_ms": trial.user_attrs["latency_ms"],
-                         "quiet_latency_ms": quiet_ms, "search_score": trial.value,
-                         "quiet_score": final_score(trial.user_attrs["si_rmse"], quiet_ms / 1000.0)})
-        rows.sort(key=lambda r: -r["quiet_score"])
-        result[arm] = {"best_quiet_score": rows[0]["quiet_score"] if rows else None, "trials": rows}
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="quick")
@@ -227,7 +170,8 @@ def main() -> None:
                         help="trained trials each search arm aims at (it stops at this or its wall time)")
     parser.add_argument("--arms", nargs="+", default=["presets", "tpe", "random", "tpe-presets"])
     parser.add_argument("--work", type=Path, default=Path("results/benchmarks/search_quality"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_quality.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/search_quality/<UTC date and time>.json)")
     parser.add_argument("--retime-top", type=int, default=3, help="re-time this many best trials of each arm")
     parser.add_argument("--retime-rounds", type=int, default=5)
     parser.add_argument("--tag", default="", help="suffix of the search arms' names (a second variant beside the "
@@ -241,13 +185,14 @@ def main() -> None:
                         help="presets of the presets arm (each in every precision of the space); default: all")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    out = args.out or results_path(NAME)
     wall = args.wall_minutes * 60
     started = time.time()
     arms: dict[str, dict] = {}
     studies: dict[str, optuna.Study] = {}
     presets_study = None
     if "presets" in args.arms:
-        points = preset_points(load_space(arm_config(args, "presets", 0).space))
+        points = preset_points(load_space(arm_config(args.work, "presets", 0, args.budget).space))
         names = [n for n in points if args.presets is None or n.removesuffix("-int8") in args.presets]
         study = run_arm(args, "presets", 0, None, baselines=names if args.presets else "all", pruner="none",
                         latency_screen=False, trials=len(names))
@@ -297,7 +242,7 @@ def main() -> None:
                              ("random", "random-s"), ("tpe-presets", "tpe-presets")):
             if (b := best_of(prefix)) is not None:
                 ratios[name] = b / preset_best
-    quiet = retime(args, studies) if args.retime_top else {}
+    quiet = retime(args.work, studies, args.retime_top, args.retime_rounds) if args.retime_top else {}
 
     def quiet_best(prefix: str) -> float | None:
         scores = [a["best_quiet_score"] for k, a in quiet.items() if k.startswith(prefix) and a["best_quiet_score"]]
@@ -307,14 +252,13 @@ def main() -> None:
     # Random sampling against the TPE arm timed as it was: the timed TPE arm when random timed too.
     tpe_like_random = "tpe-timed-s" if args.time_before_training and "tpe-timed" in args.arms else "tpe-s"
     result = {
-        "command": "python benchmarks/search_quality.py " + " ".join(
+        "command_with_defaults": "python benchmarks/search_quality.py " + " ".join(
             [f"--budget {args.budget}", f"--wall-minutes {args.wall_minutes:g}", f"--trials {args.trials}", "--seeds",
              *map(str, args.seeds), "--arms", *args.arms, *(["--presets", *args.presets] if args.presets else []),
              *([f"--tag {args.tag}"] if args.tag else []),
              *([f"--max-si-rmse {args.max_si_rmse:g}"] if args.max_si_rmse is not None else []),
              "--time-before-training" if args.time_before_training else "--no-time-before-training"]),
-        "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
-        "date": datetime.now(timezone.utc).date().isoformat(), "hours": (time.time() - started) / 3600,
+        "hours": (time.time() - started) / 3600,
         "arms": arms, "best_preset_score": preset_best,
         "search_vs_best_preset": ratios.get("tpe"), "timed_search_vs_best_preset": ratios.get("tpe-timed"),
         "auto_timed_search_vs_best_preset": ratios.get("tpe-auto"),
@@ -336,8 +280,7 @@ def main() -> None:
         "quiet_search_from_presets_vs_best_preset": ((quiet_best("tpe-presets") / quiet_preset)
                                                      if quiet_best("tpe-presets") and quiet_preset else None),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(NAME, result, path=out)
     print(json.dumps({k: v for k, v in result.items() if k not in ("arms", "quiet")}, indent=2))
     for name, arm in arms.items():
         print(f"{name}: best {arm['best_score']}, {arm['complete']} complete, {arm['screened_before_training']} "
@@ -346,9 +289,6 @@ def main() -> None:
             f = arm["floor"]
             print(f"  si-RMSE ≤ {f['max_si_rmse']:g}: {f['meeting']} of {f['complete']} complete, best {f['best_score']}")
 
-
-def _cores() -> int:
-    return int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or 0)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,15 @@ deployment resolution on PyTorch's meta device (`nas.trial.latency_model.arch_fi
 arithmetic), so the figures come in seconds. They size `max_mmacs` in `search_spaces/mai2021.yaml`.
 
     .venv/bin/python benchmarks/space_compute.py --draws 300
+
+Writes benchmarks/results/space_compute/<date>.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,8 @@ from nas.trial.latency_model import arch_figures
 from nas.presets import PRESETS
 from nas.space import load_space
 
+from common import write_result
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,7 +34,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/space_compute.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/space_compute/<UTC date and time>.json)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(args.space)
@@ -51,9 +54,7 @@ def main() -> None:
     values = np.array(mmacs)
     cap = space.max_mmacs
     result = {
-        "command": f"python benchmarks/space_compute.py --space {args.space} --draws {args.draws} --seed {args.seed}",
-        "machine": platform.processor() or platform.machine(), "date": datetime.now(timezone.utc).date().isoformat(),
-        "space": str(args.space), "max_mmacs": cap, "draws": args.draws, "unbuildable": unbuildable,
+        "space": str(args.space), "seed": args.seed, "max_mmacs": cap, "draws": args.draws, "unbuildable": unbuildable,
         "seconds_per_draw": seconds / args.draws,
         "mmacs_percentiles": {str(q): float(np.percentile(values, q)) for q in (5, 10, 25, 50, 75, 90)},
         "share_above_cap": None if cap is None else float(np.mean(values > cap)),
@@ -61,8 +62,7 @@ def main() -> None:
         "presets_mmacs": {name: arch_figures(arch, args.height, args.width)["macs"] / 1e6
                           for name, arch in PRESETS.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result("space_compute", result, path=args.out)
     print(json.dumps(result, indent=2))
 
 

@@ -15,16 +15,14 @@ on 127.0.0.1, so the SSH overhead is protocol + process cost without network lat
 
     .venv/bin/python benchmarks/ssh_overhead.py [--repeats 10] [--runs 30] [--hardware FILE]
 
-Writes results/benchmarks/ssh_overhead.json and prints a table.
+Writes benchmarks/results/ssh_overhead/<date>.json (or --out) and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -33,7 +31,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +40,8 @@ from rich.table import Table
 from nas.hardware import DeviceProfile, LatencyMeter, LatencyResult, load_hardware
 from nas.hardware.check import build_reference_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import results_path, write_result
+
 
 
 @contextmanager
@@ -200,7 +198,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/ssh_overhead/<UTC date and time>.json)")
     args = parser.parse_args()
 
     console = Console(width=max(Console().width, 110))
@@ -219,11 +218,8 @@ def main() -> None:
                 data = run(args, work, fields)
             target = "loopback sshd on this machine"
     data.update({"target": target, "threads": args.threads, "warmup": args.warmup,
-                 "runs": args.runs, "repeats": args.repeats, "machine": platform.node(),
-                 "cpu_count": os.cpu_count(), "when": datetime.now(timezone.utc).isoformat()})
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "ssh_overhead.json"
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+                 "runs": args.runs, "repeats": args.repeats})
+    path = write_result("ssh_overhead", data, path=args.out or results_path("ssh_overhead"))
     report(data, console)
     console.print(f"written {path}")
 

@@ -13,7 +13,7 @@ device), each with real `nas run` processes or the real `run_search`:
    `failed_trial` system attribute names it) and until it finishes.
 
 Usage: python benchmarks/workers.py [--trials 6] [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
-Writes benchmarks/results/workers.json. Needs PostgreSQL (a database per run is created and dropped).
+Writes benchmarks/results/workers/<date>.json (or --out). Needs PostgreSQL (a database per run is created and dropped).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ import yaml
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
-from latency_weights import cpu_model
+from common import results_path, write_result
 from nas.config import load_config
 from nas.commands.run.search import run_search
 
@@ -180,13 +179,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--postgres", default=os.environ.get("NAS_TEST_POSTGRES_URL",
                                                              "postgresql://postgres@127.0.0.1:5432/postgres"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/workers.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/workers/<UTC date and time>.json)")
     args = parser.parse_args()
-    result: dict[str, Any] = {
-        "command": f"python benchmarks/workers.py --trials {args.trials}",
-        "date": datetime.now(timezone.utc).date().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
-    }
+    out = args.out or results_path("workers")
+    result: dict[str, Any] = {"trials": args.trials}
     with tempfile.TemporaryDirectory(prefix="nas-sqlite-") as tmp:
         result["db_time_sqlite"] = database_time(f"sqlite:///{tmp}/nas.db", args.trials)
     with database(args.postgres) as url:
@@ -196,8 +193,7 @@ def main() -> None:
             result[f"throughput_{workers}_worker"] = throughput(url, workers, args.trials)
     with database(args.postgres) as url:
         result["sigkill_to_retry"] = kill_to_retry(url)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result("workers", result, path=out)
     print(json.dumps(result, indent=2))
 
 

@@ -68,7 +68,7 @@ class ConversionServer:
         with self._lock:
             self.start()
             if self._process is None:  # no fork here
-                return _run_fresh(cwd, argv, timeout_s)
+                return run_fresh(cwd, argv, timeout_s)
             log = Path(cwd) / CHILD_LOG
             job = {"cwd": str(cwd), "argv": argv, "log": str(log), "timeout_s": timeout_s}
             try:
@@ -79,7 +79,7 @@ class ConversionServer:
                 reply = ""
             if not reply:  # the server itself died (killed from outside): this job runs as before, fresh
                 self.stop()
-                return _run_fresh(cwd, argv, timeout_s)
+                return run_fresh(cwd, argv, timeout_s)
             result = json.loads(reply)
             output = log.read_text(errors="replace") if log.exists() else ""
             if result["timed_out"]:
@@ -99,7 +99,7 @@ class ConversionServer:
             process.wait()
 
 
-def _run_fresh(cwd: Path, argv: list[str], timeout_s: float) -> tuple[int, str]:
+def run_fresh(cwd: Path, argv: list[str], timeout_s: float) -> tuple[int, str]:
     """The conversion in a new interpreter that imports everything itself."""
     proc = subprocess.run([sys.executable, "-m", JOB_MODULE, *argv], cwd=cwd, env=child_env(),
                           capture_output=True, text=True, timeout=timeout_s)

@@ -58,7 +58,7 @@ def _design(points: Sequence[LatencyPoint]) -> np.ndarray:
     return np.array(rows)
 
 
-def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def fit_latency_model(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Non-negative coefficients minimising the *relative* error (each row scaled by 1/latency)."""
     coef, _ = nnls(x / y[:, None], np.ones(len(y)))
     return coef
@@ -92,11 +92,11 @@ class LatencyPredictor:
         ratios = []
         for i in range(len(points)):
             keep = np.arange(len(points)) != i
-            ratios.append(float(x[i] @ _fit(x[keep], y[keep]) / y[i]))
+            ratios.append(float(x[i] @ fit_latency_model(x[keep], y[keep]) / y[i]))
         loo = np.array(ratios)
         margin = min(MIN_MARGIN, 1.0 / max(float(loo.max()), 1e-6))
         upper_margin = max(1.0 / MIN_MARGIN, 1.0 / max(float(loo.min()), 1e-6))
-        return cls(_fit(x, y), margin, upper_margin, len(points), loo, any(p.int8 for p in points),
+        return cls(fit_latency_model(x, y), margin, upper_margin, len(points), loo, any(p.int8 for p in points),
                    any(not p.int8 for p in points))
 
     def predict_ms(self, macs: int, activations: int, int8: bool) -> float:

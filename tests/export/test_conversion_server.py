@@ -10,7 +10,7 @@ import torch
 from helpers.export import TINY
 
 from nas.export import ExportError
-from nas.export.conversion_server import CONVERSIONS, ConversionServer, _run_fresh
+from nas.export.conversion_server import CONVERSIONS, ConversionServer, run_fresh
 from nas.export.onnx_export import export_onnx
 from nas.export.tflite_convert import convert_to_tflite
 from nas.infra.files import sha256_file
@@ -41,7 +41,7 @@ def test_forked_children_convert_to_the_same_model_as_a_fresh_child_with_one_imp
     server = CONVERSIONS._process
     second = convert_to_tflite(onnx_path, tmp_path / "second.tflite", sample, log_path=tmp_path / "second.log")
     assert CONVERSIONS._process is server and server.poll() is None  # one server served both, and waits on
-    monkeypatch.setattr(ConversionServer, "run", lambda self, cwd, argv, timeout_s: _run_fresh(cwd, argv, timeout_s))
+    monkeypatch.setattr(ConversionServer, "run", lambda self, cwd, argv, timeout_s: run_fresh(cwd, argv, timeout_s))
     fresh = convert_to_tflite(onnx_path, tmp_path / "fresh.tflite", sample)
     assert sha256_file(first) == sha256_file(second) == sha256_file(fresh)
 
