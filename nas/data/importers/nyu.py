@@ -59,6 +59,7 @@ def _read_indices(path: Path, total: int) -> tuple[list[int], list[int]]:
     """0-based (train, test) indices of `splits.mat`, MATLAB v5 (scipy) or v7.3 (HDF5)."""
     import h5py
     import scipy.io
+    from scipy.io.matlab import MatReadError
 
     if not path.is_file():
         raise ConfigError(path, "file does not exist")
@@ -70,7 +71,7 @@ def _read_indices(path: Path, total: int) -> tuple[list[int], list[int]]:
     else:
         try:
             content = scipy.io.loadmat(path)
-        except (ValueError, TypeError, OSError, NotImplementedError) as exc:
+        except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as exc:
             raise ConfigError(path, f"not a MATLAB file ({exc}); expected NYU's splits.mat") from exc
         values = {k: np.asarray(content[k]) for k in ("trainNdxs", "testNdxs") if k in content}
     for key in ("trainNdxs", "testNdxs"):
