@@ -1,7 +1,7 @@
 """One conversion server per worker process, so a conversion does not wait for TensorFlow to import.
 
 Every conversion runs in a process of its own (`onnx2tf_job` says why). Importing onnx2tf, with
-TensorFlow and onnxsim, is about 5 s of each on a 2-core CPU (`benchmarks/README.md`, conversion_cost).
+TensorFlow and onnxsim, is about 5 s of each on a 2-core CPU (`benchmarks/conversion_cost.md`).
 The server pays that once: it imports them, then forks one child per conversion from that state. A
 child starts as a copy of the server taken before any conversion ran and ends with its conversion, so
 nothing passes from one graph to the next, as with a fresh process, and a crash ends only that child.

@@ -47,8 +47,7 @@ class DeviceProfile(BaseModel):
     warmup: int = Field(5, ge=0, le=10_000)
     runs: int = Field(30, ge=1, le=100_000)
     # The runner times `repeats` bursts of warm-up + runs, `repeat_gap_s` apart, and keeps the burst with the
-    # lowest median: a burst slowed by other work on the machine is set aside (benchmarks/README.md,
-    # latency_repeatability). 1 burst is the plain one-loop timing.
+    # lowest median: a burst slowed by other work on the machine is set aside (benchmarks/latency_repeatability.md). 1 burst is the plain one-loop timing.
     repeats: int = Field(3, ge=1, le=100)
     repeat_gap_s: float = Field(1.0, ge=0, le=60)
     max_temp_c: float = Field(75.0, gt=0, le=120)

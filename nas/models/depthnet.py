@@ -57,7 +57,7 @@ class DepthNet(nn.Module):
         size = internal_size(self.arch.input_scale, *out_size)
         # Resize first, then normalise: bilinear weights sum to one, so the order does not change the
         # result, but normalising the small image instead of the 640×480 one cut LiteDepth's TFLite
-        # latency from 5.1 to 3.2 ms on a 2-core x86 (benchmarks/README.md, latency_floor).
+        # latency from 5.1 to 3.2 ms on a 2-core x86 (benchmarks/latency_floor.md).
         x = resize_to(image, size, "bilinear")
         x = (x - self.mean) * self.inv_std
         depth = self.head(self.decoder(self.encoder(x), size))

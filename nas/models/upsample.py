@@ -35,7 +35,7 @@ def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     Where `size` is the same whole multiple of both sides (640×480 from 64×48, 128×96, 160×120 ...), the
     result equals `F.interpolate(..., mode="bilinear", align_corners=False)` but exports as an edge pad, a
     constant 3×3 convolution to factor² channels and DEPTH_TO_SPACE, which TFLite runs in under half the
-    time of RESIZE_BILINEAR on a one-channel map (`benchmarks/README.md`, latency_floor: 0.55 against
+    time of RESIZE_BILINEAR on a one-channel map (`benchmarks/latency_floor.md`: 0.55 against
     1.07 ms at 48×64 on a 2-core x86). Other sizes are resized.
     """
     h, w = int(x.shape[2]), int(x.shape[3])
@@ -49,7 +49,7 @@ def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def edge_pad(x: torch.Tensor) -> torch.Tensor:
     """`x` with its border pixels repeated once on every side (replicate padding), written as slices and
     concatenations: those stay in TFLite's XNNPACK delegate, where the MIRROR_PAD ops that onnx2tf makes of
-    a replicate pad do not (0.1 ms at 48×64 on a 2-core x86, `benchmarks/README.md`, latency_floor)."""
+    a replicate pad do not (0.1 ms at 48×64 on a 2-core x86, `benchmarks/latency_floor.md`)."""
     x = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
     return torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)
 

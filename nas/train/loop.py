@@ -59,7 +59,7 @@ class StepOptions:
         return cls(**(CUDA_COMPUTE_BOUND_DEFAULTS if compute_bound else CUDA_DEFAULTS))
 
 
-# Measured by benchmarks/gpu_training.py on an H100 (2026-11-27, benchmarks/README.md): prefetching
+# Measured by benchmarks/gpu_training.py on an H100 (2026-11-27, benchmarks/gpu_training.md): prefetching
 # (1.48× over plain fp32, same batches) plus channels-last (1.83× in all, the fastest mode for every
 # seed preset) with no si-RMSE change beyond run-to-run noise. bf16 autocast slowed the presets (they
 # wait on kernel launches and data, not arithmetic) but sped the teacher a further 1.19× over

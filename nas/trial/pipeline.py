@@ -113,7 +113,7 @@ def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budge
 def time_untrained(ctx: TrialContext, model: torch.nn.Module, arch: Arch, label: str) -> Any:
     """Convert the untrained network and time it on the device under its graph key, before any training.
 
-    Latency depends on the graph, not on the weights (`benchmarks/README.md`, latency_weights), so this is
+    Latency depends on the graph, not on the weights (`benchmarks/latency_weights.md`), so this is
     the trained model's latency too: the cache serves it to `deploy`. Costs one conversion, against the
     training it saves when the figure shows the candidate cannot win. Returns a LatencyResult.
     """

@@ -123,8 +123,7 @@ def make_tpe_sampler(seed: int, trials: int) -> optuna.samplers.TPESampler:
 def tpe_startup_trials(trials: int) -> int:
     """Random trials before TPE models the study: a third of the run, 3 to 10 (Optuna's default is 10).
 
-    With Optuna's 10, a run of fewer than about 10 trials (every CPU run: `benchmarks/README.md`,
-    search_quality) never leaves random sampling. Enqueued presets and screened candidates count.
+    With Optuna's 10, a run of fewer than about 10 trials (every CPU run: `benchmarks/search_quality.md`) never leaves random sampling. Enqueued presets and screened candidates count.
     """
     return max(3, min(10, trials // 3))
 

@@ -117,7 +117,7 @@ def test_quantized_parity_refuses_images_of_another_size(int8_export):
 @pytest.mark.slow  # one int8 conversion of the tiny arch: about 15 s here
 def test_the_conversion_child_writes_only_the_models_it_uses(tiny_onnx, tmp_path):
     """onnx2tf's own quantization option adds dynamic-range, full-integer-I/O and two int16-activation
-    models: three more calibrated conversions nothing reads (benchmarks/README.md, conversion_cost)."""
+    models: three more calibrated conversions nothing reads (benchmarks/conversion_cost.md)."""
     from nas.export.tflite_convert import _run_onnx2tf
 
     calibration = calibration_scenes(0, HEIGHT, WIDTH, 4).astype(np.float32)

@@ -117,7 +117,7 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     config = config.model_copy(update={"pretrained": trial_weights_setting(config, trial)})
     budget = BUDGETS[config.budget]
     # The shipped file is timed anew, not served its graph's figure from the search: one timing during a
-    # search can stray (benchmarks/README.md, latency_repeatability), and this is the figure users quote.
+    # search can stray (benchmarks/latency_repeatability.md), and this is the figure users quote.
     with Session(config, backbones=[arch.backbone], budget=budget, fresh_latency=True) as session:
         weights = session.weights
         if (recorded := trial.user_attrs.get("encoder_weights", {}).get("sha256")) and \
