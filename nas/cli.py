@@ -66,7 +66,7 @@ app = typer.Typer(cls=ErrorBoundary, help=HELP, no_args_is_help=True, pretty_exc
 
 @app.callback()
 def options(verbose: Annotated[bool, typer.Option(
-        "--verbose", help="show other programs' output (TensorFlow, LiteRT, Optuna) on the terminal instead of "
+        "--verbose", metavar="", help="show other programs' output (TensorFlow, LiteRT, Optuna) on the terminal instead of "
                           "in the log file under RESULTS/logs")] = False) -> None:
     """Hardware-aware architecture search for on-device depth estimation."""
     if verbose:

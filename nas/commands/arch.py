@@ -45,8 +45,9 @@ def arch_list() -> None:
 
 
 @arch_app.command("show")
-def arch_show(name_or_json: str, as_json: Annotated[bool, typer.Option("--json")] = False,
-              height: int = 480, width: int = 640) -> None:
+def arch_show(name_or_json: str, as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON instead of YAML")] = False,
+              height: Annotated[int, typer.Option(help="input height in pixels")] = 480,
+              width: Annotated[int, typer.Option(help="input width in pixels")] = 640) -> None:
     """The full Arch of a preset, arch JSON or JSON file, with params and MACs."""
     from nas.models import DepthNet, count_macs, count_params
 
@@ -60,12 +61,16 @@ def arch_show(name_or_json: str, as_json: Annotated[bool, typer.Option("--json")
     if as_json:
         print(json.dumps(info, indent=2))
     else:
-        out.print(info)
+        import yaml
+
+        print(yaml.safe_dump(info, sort_keys=False, allow_unicode=True), end="")
 
 
 @arch_app.command("export")
-def arch_export(name_or_json: str, out_dir: Annotated[Path, typer.Option("--out")],
-                height: int = 480, width: int = 640,
+def arch_export(name_or_json: str,
+                out_dir: Annotated[Path, typer.Option("--out", help="folder for model.onnx, model.tflite and the parity report")],
+                height: Annotated[int, typer.Option(help="input height in pixels")] = 480,
+                width: Annotated[int, typer.Option(help="input width in pixels")] = 640,
                 precision: Annotated[Optional[str], typer.Option(
                     help="fp32 | int8 (calibrated on rendered scenes; default: the arch's own)")] = None) -> None:
     """Export a preset or arch JSON (untrained weights) to ONNX and TFLite, with the parity report."""

@@ -17,8 +17,12 @@ data_app = typer.Typer(help="Create and check data sets in the MAI 2021 layout."
 
 @data_app.command("synth")
 def data_synth(out_dir: Annotated[Path, typer.Option("--out", help="folder to write")],
-               train: int = 160, val: int = 16, test: int = 16, seed: int = 0,
-               width: int = 640, height: int = 480) -> None:
+               train: Annotated[int, typer.Option(help="training pairs")] = 160,
+               val: Annotated[int, typer.Option(help="validation pairs")] = 16,
+               test: Annotated[int, typer.Option(help="test pairs")] = 16,
+               seed: Annotated[int, typer.Option(help="scene seed: the same seed renders the same set")] = 0,
+               width: Annotated[int, typer.Option(help="image width in pixels")] = 640,
+               height: Annotated[int, typer.Option(help="image height in pixels")] = 480) -> None:
     """Write a synthetic depth data set (rendered rooms and streets) in the MAI 2021 layout."""
     from rich.progress import Progress
 
@@ -35,6 +39,7 @@ def data_synth(out_dir: Annotated[Path, typer.Option("--out", help="folder to wr
 def data_check(root: Annotated[Path, typer.Argument(help="data set root")]) -> None:
     """Check a data set; exit 1 and name every bad file and what is wrong with it."""
     from nas.data.check import check_dataset
+    from nas.data.layout import SPLITS, list_pairs
 
     problems = check_dataset(root)
     for problem in problems:
@@ -42,7 +47,9 @@ def data_check(root: Annotated[Path, typer.Argument(help="data set root")]) -> N
     if problems:
         err.print(Text.assemble((f"{len(problems)} problem(s)", "red"), f" in {root}"))
         raise typer.Exit(EXIT_FAILED)
-    out.print(f"{root}: OK")
+    counts = {split: len(list_pairs(root, split)) for split in SPLITS}
+    out.print(f"{root}: OK, {sum(counts.values())} pairs checked ("
+              + ", ".join(f"{split} {n}" for split, n in counts.items()) + ")", highlight=False)
 
 
 import_app = typer.Typer(help="Import a depth data set (NYU Depth v2, DIODE, KITTI, plain folders) into the MAI "
@@ -148,8 +155,8 @@ def import_folder(rgb: Annotated[Path, typer.Option("--rgb", help="folder of RGB
                   out_dir: OutOption,
                   depth_scale: Annotated[float, typer.Option("--depth-scale", help="factor applied to every raw "
                                                              "depth value first (e.g. 0.00390625 for value/256)")] = 1.0,
-                  val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
-                  test_fraction: Annotated[float, typer.Option("--test-fraction")] = 0.1,
+                  val_fraction: Annotated[float, typer.Option("--val-fraction", help="share of the pairs for validation")] = 0.1,
+                  test_fraction: Annotated[float, typer.Option("--test-fraction", help="share of the pairs for test")] = 0.1,
                   seed: SeedOption = 0, crop: CropOption = None, resize: ResizeOption = None,
                   max_depth: MaxDepthOption = 65.535) -> None:
     """Your own pairs: RGB and depth files matched by stem, split by seeded fractions."""

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nas.commands.options import TrustNewHostKeys
 
 devices_app = typer.Typer(help="Target devices (hardware profiles).", no_args_is_help=True)
 
@@ -15,7 +16,7 @@ devices_app = typer.Typer(help="Target devices (hardware profiles).", no_args_is
 def devices_check(file: Annotated[Path, typer.Argument(help="hardware profile or pool YAML")],
                   storage: Annotated[Optional[str], typer.Option(
                       help="study database: lease each device so a running search is not disturbed")] = None,
-                  trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys")] = False) -> None:
+                  trust_new_host_keys: TrustNewHostKeys = False) -> None:
     """Connect to each device, verify it, time one small model; exit 1 if any fails."""
     from nas.hardware.check import check_devices
     from nas.infra.third_party import route_to_log

@@ -20,3 +20,13 @@ Artifacts = Annotated[Optional[str], typer.Option(help="artifact store: a folder
 Pretrained = Annotated[Optional[str], typer.Option(
     help="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else random) | none | "
          "imagenet (download if needed) | FOLDER with <backbone>.safetensors or .pth per backbone")]
+Data = Annotated[Optional[Path], typer.Option(help="data set root in the MAI 2021 layout (default: the synthetic set "
+                                                   "under RESULTS/data)")]
+Hardware = Annotated[Optional[Path], typer.Option(help="hardware profile or device pool YAML (default "
+                                                       "hardware/local.yaml: this machine)")]
+# Flags show no "<bool>" placeholder: they take no value.
+NoDistill = Annotated[bool, typer.Option("--no-distill", metavar="", help="train without a teacher (no "
+                                                                          "distillation loss)")]
+TrustNewHostKeys = Annotated[bool, typer.Option("--trust-new-host-keys", metavar="",
+                                                help="accept and save an unknown SSH host key (a changed key is "
+                                                     "always refused)")]

@@ -13,7 +13,8 @@ from nas.infra.console import out
 
 
 def report_cmd(study: StudyName = None, storage: Storage = None, results: Results = None, artifacts: Artifacts = None,
-               out_dir: Annotated[Optional[Path], typer.Option("--out")] = None) -> None:
+               out_dir: Annotated[Optional[Path], typer.Option(
+                   "--out", help="report folder (default RESULTS/reports/STUDY)")] = None) -> None:
     """A study as report.html (Pareto front, history, importances, top trials, previews, cost) with its PNGs,
     trials.csv and summary.json."""
     from nas.report import write_study_report

@@ -37,7 +37,7 @@ def train_cmd(data: Data, out_dir: Annotated[Path, typer.Option("--out", help="t
               init: Annotated[Optional[Path], typer.Option(
                   help="local checkpoint (state dict: whole teacher or backbone, .pt/.pth/.safetensors)")] = None,
               steps: Annotated[Optional[int], typer.Option(help="override the budget's step count")] = None,
-              seed: int = 0,
+              seed: Annotated[int, typer.Option(help="training seed")] = 0,
               pretrained: Annotated[str, typer.Option(
                   help="backbone starting weights: auto (ImageNet where the Hugging Face cache has them) | none | "
                        "imagenet | FOLDER with <backbone>.safetensors or .pth; --init loads on top")] = "auto") -> None:

@@ -50,16 +50,16 @@ def graph_key(arch: Arch, config: RunConfig) -> str:
     return "graph-" + hashlib.sha256(text.encode()).hexdigest()[:58]
 
 
-def _progress(label: str) -> tuple[Progress, Callable[[int, int, float], None]]:
-    """The training bar. Off where the console is not interactive (a log file): rich would draw nothing
-    there but still end each bar with an empty line."""
+def _progress(label: str, steps: int | None = None) -> tuple[Progress, Callable[[int, int, float], None]]:
+    """The training bar over `steps`; the loss shows from the first step on. Off where the console is not
+    interactive (a log file): rich would draw nothing there but still end each bar with an empty line."""
     progress = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console,
+                        TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console,
                         transient=True, disable=not console.is_interactive)
-    task = progress.add_task(label, total=1, loss=float("nan"))
+    task = progress.add_task(label, total=steps, loss="")
 
     def update(step: int, total: int, loss: float) -> None:
-        progress.update(task, completed=step, total=total, loss=loss)
+        progress.update(task, completed=step, total=total, loss=f"loss {loss:.3f}")
 
     return progress, update
 
@@ -104,7 +104,7 @@ def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budge
     if ctx.distillation is not None and distill_lambda:
         loss_fn, teacher = ctx.distillation.make_loss(distill_lambda), ctx.distillation.maps
     batches = PixelScaleBatches(ctx.train_frames, budget.batch_size, crop, teacher)
-    progress, update = _progress(f"{label} training on {crop[1]}×{crop[0]} crops")
+    progress, update = _progress(f"{label} training on {crop[1]}×{crop[0]} crops", budget.steps)
     with progress:
         return train(model, batches, budget, val_split=ctx.val_frames, loss_fn=loss_fn, seed=seed, on_eval=on_eval,
                      progress=update)

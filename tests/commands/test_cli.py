@@ -172,3 +172,46 @@ def test_an_unreachable_database_is_one_line_without_the_password(tmp_path) -> N
     assert result.exit_code == 2 and "cannot reach the study database" in text
     assert "s3cret" not in result.output and "postgresql://nas:***@127.0.0.1:1/nas" in text
     assert "Traceback" not in result.output
+
+
+def test_arch_show_prints_yaml_and_json_that_parse_back() -> None:
+    import json
+
+    import yaml
+
+    shown = CliRunner().invoke(app, ["arch", "show", "litedepth"])
+    assert shown.exit_code == 0
+    info = yaml.safe_load(shown.output)
+    assert info["arch"]["backbone"] == "tf_mobilenetv3_small_minimal_100" and info["params"] > 0
+    as_json = CliRunner().invoke(app, ["arch", "show", "litedepth", "--json"])
+    assert json.loads(as_json.output) == info
+
+
+def test_data_check_says_how_many_pairs_it_checked(tmp_path) -> None:
+    from nas.data.synth import synthesize
+
+    synthesize(tmp_path / "data", {"train": 3, "validation": 2, "test": 1}, seed=0, width=64, height=48)
+    result = CliRunner().invoke(app, ["data", "check", str(tmp_path / "data")])
+    assert result.exit_code == 0
+    assert "OK, 6 pairs checked (train 3, validation 2, test 1)" in result.output
+
+
+def test_every_option_of_the_commands_has_a_help_text_and_flags_show_no_value() -> None:
+    group = typer.main.get_command(app)
+
+    def commands(cmd, path: str = "nas") -> list:  # typer's click command tree: groups have `commands`
+        if hasattr(cmd, "commands"):
+            return [c for name, sub in cmd.commands.items() for c in commands(sub, f"{path} {name}")]
+        return [(path, cmd)]
+
+    leaves = commands(group)
+    assert {"nas run", "nas data synth", "nas data import nyu", "nas teacher train"} <= {p for p, _ in leaves}
+    for path, command in leaves:
+        options = [p for p in command.params if p.param_type_name == "option" and p.name != "help"]
+        for option in options:
+            assert option.help, f"{path} {option.opts[0]} has no help text"
+        result = CliRunner().invoke(app, [*path.split()[1:], "--help"], terminal_width=120)
+        assert result.exit_code == 0, (path, result.output)
+        flags = [o.opts[0] for o in options if o.is_flag]
+        rows = [line for line in result.output.splitlines() if any(f" {flag} " in line for flag in flags)]
+        assert len(rows) >= len(flags) and not any("<bool>" in row for row in rows), (path, rows)

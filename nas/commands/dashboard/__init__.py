@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from nas.commands.options import Artifacts, Results, Storage
 from nas.config import load_config
 
 
-def dashboard_cmd(storage: Storage = None, results: Results = None, artifacts: Artifacts = None, port: int = 8080,
-              host: str = "127.0.0.1") -> None:
+def dashboard_cmd(storage: Storage = None, results: Results = None, artifacts: Artifacts = None,
+                  port: Annotated[int, typer.Option(help="port to serve on")] = 8080,
+                  host: Annotated[str, typer.Option(help="address to serve on (0.0.0.0: every interface)")]
+                  = "127.0.0.1") -> None:
     """optuna-dashboard over the study database (default results/nas.db), with the artifact store; prints the URL."""
     from nas.commands.dashboard.server import serve
 

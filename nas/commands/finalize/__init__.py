@@ -8,15 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from nas.commands.options import BudgetOption, ConfigFile, Pretrained, Results, Storage, StudyName
+from nas.commands.options import (BudgetOption, ConfigFile, Data, Hardware, NoDistill, Pretrained, Results, Storage,
+                                  StudyName)
 from nas.config import load_config
 from nas.infra.console import out
 from nas.infra.third_party import route_to_log
 
 def finalize_cmd(config_file: ConfigFile = None, study: StudyName = None, storage: Storage = None,
                  trial: Annotated[Optional[int], typer.Option(help="trial number (default: best)")] = None,
-                 budget: BudgetOption = "full", data: Optional[Path] = None, hardware: Optional[Path] = None,
-                 no_distill: Annotated[bool, typer.Option("--no-distill")] = False,
+                 budget: BudgetOption = "full", data: Data = None, hardware: Hardware = None,
+                 no_distill: NoDistill = False,
                  results: Results = None,
                  out_dir: Annotated[Optional[Path], typer.Option("--out", help="release folder")] = None,
                  pretrained: Pretrained = None) -> None:

@@ -58,7 +58,7 @@ def write_model_report(out: Path, record: dict) -> Path:
         f"- si-RMSE {m['si_rmse']:.4f}, RMSE {m['rmse']:.3f} m, log10 {m['log10']:.4f}, REL {m['rel']:.4f} "
         f"(TFLite model, {record['val_images']} validation images at {record['resolution']})",
         f"- Latency on {record['device']}: median {record['latency_ms']:.1f} ms, "
-        f"p90 {record['latency_p90_ms']:.1f} ms ({record['threads']} threads)",
+        f"p90 {record['latency_p90_ms']:.1f} ms ({record['threads']} thread{'s' if record['threads'] != 1 else ''})",
         f"- Parameters {record['params']:,}, MACs {record['macs'] / 1e6:,.0f} M, "
         f"`.tflite` {record['tflite_bytes'] / 1e6:.2f} MB",
         f"- Training: budget {record['budget']}, {record['train_steps']} steps in {record['train_seconds']:.0f} s",

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from nas.commands.options import BudgetOption, ConfigFile, Pretrained, Results, Storage, StudyName
+from nas.commands.options import (BudgetOption, ConfigFile, Data, Hardware, NoDistill, Pretrained, Results, Storage,
+                                  StudyName)
 from nas.config import BUDGETS, load_config
 from nas.infra.console import out
 from nas.infra.third_party import route_to_log
@@ -21,9 +22,9 @@ def proxy_check_cmd(trials: Annotated[int, typer.Option(help="K, complete trials
                     seed: Annotated[Optional[int], typer.Option(
                         help="trial N re-trains with seed SEED + N, as the search trained it (default 0); also "
                              "seeds the bootstrap")] = None,
-                    data: Optional[Path] = None,
-                    hardware: Optional[Path] = None,
-                    no_distill: Annotated[bool, typer.Option("--no-distill")] = False, results: Results = None,
+                    data: Data = None,
+                    hardware: Hardware = None,
+                    no_distill: NoDistill = False, results: Results = None,
                     out_file: Annotated[Optional[Path], typer.Option(
                         "--out", help="JSON file (default RESULTS/proxy_check/STUDY.json)")] = None,
                     pretrained: Pretrained = None) -> None:

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nas.commands.options import Artifacts, BudgetOption, ConfigFile, Pretrained, Results, Storage, StudyName
+from nas.commands.options import (Artifacts, BudgetOption, ConfigFile, Data, Hardware, NoDistill, Pretrained, Results,
+                                  Storage, StudyName, TrustNewHostKeys)
 from nas.config import load_config
 from nas.errors import NasRuntimeError
 from nas.infra.console import out
@@ -17,9 +18,9 @@ from nas.infra.signals import sigterm_as_interrupt
 from nas.infra.third_party import route_to_log
 
 def run_cmd(config_file: ConfigFile = None,
-        data: Annotated[Optional[Path], typer.Option(help="data set root (default: synthetic data)")] = None,
+        data: Data = None,
         space: Annotated[Optional[Path], typer.Option(help="search-space YAML")] = None,
-        hardware: Annotated[Optional[Path], typer.Option(help="hardware profile YAML")] = None,
+        hardware: Hardware = None,
         study: StudyName = None, storage: Storage = None,
         trials: Annotated[Optional[int], typer.Option(help="trained trials the study should reach: complete or pruned "
                                                       "while training (failed ones are retried; candidates screened "
@@ -27,18 +28,19 @@ def run_cmd(config_file: ConfigFile = None,
         timeout: Annotated[Optional[float], typer.Option(help="stop starting trials after SECONDS")] = None,
         budget: BudgetOption = None,
         teacher: Annotated[Optional[Path], typer.Option(help="teacher folder (default: trained under results/)")] = None,
-        no_distill: Annotated[bool, typer.Option("--no-distill", help="train without a teacher")] = False,
+        no_distill: NoDistill = False,
         objective: Annotated[Optional[str], typer.Option(help="score | pareto (si-RMSE and latency)")] = None,
         pruner: Annotated[Optional[str], typer.Option(help="none | median | hyperband (on estimated Final Scores)")] = None,
         sampler: Annotated[Optional[str], typer.Option(help="tpe | random")] = None,
-        seed: Optional[int] = None, results: Results = None, artifacts: Artifacts = None,
-        enqueue_baselines: Annotated[bool, typer.Option("--enqueue-baselines",
+        seed: Annotated[Optional[int], typer.Option(
+            help="sampler seed of the run that creates the study (default 0); workers that join or resume it draw "
+                 "their own")] = None, results: Results = None, artifacts: Artifacts = None,
+        enqueue_baselines: Annotated[bool, typer.Option("--enqueue-baselines", metavar="",
                                                         help="start from every seed preset in every precision "
                                                              "(same as --baselines all)")] = False,
         baselines: Annotated[Optional[str], typer.Option(
             help="seed presets to start from: all | none | comma-separated names (default: litedepth)")] = None,
-        trust_new_host_keys: Annotated[bool, typer.Option("--trust-new-host-keys",
-                                                          help="accept and save unknown SSH host keys")] = False,
+        trust_new_host_keys: TrustNewHostKeys = False,
         pretrained: Pretrained = None,
         max_si_rmse: Annotated[Optional[float], typer.Option(
             help="accuracy floor: trials with a higher TFLite si-RMSE are infeasible (never the best); set when the "
