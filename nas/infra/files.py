@@ -69,12 +69,26 @@ def remove_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
+def size_text(n: int) -> str:
+    """Bytes as people read them: 812 bytes, 46.1 kB, 13.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+def no_space(folder: str | Path, needed: int | None, what: str) -> NasRuntimeError:
+    """The one-line error for `what` not fitting on the disk of `folder` (which it names)."""
+    free = shutil.disk_usage(folder).free
+    need = f"needs {size_text(needed)}" if needed is not None else "does not fit"
+    return NasRuntimeError(folder, f"{what} {need}, only {size_text(free)} free on this disk; "
+                                   "free some space or use a folder on another disk")
+
+
 def require_free_space(folder: str | Path, needed: int, what: str) -> None:
     """NasRuntimeError naming `folder` unless its file system has `needed` bytes free.
 
     Checked before writing through a memory map: there a full disk is not an error but SIGBUS.
     """
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise NasRuntimeError(folder, f"{what} needs {needed / 1e6:,.1f} MB, only {free / 1e6:,.1f} MB free on "
-                                      "this disk; free some space or use a folder on another disk")
+    if shutil.disk_usage(folder).free < needed:
+        raise no_space(folder, needed, what)
