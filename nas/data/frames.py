@@ -9,16 +9,18 @@ so a batch reads only the crops it uses and several workers share the operating 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
 
-from nas.infra.files import atomic_write_text
+from nas.infra.files import atomic_write_text, no_space, require_free_space
 
 from nas.data.dataset import DepthSplit, load_depth_mm, load_rgb
 from nas.data.layout import list_pairs, pair_stamps
@@ -27,6 +29,35 @@ from nas.data.layout import list_pairs, pair_stamps
 def decoded_bytes(count: int, width: int, height: int) -> int:
     """Disk taken by `count` decoded pairs: 3 bytes of RGB and 2 of depth per pixel."""
     return count * width * height * 5
+
+
+HEADER_BYTES = 2 * 4096  # the two `.npy` headers, generously
+# The decoding temporaries `_decode` names, `tmp-PID-NAME`.
+TEMPORARY = re.compile(r"^tmp-(\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_orphans(cache_dir: Path) -> list[Path]:
+    """Delete the decoding temporaries of processes that are gone (killed, or ended by SIGBUS); the paths.
+
+    Called under the cache folder's lock, which every decoder holds while it writes, so the files of a
+    live decoder are never seen here; the pid check keeps those of a live process anyway.
+    """
+    removed = []
+    for path in cache_dir.iterdir():
+        if (match := TEMPORARY.match(path.name)) and path.is_file() and not _alive(int(match[1])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def open_split(root: Path, split: str, cache_dir: Path, size_wh: tuple[int, int], limit: int | None = None,
@@ -42,11 +73,15 @@ def open_split(root: Path, split: str, cache_dir: Path, size_wh: tuple[int, int]
     base = cache_dir / f"{split}-{width}x{height}-{key}"
     rgb_path, depth_path, meta_path = (base.with_name(base.name + s) for s in (".rgb.npy", ".depth.npy", ".json"))
     with FileLock(str(cache_dir / ".lock")):  # one worker decodes, the others wait and reuse
+        remove_orphans(cache_dir)
         if not meta_path.is_file():
-            _decode(pairs, size_wh, rgb_path, depth_path, progress)
-            for stale in cache_dir.glob(f"{split}-{width}x{height}-*"):
+            for stale in cache_dir.glob(f"{split}-{width}x{height}-*"):  # an older decode: its space is needed
                 if not stale.name.startswith(base.name):
                     stale.unlink(missing_ok=True)
+            # Decoding writes through memory maps, where a full disk is SIGBUS (a `Bus error`, no message).
+            require_free_space(cache_dir, decoded_bytes(len(pairs), width, height) + HEADER_BYTES,
+                               f"decoding {len(pairs)} {split} frames at {width}×{height}")
+            _decode(pairs, size_wh, rgb_path, depth_path, progress)
             atomic_write_text(meta_path, json.dumps({"root": str(Path(root).resolve()), "split": split,
                                                      "stems": [r.stem for r, _ in pairs]}))
     stems = json.loads(meta_path.read_text())["stems"]
@@ -62,6 +97,7 @@ def _decode(pairs: list[tuple[Path, Path]], size_wh: tuple[int, int], rgb_path: 
     try:
         rgb = np.lib.format.open_memmap(tmp_rgb, mode="w+", dtype=np.uint8, shape=(len(pairs), height, width, 3))
         depth = np.lib.format.open_memmap(tmp_depth, mode="w+", dtype=np.uint16, shape=(len(pairs), height, width))
+        _reserve(tmp_rgb, tmp_depth, what=f"decoding {len(pairs)} frames at {width}×{height}")
         for i, (rgb_file, depth_file) in enumerate(pairs):
             rgb[i] = load_rgb(rgb_file, size_wh)
             depth[i] = load_depth_mm(depth_file, size_wh)
@@ -75,3 +111,19 @@ def _decode(pairs: list[tuple[Path, Path]], size_wh: tuple[int, int], rgb_path: 
     finally:
         tmp_rgb.unlink(missing_ok=True)
         tmp_depth.unlink(missing_ok=True)
+
+
+def _reserve(*paths: Path, what: str) -> None:
+    """Allocate the (sparse) files' blocks now, so that space taken meanwhile by another process is an
+    ENOSPC here, with a message, rather than a SIGBUS on some later page of the map."""
+    for path in paths:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_space(path.parent, sum(p.stat().st_size for p in paths), what) from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: as before
+                raise
+        finally:
+            os.close(fd)

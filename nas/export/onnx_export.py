@@ -6,6 +6,7 @@ DEPTH_TO_SPACE uses (`depth_to_space_as_dcr`): the same outputs in fewer, faster
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from onnx import numpy_helper
 
 from nas.export import check_close
+from nas.infra.files import atomic_write_bytes
 
 INPUT_NAME, OUTPUT_NAME = "image", "depth"
 OPSET = 17
@@ -27,13 +29,14 @@ def export_onnx(model: torch.nn.Module, path: Path, height: int, width: int) -> 
     model = model.eval().cpu()
     dummy = torch.zeros(1, 3, height, width)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python ints: intended, sizes are static
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
+        torch.onnx.export(model, (dummy,), buffer, dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
-    graph = onnx.load(str(path))
-    if depth_to_space_as_dcr(graph):
-        onnx.save(graph, str(path))
+    graph = onnx.load_from_string(buffer.getvalue())
+    depth_to_space_as_dcr(graph)
+    atomic_write_bytes(path, graph.SerializeToString())  # a full disk leaves no half model behind
     return path
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.export import ExportError, check_close, check_precision
+from nas.infra.files import atomic_copy
 from nas.export.onnx2tf_job import FP32_FILE, INT8_FILE, ONNX2TF_SIMPLIFIES, SIMPLIFIED
 from nas.export.conversion_server import CONVERSIONS
 from nas.infra.third_party import native_stderr_to_log
@@ -138,8 +139,8 @@ def convert_to_tflite(onnx_path: Path, out_path: Path, sample: np.ndarray, timeo
                     else f"exit {code}" if code != 0 else f"exit 0 without {', '.join(missing)}")
             raise ExportError(f"onnx2tf failed ({what}): {tail[-400:]}")
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        for name, target in wanted.items():
-            shutil.copyfile(work / "tf" / name, target)
+        for name, target in wanted.items():  # a full disk leaves the previous file (or none), never a part
+            atomic_copy(work / "tf" / name, target)
     return out_path
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,12 +32,25 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
+# Query keys that carry a secret: libpq's `password` and `sslpassword`, PyMySQL's `passwd`, and any
+# other driver argument whose name says it is one (SQLAlchemy hands every query key to the driver).
+_QUERY_SECRET = re.compile(r"([?&;][^=&#]*(?:pass(?:word|wd)|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
 def hide_password(url: str) -> str:
-    """A storage URL fit to print or store: the password (if any) replaced by ***."""
+    """A storage URL fit to print or store: every password in it replaced by ***.
+
+    That is the one in the user part (`postgresql://u:pw@h/db`) and those in the query string
+    (`postgresql://u@h/db?password=pw`, `?sslpassword=pw`), which SQLAlchemy passes to the driver as
+    keyword arguments and which its own masking leaves in clear. A string SQLAlchemy cannot parse is
+    masked by pattern, as it may still end up in an error message.
+    """
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)  # query values come out %-encoded
     except ArgumentError:
-        return url
+        shown = _USERINFO_PASSWORD.sub(r"\1***@", url)
+    return _QUERY_SECRET.sub(r"\1***", shown)
 
 
 def _driver_url(url: str) -> URL:

@@ -37,7 +37,7 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
-        except SQLAlchemyError:
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError):  # Optuna wraps a failed commit
             pass  # the database is away; the trial is not stale (this worker lives), so just beat again later
 
 
@@ -82,11 +82,18 @@ def fail_orphaned_trials(study: optuna.Study, reason: str) -> list[int]:
 
 
 def connection_error(exc: BaseException) -> BaseException | None:
-    """The lost-connection error behind `exc` (Optuna wraps some in StorageInternalError), or None."""
+    """The lost-connection error behind `exc`, or None.
+
+    Optuna wraps some in StorageInternalError (`__cause__`), and when the link breaks while a trial is
+    told, Optuna's own clean-up in `_run_trial` fails on the same link and then raises UnboundLocalError:
+    the connection error is that one's `__context__`. So both links of the chain are followed.
+    """
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
         if isinstance(seen, (OperationalError, InterfaceError)) or getattr(seen, "connection_invalidated", False):
             return seen
+        visited.add(id(seen))
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -106,7 +113,7 @@ def optimize_through_outages(study: optuna.Study, run: Callable[[float | None], 
         try:
             run(left)
             return
-        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        except Exception as exc:  # whatever Optuna raises once the storage is gone: judged by its chain
             lost = connection_error(exc)
             if lost is None:
                 raise

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial  # noqa: E402
 
 from nas.trial.study import is_feasible  # noqa: E402
 from nas.report.trials import pareto_front  # noqa: E402
+from nas.infra.files import atomic_save  # noqa: E402
 
 PRECISION_MARKERS = {"fp32": "o", "int8": "s"}
 OTHER_MARKER = "^"
@@ -158,5 +159,5 @@ def _save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
     """Write the PNG and free the figure; `tight=False` for figures laid out by matplotlib's constrained layout."""
     if tight:
         fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    atomic_save(path, lambda f: fig.savefig(f, dpi=DPI, format="png"))
     plt.close(fig)

@@ -14,6 +14,7 @@ from typing import Any
 
 from nas.report.page import PAGE, _figure, _fmt
 from nas.report.trials import arch_line
+from nas.infra.files import atomic_write_text
 
 # Release files the page links when they are in the folder.
 RELEASE_FILES = (("model.tflite", "ship this"), ("model.onnx", "ONNX"), ("model.pt", "PyTorch weights"),
@@ -133,5 +134,5 @@ def render_model_page(record: dict[str, Any], out: Path, preview_png: str | None
 def write_model_page(out: Path, record: dict[str, Any], preview_png: str | None, preview_caption: str) -> Path:
     """Write `out/report.html`; returns its path."""
     path = out / "report.html"
-    path.write_text(render_model_page(record, out, preview_png, preview_caption), encoding="utf-8")
+    atomic_write_text(path, render_model_page(record, out, preview_png, preview_caption))
     return path

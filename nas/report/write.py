@@ -18,6 +18,7 @@ from nas.report.importance import score_importances
 from nas.report.page import ReportContent, render_page
 from nas.report.previews import copy_previews
 from nas.report.trials import COLUMNS, best_feasible, pareto_front, scored_trials, table_trials, trial_rows
+from nas.infra.files import atomic_write_text
 
 def validation_frame(config: RunConfig) -> tuple[np.ndarray, np.ndarray] | None:
     """The study's first validation frame at deployment resolution, for the previews; None without data."""
@@ -78,7 +79,7 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
     shown = list({t.number: t for t in content.table + content.preview_trials}.values())
     content.previews = copy_previews(shown, open_storage(config.storage_url, heartbeat=False), store, out,
                                      validation_frame(config))
-    (out / "report.html").write_text(render_page(content), encoding="utf-8")
+    atomic_write_text(out / "report.html", render_page(content))
 
     front = pareto_front([(t.user_attrs["latency_ms"], t.user_attrs["si_rmse"], t.number) for t in scored])
     best_row = next((r for r in rows if best is not None and r["number"] == best.number), None)
@@ -86,5 +87,5 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
                "max_si_rmse": floor,
                "pareto_front_trials": [n for _, _, n in front], "importances": content.importances,
                "report": "report.html"}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return out

@@ -12,6 +12,7 @@ from PIL import Image
 from nas.data.dataset import DepthSplit
 from nas.export.tflite_convert import TFLiteModel
 from nas.metrics import mean_metrics
+from nas.infra.files import atomic_save
 
 
 def evaluate_tflite(tflite_path: Path, split: DepthSplit, threads: int = 2,
@@ -40,5 +41,5 @@ def write_preview(path: Path, rgb: np.ndarray, gt_mm: np.ndarray, pred_mm: np.nd
     valid = gt_mm[gt_mm > 0]
     vmax = float(np.percentile(valid, 98)) if valid.size else float(pred_mm.max())
     strip = np.concatenate([rgb, colorize(gt_mm.astype(np.float32), vmax), colorize(pred_mm, vmax)], axis=1)
-    Image.fromarray(strip).save(path)
+    atomic_save(path, lambda f: Image.fromarray(strip).save(f, format="PNG"))
     return path

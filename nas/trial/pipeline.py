@@ -30,7 +30,7 @@ from nas.infra.console import err as console
 from nas.trial.evaluate import evaluate_tflite, write_preview
 from nas.export.pipeline import export_checked
 from nas.export.conversion_server import CONVERSIONS
-from nas.infra.files import sha256_file
+from nas.infra.files import atomic_save, sha256_file
 from nas.metrics import final_score
 from nas.models import count_params
 from nas.models.complexity import graph_figures
@@ -276,7 +276,7 @@ def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, 
     figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
     distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
     result = train_candidate(ctx, model, arch, budget, label, seed, distill_lambda)
-    torch.save(model.state_dict(), out / "model.pt")  # the expensive part is kept even if export fails
+    atomic_save(out / "model.pt", lambda f: torch.save(model.state_dict(), f))  # kept even if export fails
     deployed = deploy(ctx, model, arch, out, label)
     record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},
                                source.record())

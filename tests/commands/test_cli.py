@@ -164,13 +164,32 @@ def test_teacher_commands_check_the_data_set_first(tmp_path) -> None:
         assert not (tmp_path / "t").exists()  # nothing started
 
 
-def test_an_unreachable_database_is_one_line_without_the_password(tmp_path) -> None:
-    url = "postgresql://nas:s3cret@127.0.0.1:1/nas"  # nothing listens on port 1
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://nas:s3cret@db:5432/nas", "postgresql://nas:***@db:5432/nas"),
+    ("postgresql://nas@db/nas?password=s3cret", "postgresql://nas@db/nas?password=***"),
+    ("postgresql://nas@db/nas?sslmode=require&sslpassword=s3cret", "postgresql://nas@db/nas?sslmode=require&sslpassword=***"),
+    ("postgresql://nas:s3cret@db/nas?PASSWORD=s3cret&application_name=nas",
+     "postgresql://nas:***@db/nas?PASSWORD=***&application_name=nas"),
+    ("mysql+pymysql://nas@db/nas?passwd=s3cret", "mysql+pymysql://nas@db/nas?passwd=***"),
+    ("postgresql://nas@db/nas?password=s3%26cret", "postgresql://nas@db/nas?password=***"),
+    ("sqlite:///results/nas.db", "sqlite:///results/nas.db"),
+    ("not a url://nas:s3cret@db?password=s3cret", "not a url://nas:***@db?password=***"),  # unparsable: by pattern
+])
+def test_every_password_in_a_storage_url_is_masked(url: str, shown: str) -> None:
+    from nas.infra.db import hide_password
+
+    assert hide_password(url) == shown
+    assert "s3" not in hide_password(url)
+
+
+@pytest.mark.parametrize("url", ["postgresql://nas:s3cret@127.0.0.1:1/nas",  # nothing listens on port 1
+                                 "postgresql://nas@127.0.0.1:1/nas?password=s3cret&sslpassword=s3cret"])
+def test_an_unreachable_database_is_one_line_without_the_password(tmp_path, url: str) -> None:
     result = CliRunner().invoke(app, ["run", "--storage", url, "--results", str(tmp_path), "--space",
                                       str(RunConfig().space.parent / "smoke.yaml")])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "cannot reach the study database" in text
-    assert "s3cret" not in result.output and "postgresql://nas:***@127.0.0.1:1/nas" in text
+    assert "s3cret" not in result.output and "postgresql://nas" in text and "@127.0.0.1:1/nas" in text
     assert "Traceback" not in result.output
 
 

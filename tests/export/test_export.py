@@ -195,3 +195,51 @@ def test_a_simplifier_crash_converts_again_with_onnx2tfs_own_simplifier(tmp_path
     image = np.linspace(0, 255, 16 * 16 * 3).reshape(16, 16, 3).astype(np.float32)
     expected = run_onnx(onnx_path, image.transpose(2, 0, 1)[None])[0]
     assert np.max(np.abs(TFLiteModel(tflite).predict(image) - expected)) < 1e-3
+
+
+def test_a_conversion_onto_a_full_disk_keeps_the_previous_model_whole(tmp_path, tiny_model):
+    """A real 256 kB file system holds a good model.tflite; a new model of about 600 kB cannot fit: the old
+    file stays, byte for byte and loadable, no temporary is left, and the error names the folder."""
+    import shutil
+
+    import torch
+    from helpers.disk import small_disk
+
+    from nas.errors import NasRuntimeError
+
+    big = torch.nn.Sequential(torch.nn.Conv2d(3, 128, 3, padding=1), torch.nn.Conv2d(128, 128, 3, padding=1),
+                              torch.nn.Conv2d(128, 1, 1))
+    onnx_path = export_onnx(big, tmp_path / "big.onnx", 16, 16)
+    with small_disk(tmp_path / "out", "256k") as out:
+        good = out / "model.tflite"
+        shutil.copyfile(tiny_model, good)
+        before = good.read_bytes()
+        with pytest.raises(NasRuntimeError, match=r"writing model\.tflite needs 6\d\d\.\d kB, only .* free") as caught:
+            convert_to_tflite(onnx_path, good, np.zeros((20, 128, 128, 3), np.float32))
+        assert caught.value.path == out
+        assert good.read_bytes() == before and TFLiteModel(good).input_hw == (16, 16)
+        assert sorted(p.name for p in out.iterdir()) == ["model.tflite"]
+
+
+def test_a_release_that_cannot_fit_leaves_the_previous_release_whole(tmp_path):
+    """`nas finalize` builds its folder beside --out and swaps it in: a full disk midway keeps the old one."""
+    from helpers.disk import small_disk
+
+    from nas.errors import NasRuntimeError
+    from nas.infra.files import atomic_write_bytes, staged_folder
+
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        release = disk / "release"
+        with staged_folder(release) as out:
+            atomic_write_bytes(out / "model.tflite", b"old" * 10_000)
+        with pytest.raises(NasRuntimeError, match=r"writing model\.pt needs 300\.0 kB") as caught:
+            with staged_folder(release) as out:
+                atomic_write_bytes(out / "metrics.json", b"{}")
+                atomic_write_bytes(out / "model.pt", bytes(300_000))  # does not fit
+        assert caught.value.path.name.startswith(".release.")  # the folder it was written in, beside --out
+        assert sorted(p.name for p in disk.iterdir()) == ["release"]
+        assert sorted(p.name for p in release.iterdir()) == ["model.tflite"]
+        assert (release / "model.tflite").read_bytes() == b"old" * 10_000
+        with staged_folder(release) as out:  # a release that fits replaces the old one as a whole
+            atomic_write_bytes(out / "metrics.json", b"{}")
+        assert sorted(p.name for p in release.iterdir()) == ["metrics.json"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers.devices import local_device, wrapper_python, write_profile
 from helpers.workers import start_worker, trials_of, wait_for, write_config
 from sqlalchemy.engine import make_url
 
@@ -130,3 +131,48 @@ def test_a_worker_rides_out_a_database_restart_and_reaches_its_target(tmp_path: 
     assert not [t for t in trials if t.state == State.RUNNING]
     lost = [t for t in trials if t.state == State.FAIL]
     assert all("study database was unreachable" in t.user_attrs.get("fail_reason", "") for t in lost)
+
+
+@pytest.mark.slow
+def test_an_outage_in_the_middle_of_a_trial_fails_that_trial_and_the_run_goes_on(tmp_path: Path,
+                                                                                  fresh_postgres_url: str) -> None:
+    """The database goes away while the first trial times its model, so the trial's next statements (its
+    figures, Optuna's own tell) fail; Optuna's clean-up then fails too (UnboundLocalError in `_run_trial`).
+    The worker must wait for the database, fail that trial with the reason, and run the others."""
+    parsed = make_url(fresh_postgres_url)
+    relay = DroppingRelay((parsed.host or "127.0.0.1", parsed.port or 5432))
+    storage = relay.url(fresh_postgres_url)
+    held, go = tmp_path / "held", tmp_path / "go"
+    # The first timing waits until the test has taken the database away, then runs: the trial goes on without it.
+    python = wrapper_python(tmp_path / "py", (
+        f'case "$*" in *--model*) if mkdir {held} 2>/dev/null; then while [ ! -e {go} ]; do sleep 0.1; done; fi;; '
+        'esac\nexec "$PY" "$@"'))
+    hardware = write_profile(tmp_path / "pool.yaml", {"devices": [local_device(python=python, lease_s=3)]})
+    config = write_config(tmp_path, storage, "midtrial", trials=2, hardware=str(hardware), heartbeat_s=1,
+                          grace_s=30, outage_s=120)
+    log = tmp_path / "worker.log"
+    worker = start_worker(config, log)
+    try:
+        wait_for("the first trial to time its model", held.exists, [worker], log)
+        relay.go_down()
+        go.touch()
+        wait_for("the worker to notice", lambda: "lost the study database" in log.read_text(), [worker], log, 120)
+        relay.come_back()
+        back = time.monotonic()
+        wait_for("the worker to go on", lambda: "study database back after" in log.read_text(), [worker], log, 120)
+        recovered_s = time.monotonic() - back
+        assert worker.wait(timeout=600) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = log.read_text()
+    print(f"worker went on {recovered_s:.1f} s after the database came back")
+    assert "unreachable; retrying in 2 s" in text and "Traceback" not in text, text
+    trials = trials_of(fresh_postgres_url, "midtrial")
+    first = trials[0]
+    assert first.state == State.FAIL, text
+    assert "study database was unreachable" in first.user_attrs["fail_reason"]
+    assert f"trial(s) {first.number} marked failed" in text
+    assert sum(t.state == State.COMPLETE for t in trials) == 2
+    assert not [t for t in trials if t.state == State.RUNNING]
+    assert recovered_s < 30  # the back-off's next try, not its limit

@@ -24,7 +24,7 @@ def test_full_disk_is_an_error_naming_the_folder_before_anything_is_written(tmp_
     folder = tmp_path / "teacher"
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
-    with pytest.raises(NasRuntimeError, match=r"teacher's depth cache needs .* MB, only 0\.0 MB free") as caught:
+    with pytest.raises(NasRuntimeError, match=r"teacher's depth cache needs .* kB, only 1\.0 kB free") as caught:
         cache_teacher(folder, root, 48, 64, model=scripted_teacher(tmp_path / "tiny.pt"))
     assert caught.value.path == folder / "cache"
     assert not [name for name in files_in(folder) if name.endswith((".npy", ".tmp"))]

@@ -4,11 +4,14 @@ teacher's matching window, and frames decoded once into memory-mapped arrays."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.disk import small_disk
 from PIL import Image
 
 from nas.data.dataset import DepthSplit
@@ -97,3 +100,39 @@ def test_frames_are_decoded_once_and_redecoded_when_a_file_changes(tmp_path: Pat
     open_split(root, "train", cache, (64, 48))
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) != files
     assert len([p for p in cache.iterdir() if p.name.endswith(".rgb.npy")]) == 1
+
+
+def decode_in_a_process(root: Path, cache: Path) -> subprocess.CompletedProcess:
+    """`open_split` in a process of its own: on a full disk the old code died there of SIGBUS."""
+    code = ("import sys; from nas.data.frames import open_split; from nas.errors import NasError\n"
+            f"try: open_split({str(root)!r}, 'train', {str(cache)!r}, (320, 240))\n"
+            "except NasError as exc: sys.exit(f'error: {exc}')")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+
+
+def test_decoding_frames_onto_a_full_disk_is_one_line_and_orphans_of_dead_decoders_are_removed(tmp_path: Path):
+    """A real 2 MB file system as the frame cache: 4 frames at 320×240 take 1.5 MB decoded."""
+    root = tmp_path / "data"
+    synthesize(root, {"train": 4}, seed=1, width=320, height=240)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with small_disk(tmp_path / "cache", "2m") as cache:
+        # A decoder that died (killed, or of SIGBUS) left 1 MB; one still running (this process) left a file too.
+        orphan = cache / f"tmp-{gone.pid}-train-320x240-0123456789abcdef.rgb.npy"
+        orphan.write_bytes(bytes(1_000_000))
+        live = cache / f"tmp-{os.getpid()}-train-320x240-0123456789abcdef.depth.npy"
+        live.write_bytes(b"x")
+        done = decode_in_a_process(root, cache)
+        assert done.returncode == 0, done.stderr  # the orphan's megabyte was freed for it
+        assert not orphan.exists() and live.exists()
+        live.unlink()
+        assert len(list(cache.glob("train-320x240-*.npy"))) == 2
+
+        # 8 frames (3.1 MB) cannot fit: one line naming the folder and the need, no crash, nothing left behind.
+        synthesize(root, {"train": 8}, seed=2, width=320, height=240)
+        done = decode_in_a_process(root, cache)
+        assert done.returncode == 1, f"exit {done.returncode} (-7 is SIGBUS):\n{done.stderr}"
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: {cache}: decoding 8 train frames at 320×240 needs 3.1 MB, only ")
+        assert not list(cache.glob("tmp-*")) and not list(cache.glob("train-*.npy"))

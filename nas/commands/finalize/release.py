@@ -14,6 +14,7 @@ from nas.config import BUDGETS, RunConfig
 from nas.infra.console import err as console
 from nas.data.dataset import DepthSplit, load_split
 from nas.errors import ConfigError
+from nas.infra.files import atomic_write_text, staged_folder
 from nas.export.tflite_convert import TFLiteModel
 from nas.report.depth_previews import depth_previews
 from nas.report.model_page import search_figures, write_model_page
@@ -79,7 +80,7 @@ def write_model_report(out: Path, record: dict) -> Path:
         "input | ground truth | prediction | error on test images).",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -125,14 +126,40 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
             console.print(f"note: trial {trial.number} started from encoder weights {recorded[:12]}…, the final "
                           f"model from {weights[arch.backbone].sha256 or 'random weights'}", markup=False)
         ctx = session.context
-        out = out or config.results / "final" / f"{config.study}-trial{trial.number}"
-        out.mkdir(parents=True, exist_ok=True)
+        final = out or config.results / "final" / f"{config.study}-trial{trial.number}"
+        check_release_folder(final)
         console.print(f"finalizing trial {trial.number} ({arch.arch_id}, {arch.precision}) with budget "
                       f"{config.budget}")
-        retrained = retrain(ctx, trial, budget, out, "final model", config.seed)
+        # Built in a hidden sibling and swapped in at the end: --out holds the previous release or the whole
+        # new one, never a half (a full disk, a crash, Ctrl-C).
+        with staged_folder(final) as out:
+            retrained = retrain(ctx, trial, budget, out, "final model", config.seed)
+            release_files(out, config, study, trial, retrained, ctx)
+    deployed = retrained.deployed
+    console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
+                  f"{deployed.latency.median_ms:.1f} ms -> {final}", markup=False)
+    if (floor := study.user_attrs.get(FLOOR_ATTR)) is not None and deployed.metrics["si_rmse"] > floor:
+        console.print(f"warning: the final model's si-RMSE {deployed.metrics['si_rmse']:.4f} is above the study's "
+                      f"max_si_rmse {floor:g}", markup=False)
+    return final
+
+
+RELEASE_MARKS = ("metrics.json", "model.tflite", "model.pt")
+
+
+def check_release_folder(folder: Path) -> None:
+    """ConfigError unless `folder` is new, empty or a release: a release is replaced as a whole."""
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir())
+                                                    and not any((folder / m).exists() for m in RELEASE_MARKS))):
+        raise ConfigError(folder, "exists and is not a release folder (no metrics.json or model.tflite); the new "
+                                  "release replaces --out as a whole, so pass a new or empty folder")
+
+
+def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optuna.trial.FrozenTrial, retrained,
+                  ctx) -> None:
+    """metrics.json, report.md, report.html and previews.png of the retrained model, into `out`."""
     result, deployed, trial_record = retrained.train, retrained.deployed, retrained.record
     distill_lambda = retrained.distill_lambda
-    lat = deployed.latency
     record = {
         "study": config.study, "trial": trial.number, **trial_record.as_attrs(), "metrics": deployed.metrics,
         "score_c": config.score_c, "budget": config.budget, "train_steps": result.steps,
@@ -144,14 +171,8 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     }
     if (floor := study.user_attrs.get(FLOOR_ATTR)) is not None:  # the study's accuracy floor, judged again
         record.update(max_si_rmse=floor, meets_max_si_rmse=deployed.metrics["si_rmse"] <= floor)
-    (out / "metrics.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     write_model_report(out, record)
     with console.status("drawing previews on test images"):
         write_model_page(out, record, *write_model_previews(out, config, deployed.tflite_path))
     (out / "onnx2tf.log").unlink(missing_ok=True)
-    console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
-                  f"{lat.median_ms:.1f} ms -> {out}", markup=False)
-    if record.get("meets_max_si_rmse") is False:
-        console.print(f"warning: the final model's si-RMSE {deployed.metrics['si_rmse']:.4f} is above the study's "
-                      f"max_si_rmse {record['max_si_rmse']:g}", markup=False)
-    return out
