@@ -52,7 +52,7 @@ from conftest import local_device, write_profile  # noqa: E402
 
 from nas.hardware import load_hardware  # noqa: E402
 from nas.metrics import final_score  # noqa: E402
-from nas.trial.objective import screen_reason, timing_can_decide, LatencyEstimate  # noqa: E402
+from nas.trial.screen import screen_reason, timing_can_decide, LatencyEstimate  # noqa: E402
 
 SMOKE_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
 
@@ -187,7 +187,7 @@ def test_an_int8_space_needs_a_calibration_set_before_the_study_starts(tmp_path)
 def test_a_candidate_above_the_compute_cap_is_pruned_in_seconds_but_a_preset_is_not(tmp_path):
     """The cap prunes before any weight exists (meta device); a preset enqueued by name is exempt."""
     from nas.trial.latency_model import arch_figures
-    from nas.trial.objective import compute_cap_reason
+    from nas.trial.screen import compute_cap_reason
     from nas.presets import PRESETS
 
     space_file = tmp_path / "space.yaml"
@@ -248,7 +248,7 @@ def test_a_new_graph_is_timed_untrained_and_the_pruner_sees_that_latency(smoke_c
 
 
 def test_a_timed_graph_that_cannot_win_is_screened_before_training(smoke_context):
-    from nas.trial.objective import latency_points
+    from nas.trial.screen import latency_points
 
     study = optuna.create_study(direction="maximize")
     # An incumbent without latency figures: nothing to predict from, so the screen waits for the timing.
