@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from nas.infra.console import err as console
 from nas.errors import NasRuntimeError
-from nas.infra.db import make_engine, worker_id
+from nas.infra.db import make_engine
 
 FIRST_WAIT_S = 2.0
 MAX_WAIT_S = 30.0
@@ -70,17 +70,6 @@ def wait_for_database(url: str, shown_url: str, outage_s: float,
     return time.monotonic() - started
 
 
-def fail_orphaned_trials(study: optuna.Study, reason: str) -> list[int]:
-    """Fail the trials this worker left running when the database link broke; their numbers."""
-    me = worker_id()
-    orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-               if t.user_attrs.get("worker") == me]
-    for trial in orphans:  # Optuna has no public setter for a trial it did not hand out; fail_stale_trials does this
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    return [t.number for t in orphans]
-
-
 def connection_error(exc: BaseException) -> BaseException | None:
     """The lost-connection error behind `exc`, or None.
 
@@ -98,12 +87,13 @@ def connection_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def optimize_through_outages(study: optuna.Study, run: Callable[[float | None], None], url: str, shown_url: str,
-                             outage_s: float, timeout: float | None) -> None:
+def optimize_through_outages(run: Callable[[float | None], None], fail_orphans: Callable[[str], list[int]], url: str,
+                             shown_url: str, outage_s: float, timeout: float | None) -> None:
     """`run(timeout_left)` (one `study.optimize` call) again after each database outage, until it returns.
 
     `run` is called again with what is left of `timeout`; it must size its own trial count from the
-    study (the trials finished before the outage count).
+    study (the trials finished before the outage count). Once the database is back, `fail_orphans(reason)`
+    fails the trials this worker was running when the link broke and returns their numbers.
     """
     started = time.monotonic()
     while True:
@@ -120,8 +110,8 @@ def optimize_through_outages(study: optuna.Study, run: Callable[[float | None], 
             reason = str(getattr(lost, "orig", None) or lost).strip().splitlines()[0]
             console.print(f"lost the study database {shown_url} ({reason})", markup=False)
             waited = wait_for_database(url, shown_url, outage_s)
-            failed = fail_orphaned_trials(study, f"the study database was unreachable for about {waited:.0f} s "
-                                                 f"during the trial ({reason})")
+            failed = fail_orphans(f"the study database was unreachable for about {waited:.0f} s "
+                                  f"during the trial ({reason})")
             console.print(f"study database back after {waited:.0f} s"
                           + (f"; trial(s) {', '.join(map(str, failed))} marked failed" if failed else "")
                           + "; going on", markup=False)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial
 
+from nas.trial.record import fail_reason_of, screened_before_training, stage_seconds_of
+
 STAGES = ("train", "export", "evaluate", "measure")
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?(?![\w.])")  # a figure, not the 2 of "onnx2tf"
 
@@ -48,7 +50,7 @@ def study_cost(trials: list[FrozenTrial]) -> StudyCost:
     totals = dict.fromkeys(STAGES, 0.0)
     with_stages = 0
     for t in trials:
-        seconds = t.user_attrs.get("stage_seconds") or {}
+        seconds = stage_seconds_of(t)
         if seconds:
             with_stages += 1
         for stage, value in seconds.items():
@@ -60,8 +62,8 @@ def study_cost(trials: list[FrozenTrial]) -> StudyCost:
     for t in trials:
         if t.state.name not in ("FAIL", "PRUNED"):
             continue
-        state = "PRUNED before training" if t.user_attrs.get("pruned_before_training") else t.state.name
-        groups.setdefault((state, reason_key(t.user_attrs.get("fail_reason"))), []).append(t.number)
+        state = "PRUNED before training" if screened_before_training(t) else t.state.name
+        groups.setdefault((state, reason_key(fail_reason_of(t))), []).append(t.number)
     reasons = sorted((ReasonGroup(state, reason, numbers) for (state, reason), numbers in groups.items()),
                      key=lambda g: (-g.count, g.state, g.reason))
     return StudyCost(dict(states), totals, means, with_stages, wall, reasons)

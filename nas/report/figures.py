@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from optuna.trial import FrozenTrial  # noqa: E402
 
-from nas.trial.study import is_feasible  # noqa: E402
+from nas.trial.record import backbone_of, is_feasible, latency_of, precision_of, preset_of, score_of, si_rmse_of  # noqa: E402
 from nas.report.trials import pareto_front  # noqa: E402
 from nas.infra.files import atomic_save  # noqa: E402
 
@@ -38,12 +38,8 @@ def score_levels(best: float, count: int = 4) -> list[float]:
     return [best / 2 ** k for k in range(count)]
 
 
-def _precision(t: FrozenTrial) -> str:
-    return t.user_attrs.get("precision", t.user_attrs.get("arch", {}).get("precision", "fp32"))
-
-
 def _label(t: FrozenTrial) -> str:
-    return t.user_attrs.get("preset") or f"#{t.number}"
+    return preset_of(t) or f"#{t.number}"
 
 
 def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Path, title: str, alpha: float = 10.0,
@@ -63,22 +59,20 @@ def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Pat
         ax.text(0.5, 0.5, "no complete trial", transform=ax.transAxes, ha="center", va="center")
         _save(fig, path)
         return []
-    backbones = sorted({t.user_attrs.get("arch", {}).get("backbone", "?") for t in scored})
+    backbones = sorted({backbone_of(t) for t in scored})
     colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backbones)}
     for t in scored:
-        a = t.user_attrs
-        preset = bool(a.get("preset"))
-        ax.scatter(a["latency_ms"], a["si_rmse"], s=70 if preset else 36, zorder=3,
-                   marker=PRECISION_MARKERS.get(_precision(t), OTHER_MARKER),
-                   color=colours[a.get("arch", {}).get("backbone", "?")],
+        preset = bool(preset_of(t))
+        ax.scatter(latency_of(t), si_rmse_of(t), s=70 if preset else 36, zorder=3,
+                   marker=PRECISION_MARKERS.get(precision_of(t), OTHER_MARKER), color=colours[backbone_of(t)],
                    edgecolors="black" if preset else "none", linewidths=1.2)
-        ax.annotate(_label(t), (a["latency_ms"], a["si_rmse"]), fontsize=8 if preset else 7,
+        ax.annotate(_label(t), (latency_of(t), si_rmse_of(t)), fontsize=8 if preset else 7,
                     fontweight="bold" if preset else "normal", xytext=(4, 3), textcoords="offset points")
-    front = pareto_front([(t.user_attrs["latency_ms"], t.user_attrs["si_rmse"], t.number) for t in scored])
+    front = pareto_front(scored)
     ax.plot([p[0] for p in front], [p[1] for p in front], "-", color="0.45", lw=1, zorder=2)
 
-    latencies = [t.user_attrs["latency_ms"] for t in scored]
-    errors = [t.user_attrs["si_rmse"] for t in scored]
+    latencies = [latency_of(t) for t in scored]
+    errors = [si_rmse_of(t) for t in scored]
     x_lo, x_hi = min(latencies) / 1.6, max(latencies) * 1.6
     spread = max(max(errors) - min(errors), 0.02)
     ax.set_xlim(x_lo, x_hi)
@@ -90,7 +84,7 @@ def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Pat
     if best is None:  # nothing meets the floor: no best to draw lines through
         _save(fig, path)
         return []
-    levels = score_levels(best.user_attrs["final_score"])
+    levels = score_levels(score_of(best))
     xs = [x_lo * (x_hi / x_lo) ** (i / 50) for i in range(51)]
     for level in levels:
         ax.plot(xs, [equal_score_si_rmse(level, x, alpha, c) for x in xs], "--", color="0.6", lw=0.8, zorder=1)
@@ -101,8 +95,8 @@ def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Pat
                         xytext=(2, -2), textcoords="offset points")
         elif y_lo <= (y := equal_score_si_rmse(level, x_hi, alpha, c)) <= y_hi:
             ax.annotate(f"score {level:.3g}", (x_hi, y), fontsize=7, color="0.4", ha="right", va="bottom")
-    ax.annotate(f"best: {_label(best)} (trial {best.number}, score {best.user_attrs['final_score']:.3g})",
-                (best.user_attrs["latency_ms"], best.user_attrs["si_rmse"]), xytext=(12, -18),
+    ax.annotate(f"best: {_label(best)} (trial {best.number}, score {score_of(best):.3g})",
+                (latency_of(best), si_rmse_of(best)), xytext=(12, -18),
                 textcoords="offset points", fontsize=8, color="darkred", arrowprops={"arrowstyle": "->", "color": "darkred"})
     handles = [Line2D([], [], ls="", marker="o", color=colours[b], label=b) for b in backbones]
     handles += [Line2D([], [], ls="", marker=m, color="0.3", label=p) for p, m in PRECISION_MARKERS.items()]
@@ -124,7 +118,7 @@ def history_figure(scored: list[FrozenTrial], started: datetime, path: Path) -> 
             (right, by_time, lambda t: ((t.datetime_complete or started) - started).total_seconds() / 60,
              "minutes since the study began")):
         xs = [x_of(t) for t in trials]
-        scores = [t.user_attrs["final_score"] for t in trials]
+        scores = [score_of(t) for t in trials]
         feasible = [is_feasible(t) for t in trials]
         running, best = [], float("nan")
         for score, ok in zip(scores, feasible):  # the best so far that meets the accuracy floor

@@ -13,6 +13,8 @@ import optuna
 from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 from optuna.trial import FrozenTrial
 
+from nas.trial.record import score_of
+
 MIN_TRIALS = 4  # fewer, and the "top quarter" is a single trial: importances would rank noise
 TOP_QUANTILE = 0.25
 METHOD = f"PED-ANOVA: what sets the top {TOP_QUANTILE:.0%} of complete trials by Final Score apart"
@@ -27,14 +29,14 @@ def score_importances(study: optuna.Study, scored: list[FrozenTrial]) -> tuple[d
     if len(scored) < MIN_TRIALS:
         return None, (f"Parameter importances need at least {MIN_TRIALS} complete trials; "
                       f"this study has {len(scored)}.")
-    if len({t.user_attrs["final_score"] for t in scored}) < 2:
+    if len({score_of(t) for t in scored}) < 2:
         return None, "Parameter importances need trials with different Final Scores; every complete trial scored the same."
     evaluator = PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)
     try:
         with warnings.catch_warnings():  # "few trials above the quantile": the page says how many trials there are
             warnings.simplefilter("ignore", UserWarning)
             importances = get_param_importances(study, evaluator=evaluator,
-                                                target=lambda t: -t.user_attrs["final_score"])
+                                                target=lambda t: -score_of(t))
     except (ValueError, RuntimeError, KeyError) as exc:  # e.g. no parameter every complete trial shares
         return None, f"Optuna could not compute parameter importances: {exc}"
     if not importances:

@@ -13,7 +13,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from nas.trial.study import is_feasible
+from nas.trial.record import attrs, is_feasible, precision_of, preset_of, score_of
 from nas.report.cost import STAGES, StudyCost
 from nas.report.importance import METHOD
 from nas.report.proxy import proxy_section
@@ -79,7 +79,7 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 
 def _trial_name(t: FrozenTrial) -> str:
-    preset = t.user_attrs.get("preset")
+    preset = preset_of(t)
     return f"{t.number} ({escape(preset)})" if preset else str(t.number)
 
 
@@ -102,7 +102,7 @@ def _header(c: ReportContent) -> str:
         lines.append(f"<p class=\"warning\">No trial completed: {failed} failed and {pruned} pruned, so there is "
                      f"nothing to rank or plot. Why they stopped is listed under <a href=\"#cost\">Cost</a>.</p>")
     else:
-        a = c.best.user_attrs
+        a = attrs(c.best)
         lines.append(f"<p>Best trial: <strong>{_trial_name(c.best)}</strong>, Final Score "
                      f"<strong>{a['final_score']:.4g}</strong> (si-RMSE {a['si_rmse']:.4f}, "
                      f"{a['latency_ms']:.1f} ms on {escape(str(a.get('device', '?')))}): "
@@ -159,7 +159,7 @@ def _table(c: ReportContent) -> str:
     head = "".join(f"<th>{h}</th>" for h in TABLE_HEADER)
     rows = []
     for t in c.table:
-        a = t.user_attrs
+        a = attrs(t)
         preview = c.previews.get(t.number)
         link = f"<a href=\"{escape(preview)}\">preview</a>" if preview else "–"
         macs = a.get("macs")
@@ -167,7 +167,7 @@ def _table(c: ReportContent) -> str:
                  f"<td class=\"text\">{escape(arch_line(a.get('arch', {})))}</td>",
                  f"<td>{_fmt(a.get('params'), ',')}</td>",
                  f"<td>{_fmt(None if macs is None else macs / 1e6, ',.0f')}</td>",
-                 f"<td class=\"text\">{escape(str(a.get('precision', a.get('arch', {}).get('precision', 'fp32'))))}</td>",
+                 f"<td class=\"text\">{escape(str(precision_of(t)))}</td>",
                  f"<td>{_fmt(a.get('si_rmse'), '.4f')}</td>", f"<td>{_fmt(a.get('rmse'), '.3f')}</td>",
                  f"<td>{_fmt(a.get('log10'), '.4f')}</td>", f"<td>{_fmt(a.get('rel'), '.4f')}</td>",
                  f"<td>{_fmt(a.get('latency_ms'), '.1f')}</td>", f"<td>{_fmt(a.get('latency_p90_ms'), '.1f')}</td>",
@@ -189,7 +189,7 @@ def _previews(c: ReportContent) -> str:
     if not shown:
         return ""
     items = [_figure(c.previews[t.number], f"preview of trial {t.number}",
-                     f"Trial {_trial_name(t)}, score {t.user_attrs['final_score']:.4g}: input | ground truth | "
+                     f"Trial {_trial_name(t)}, score {score_of(t):.4g}: input | ground truth | "
                      "prediction") for t in shown]
     return "<h2>Previews of the top trials</h2>\n" + "\n".join(items)
 

@@ -6,6 +6,15 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+import optuna
+
+SUMMARY_ATTR = "proxy_check"  # the study attribute holding the last proxy check's summary
+
+
+def proxy_summary(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's proxy-check summary (`nas proxy-check`), or None when it was never checked."""
+    return study.user_attrs.get(SUMMARY_ATTR)
+
 
 def _cell(value: Any, spec: str = "") -> str:
     """A figure for a cell; a missing or undefined one (a τ of a constant ranking) shows as an en dash."""

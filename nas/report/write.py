@@ -11,14 +11,17 @@ import numpy as np
 import optuna
 
 from nas.config import RunConfig
-from nas.trial.study import FLOOR_ATTR, artifact_store, load_study, open_storage
+from nas.trial.record import first_feasible, scored_trials, study_floor
+from nas.trial.study import artifact_store, load_study, open_storage
 from nas.report.cost import study_cost
 from nas.report.figures import history_figure, importance_figure, pareto_figure
 from nas.report.importance import score_importances
 from nas.report.page import ReportContent, render_page
 from nas.report.previews import copy_previews
-from nas.report.trials import COLUMNS, best_feasible, pareto_front, scored_trials, table_trials, trial_rows
 from nas.infra.files import atomic_write_text
+from nas.report.proxy import proxy_summary
+from nas.report.trials import COLUMNS, pareto_front, table_trials, trial_rows
+
 
 def validation_frame(config: RunConfig) -> tuple[np.ndarray, np.ndarray] | None:
     """The study's first validation frame at deployment resolution, for the previews; None without data."""
@@ -57,12 +60,12 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
         writer.writerows(rows)
 
     scored = scored_trials(trials)
-    best = best_feasible(scored)
-    floor = study.user_attrs.get(FLOOR_ATTR)
+    best = first_feasible(scored)
+    floor = study_floor(study)
     content = ReportContent(study_name=config.study, objectives=_objectives(study), storage=config.storage_shown,
                             generated=datetime.now(), trial_count=len(trials), best=best,
                             table=table_trials(scored, TOP_TRIALS), cost=study_cost(trials),
-                            preview_trials=scored[:TOP_PREVIEWS], proxy_check=study.user_attrs.get("proxy_check"),
+                            preview_trials=scored[:TOP_PREVIEWS], proxy_check=proxy_summary(study),
                             max_si_rmse=floor)
     content.score_levels = pareto_figure(scored, best, out / "pareto.png", f"study {config.study}",
                                          alpha=config.score_alpha, c=config.score_c, max_si_rmse=floor)
@@ -81,7 +84,7 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
                                      validation_frame(config))
     atomic_write_text(out / "report.html", render_page(content))
 
-    front = pareto_front([(t.user_attrs["latency_ms"], t.user_attrs["si_rmse"], t.number) for t in scored])
+    front = pareto_front(scored)
     best_row = next((r for r in rows if best is not None and r["number"] == best.number), None)
     summary = {"study": config.study, "trials": len(rows), "states": content.cost.states, "best": best_row,
                "max_si_rmse": floor,

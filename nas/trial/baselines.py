@@ -8,6 +8,7 @@ from nas.arch import Arch
 from nas.infra.console import err as console
 from nas.presets import preset_variants
 from nas.space import SearchSpace
+from nas.trial.record import arch_id_of, preset_of, preset_record
 
 
 def preset_points(space: SearchSpace) -> dict[str, Arch]:
@@ -24,8 +25,8 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, names: list[str] 
     Named presets run in the order given; one outside the space is skipped silently.
     """
     trials = study.get_trials(deepcopy=False)
-    seen_archs = {t.user_attrs.get("arch_id") for t in trials}
-    seen_presets = {t.user_attrs.get("preset") for t in trials}
+    seen_archs = {arch_id_of(t) for t in trials}
+    seen_presets = {preset_of(t) for t in trials}
     points = preset_points(space)
     wanted = list(points) if names is None else [n for n in names if n in points]
     count = 0
@@ -37,6 +38,6 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, names: list[str] 
             if names is None:
                 console.print(f"preset {name} is not a point of this space ({problems[0]}); skipped", markup=False)
             continue
-        study.enqueue_trial(arch.to_params(), user_attrs={"preset": name}, skip_if_exists=True)
+        study.enqueue_trial(arch.to_params(), user_attrs=preset_record(name), skip_if_exists=True)
         count += 1
     return count

@@ -3,7 +3,7 @@
 A search trial and a final model go through the same steps, so their figures mean the same thing:
 train on crops at the deployed pixel scale, export PyTorch → ONNX → TFLite (in the arch's
 precision), score the TFLite model on validation frames at deployment resolution, time it on the
-device, and turn the result into one `TrialRecord`.
+device, and turn the result into one `nas.trial.record.TrialRecord`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,16 @@ from nas.arch import Arch
 from nas.config import Budget, RunConfig
 from nas.infra.console import err as console
 from nas.trial.evaluate import evaluate_tflite, write_preview
-from nas.export.pipeline import export_checked
+from nas.export.pipeline import Exported, export_checked
 from nas.export.conversion_server import CONVERSIONS
-from nas.infra.files import atomic_save, sha256_file
+from nas.infra.files import atomic_save
 from nas.metrics import final_score
 from nas.models import count_params
 from nas.models.complexity import graph_figures
 from nas.models.depthnet import GRAPH_VERSION, DepthNet
 from nas.train.batches import PixelScaleBatches, training_crop
 from nas.train.loop import EvalCallback, TrainResult, default_device, supervised, train
+from nas.trial.record import TrialRecord, arch_of, encoder_weights_of
 from nas.trial.session import TrialContext
 
 
@@ -110,6 +111,17 @@ def train_candidate(ctx: TrialContext, model: torch.nn.Module, arch: Arch, budge
                      progress=update)
 
 
+def export_for(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path) -> Exported:
+    """`model` exported to ONNX and TFLite into `workdir` in `arch`'s precision at deployment resolution, its
+    parity checked with the run's tolerances: the one export a trial's untrained timing and its deployment share."""
+    cfg = ctx.config
+    sample = np.asarray(ctx.val_frames.rgb[:1]).transpose(0, 3, 1, 2).astype(np.float32)
+    return export_checked(model, workdir, sample, ctx.onnx2tf_sample, cfg.deploy_height, cfg.deploy_width,
+                          precision=arch.precision,
+                          calibration=ctx.calibration_images if arch.precision == "int8" else None,
+                          tolerance=cfg.parity_tolerance, rtol=cfg.parity_rtol)
+
+
 def time_untrained(ctx: TrialContext, model: torch.nn.Module, arch: Arch, label: str) -> Any:
     """Convert the untrained network and time it on the device under its graph key, before any training.
 
@@ -117,16 +129,11 @@ def time_untrained(ctx: TrialContext, model: torch.nn.Module, arch: Arch, label:
     the trained model's latency too: the cache serves it to `deploy`. Costs one conversion, against the
     training it saves when the figure shows the candidate cannot win. Returns a LatencyResult.
     """
-    cfg = ctx.config
-    sample = np.asarray(ctx.val_frames.rgb[:1]).transpose(0, 3, 1, 2).astype(np.float32)
     console.print(f"{label}: timing the untrained graph ({arch.precision}) before training")
     with tempfile.TemporaryDirectory(prefix="nas-untrained-") as tmp, stage_spinner(label, "time the untrained graph"):
-        exported = export_checked(copy.deepcopy(model), Path(tmp), sample, ctx.onnx2tf_sample, cfg.deploy_height,
-                                  cfg.deploy_width, precision=arch.precision,
-                                  calibration=ctx.calibration_images if arch.precision == "int8" else None,
-                                  tolerance=cfg.parity_tolerance, rtol=cfg.parity_rtol)
+        exported = export_for(ctx, copy.deepcopy(model), arch, Path(tmp))
         return ctx.meter.measure(exported.tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"),
-                                 key=graph_key(arch, cfg))
+                                 key=graph_key(arch, ctx.config))
 
 
 @dataclass
@@ -149,13 +156,9 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     cfg = ctx.config
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    sample = np.asarray(ctx.val_frames.rgb[:1]).transpose(0, 3, 1, 2).astype(np.float32)
     console.print(f"{label}: exporting to ONNX and TFLite ({arch.precision})")
     with stage_spinner(label, "export"):
-        exported = export_checked(model, workdir, sample, ctx.onnx2tf_sample, cfg.deploy_height, cfg.deploy_width,
-                                  precision=arch.precision,
-                                  calibration=ctx.calibration_images if arch.precision == "int8" else None,
-                                  tolerance=cfg.parity_tolerance, rtol=cfg.parity_rtol)
+        exported = export_for(ctx, model, arch, workdir)
     onnx_path, tflite_path = exported.onnx_path, exported.tflite_path
     seconds["export"] = time.perf_counter() - t0
 
@@ -181,71 +184,13 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
                     fp32_metrics)
 
 
-@dataclass
-class TrialRecord:
-    """A deployed model's figures as one record: a trial's user attributes, and `nas finalize`'s metrics.json."""
-
-    arch: dict[str, Any]
-    arch_id: str
-    precision: str
-    params: int
-    macs: int
-    activations: int
-    si_rmse: float
-    rmse: float
-    log10: float
-    rel: float
-    latency_ms: float
-    latency_p90_ms: float
-    latency_std_ms: float
-    device: str
-    threads: int
-    latency_cached: bool
-    tflite_sha256: str
-    tflite_bytes: int
-    measure_start: str
-    measure_end: str
-    throttled: str | None
-    parity: dict[str, Any]
-    final_score: float
-    stage_seconds: dict[str, float]
-    latency: dict[str, Any]
-    si_rmse_fp32: float | None = None
-    quantization_si_rmse_delta: float | None = None
-    encoder_weights: dict[str, Any] | None = None  # WeightSource.record(): the weights the encoder started from
-    latency_contended: bool = False  # timed while other processes kept the device busy (hardware/README.md)
-
-    @classmethod
-    def build(cls, arch: Arch, figures: dict[str, int], deployed: Deployed, stage_seconds: dict[str, float],
-              encoder_weights: dict[str, Any] | None = None) -> TrialRecord:
-        lat = deployed.latency
-        fp32 = deployed.fp32_metrics
-        return cls(
-            arch=arch.to_dict(), arch_id=arch.arch_id, precision=arch.precision, params=figures["params"],
-            macs=figures["macs"], activations=figures["activations"],
-            **{k: deployed.metrics[k] for k in ("si_rmse", "rmse", "log10", "rel")},
-            latency_ms=lat.median_ms, latency_p90_ms=lat.p90_ms, latency_std_ms=lat.std_ms, device=lat.device,
-            threads=lat.threads, latency_cached=lat.cached,
-            tflite_sha256=sha256_file(deployed.tflite_path), tflite_bytes=deployed.tflite_path.stat().st_size,
-            measure_start=lat.measure_start, measure_end=lat.measure_end, throttled=lat.throttled,
-            parity=deployed.parity, final_score=deployed.score,
-            stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()}, latency=lat.as_record(),
-            si_rmse_fp32=None if fp32 is None else fp32["si_rmse"],
-            quantization_si_rmse_delta=None if fp32 is None else deployed.metrics["si_rmse"] - fp32["si_rmse"],
-            encoder_weights=encoder_weights, latency_contended=lat.contended)
-
-    def as_attrs(self) -> dict[str, Any]:
-        """JSON-safe user attributes; fields that do not apply (None) are left out."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
 def trial_weights_setting(config: RunConfig, trial: optuna.trial.FrozenTrial) -> str | Path:
     """The `pretrained` setting the final training uses: the user's, or else the one the trial started from.
 
     The final model should start where the search's figures came from; an explicit `--pretrained`
     (anything but the default `auto`) wins.
     """
-    recorded = trial.user_attrs.get("encoder_weights")
+    recorded = encoder_weights_of(trial)
     if str(config.pretrained) != "auto" or not recorded:
         return config.pretrained
     if recorded.get("source") == "folder" and recorded.get("file"):
@@ -270,7 +215,7 @@ def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, 
     """Train `trial`'s architecture afresh with `budget` (its encoder start from `ctx`, its distillation
     lambda) and deploy it into `out` through the shared pipeline, so its figures mean what the trial's mean."""
     config = ctx.config
-    arch = Arch.from_dict(trial.user_attrs["arch"])
+    arch = Arch.from_dict(arch_of(trial))
     source = ctx.weights_for(arch.backbone)
     model = initial_network(arch, source.file, seed)
     figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}

@@ -1,7 +1,7 @@
 """Where a running study stands, as one line at the start of each trial.
 
 `trial k of N (M trained so far), best X.XXX (trial j), elapsed HH:MM, about HH:MM left`: k and M
-count trained trials (what `--trials` counts, see `nas.trial.study.trained_count`), the estimate is this
+count trained trials (what `--trials` counts, see `nas.trial.record.trained_count`), the estimate is this
 run's mean wall time per trained trial times the trials left. A plain line, so a log file reads as
 well as a terminal.
 """
@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from nas.trial.study import is_feasible, is_trained, trained_count
+from nas.trial.record import best_feasible, is_trained, score_of, trained_count
 
 
 def hh_mm(seconds: float) -> str:
@@ -36,14 +36,10 @@ def study_line(trained: int, target: int, best: tuple[float, int] | None, elapse
 
 
 def best_score(study: optuna.Study) -> tuple[float, int] | None:
-    """The best Final Score and its trial, from user attributes (so a Pareto study has one too), among
-    trials that meet the study's accuracy floor."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    scored = [t for t in complete if "final_score" in t.user_attrs and is_feasible(t)]
-    if not scored:
-        return None
-    best = max(scored, key=lambda t: (t.user_attrs["final_score"], -t.number))
-    return best.user_attrs["final_score"], best.number
+    """The best Final Score and its trial, from the trial records (so a Pareto study has one too), among
+    trials that meet the study's accuracy floor (`nas.trial.record.best_feasible`)."""
+    best = best_feasible(study)
+    return None if best is None else (score_of(best), best.number)
 
 
 class StudyProgress:

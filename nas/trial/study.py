@@ -23,6 +23,7 @@ from nas.infra.outage import ResilientRDBStorage
 from nas.errors import ConfigError
 from nas.infra.db import DB_CONNECT_TIMEOUT_S
 from nas.infra.db import setup_lock
+from nas.trial.record import keep_accuracy_floor
 
 SCORE_METRICS = ["final_score"]
 PARETO_METRICS = ["si_rmse", "latency_ms"]
@@ -78,33 +79,6 @@ def open_study(config: RunConfig) -> optuna.Study:
             study.set_metric_names(PARETO_METRICS if pareto else SCORE_METRICS)
         keep_accuracy_floor(study, config.max_si_rmse, created=not exists)
     return study
-
-
-FLOOR_ATTR = "max_si_rmse"  # the study's user attribute: its accuracy floor, or None
-
-
-def keep_accuracy_floor(study: optuna.Study, floor: float | None, created: bool) -> None:
-    """Record the floor of a new study; refuse a resumed one's change (ConfigError).
-
-    Optuna fixes a trial's feasibility when it completes (`Trial.set_constraint`), so a floor changed on
-    resume would judge the study's trials by two rules at once; a new floor is a new study.
-    """
-    if created:
-        study.set_user_attr(FLOOR_ATTR, floor)
-        return
-    recorded = study.user_attrs.get(FLOOR_ATTR)
-    if recorded != floor:
-        def shown(value: float | None) -> str:
-            return "none" if value is None else f"{value:g}"
-        raise ConfigError(None, f"study {study.study_name!r} was created with max_si_rmse {shown(recorded)}, this run "
-                                f"asks for {shown(floor)}: a study keeps the floor its trials were judged by; give "
-                                "the new floor a new --study name")
-
-
-def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial meets its study's constraints, by Optuna's rule (every constraint value ≤ 0); a trial of
-    a study without a floor has none and is feasible."""
-    return all(value <= 0.0 for value in trial.constraints.values())
 
 
 def make_tpe_sampler(seed: int, trials: int) -> optuna.samplers.TPESampler:
@@ -201,18 +175,3 @@ def s3_artifact_store(url: str) -> Boto3ArtifactStore:
     except BotoCoreError as exc:  # no credentials, endpoint unreachable, ...
         raise ConfigError(None, f"artifact store {url}: {exc}") from None
     return Boto3ArtifactStore(bucket, client=client)
-
-
-# Trials that count towards `--trials`: a failed or interrupted trial is retried by the next run, and a
-# candidate screened out before training (it cost seconds) does not use up the budget.
-COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-
-def is_trained(trial: optuna.trial.FrozenTrial) -> bool:
-    """Complete, or pruned while training: a trial that counts towards `--trials`."""
-    return trial.state in COUNTED_STATES and not trial.user_attrs.get("pruned_before_training")
-
-
-def trained_count(study: optuna.Study) -> int:
-    """Complete trials and trials pruned while training."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED_STATES) if is_trained(t))

@@ -1,7 +1,7 @@
 """Studies for the report and dashboard tests, built without training anything.
 
 Trials are added with `optuna.trial.create_trial` and carry the user attributes a real trial records
-(`nas.trial.pipeline.TrialRecord`); complete ones get a real preview PNG in the artifact store, uploaded
+(`nas.trial.record.TrialRecord`); complete ones get a real preview PNG in the artifact store, uploaded
 the way `nas.trial.objective` uploads it. The study itself is opened through `nas.trial.study.open_study` and
 gets its note through `nas.trial.study_note`, as `nas run` does.
 """
@@ -25,6 +25,7 @@ from nas.hardware.profile import load_hardware
 from nas.metrics import final_score
 from nas.presets import PRESETS
 from nas.space import load_space
+from nas.trial.record import record_floor
 from nas.trial.study import artifact_store, open_storage, open_study
 from nas.trial.study_note import write_study_note
 
@@ -109,9 +110,8 @@ def build_study(config: RunConfig, fakes: list[FakeTrial], model: Path | None = 
             params={"backbone": fake.arch.backbone, "input_scale": fake.arch.input_scale,
                     "precision": fake.arch.precision, "distill_lambda": fake.distill_lambda})
         trial.datetime_start = started + timedelta(minutes=3 * i)
-        if complete and config.max_si_rmse is not None:  # as `nas.trial.objective` judges a trial against the floor
-            trial.set_user_attr("max_si_rmse", config.max_si_rmse)
-            trial.set_constraint("si_rmse", fake.si_rmse - config.max_si_rmse)
+        if complete:  # as `nas.trial.objective` judges a trial against the floor
+            record_floor(trial, config.max_si_rmse, fake.si_rmse)
         if not complete:
             trial.datetime_complete = trial.datetime_start + timedelta(minutes=2, seconds=30)
         study.add_trial(trial)

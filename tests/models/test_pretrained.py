@@ -23,7 +23,7 @@ from nas.hardware.meter import LatencyResult
 from nas.infra.files import sha256_file
 from nas.models import DepthNet
 from nas.models.pretrained import RANDOM, WeightSource, fallback_line, resolve_weights
-from nas.trial.pipeline import TrialRecord
+from nas.trial.record import TrialRecord
 
 MINIMAL = "tf_mobilenetv3_small_minimal_100"  # MobileNetV3Features: timm loads it non-strictly
 SMALL = "mobilenetv3_small_100"

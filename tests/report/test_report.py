@@ -205,7 +205,7 @@ def test_an_accuracy_floor_decides_the_best_trial_everywhere(floored_study, tmp_
     from nas.commands.finalize.release import pick_trial
     from nas.commands.run.search import standing_line, summary_table
     from nas.trial.progress import best_score
-    from nas.trial.study import is_feasible
+    from nas.trial.record import is_feasible
 
     config, study = floored_study
     complete = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}

@@ -53,7 +53,7 @@ from helpers.devices import local_device, write_profile  # noqa: E402
 
 from nas.hardware import load_hardware  # noqa: E402
 from nas.metrics import final_score  # noqa: E402
-from nas.trial.objective import LatencyEstimate, screen_reason, timing_can_decide  # noqa: E402
+from nas.trial.screen import screen_reason, timing_can_decide, LatencyEstimate  # noqa: E402
 
 SMOKE_SPACE = REPO / "search_spaces" / "smoke.yaml"
 
@@ -189,7 +189,7 @@ def test_a_candidate_above_the_compute_cap_is_pruned_in_seconds_but_a_preset_is_
     """The cap prunes before any weight exists (meta device); a preset enqueued by name is exempt."""
     from nas.presets import PRESETS
     from nas.trial.latency_model import arch_figures
-    from nas.trial.objective import compute_cap_reason
+    from nas.trial.screen import compute_cap_reason
 
     space_file = tmp_path / "space.yaml"
     space_file.write_text("max_mmacs: 1\nparams:\n  backbone: {choices: [tf_mobilenetv3_small_minimal_100]}\n"
@@ -249,7 +249,7 @@ def test_a_new_graph_is_timed_untrained_and_the_pruner_sees_that_latency(smoke_c
 
 
 def test_a_timed_graph_that_cannot_win_is_screened_before_training(smoke_context):
-    from nas.trial.objective import latency_points
+    from nas.trial.screen import latency_points
 
     study = optuna.create_study(direction="maximize")
     # An incumbent without latency figures: nothing to predict from, so the screen waits for the timing.

@@ -20,7 +20,9 @@ from nas.report.depth_previews import depth_previews
 from nas.report.model_page import search_figures, write_model_page
 from nas.trial.pipeline import retrain, trial_weights_setting
 from nas.trial.session import Session
-from nas.trial.study import FLOOR_ATTR, is_feasible, load_study
+from nas.trial.record import (arch_of, attrs, best_feasible, encoder_weights_of, has_arch, most_accurate,
+                              ranked_trials, score_of, si_rmse_of, study_floor)
+from nas.trial.study import load_study
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -29,25 +31,19 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     if number is not None:
         for t in study.get_trials(deepcopy=False):
             if t.number == number:
-                if "arch" not in t.user_attrs:
+                if not has_arch(t):
                     raise ConfigError(None, f"trial {number} has no architecture recorded")
                 return t
         raise ConfigError(None, f"study {study.study_name!r} has no trial {number}")
-    recorded = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if "arch" in t.user_attrs]
-    if not recorded:
+    if not ranked_trials(study, feasible_only=False):
         raise ConfigError(None, f"study {study.study_name!r} has no complete trial to finalize")
-    complete = [t for t in recorded if is_feasible(t)]
-    if len(study.directions) > 1 and complete:
-        front = {t.number for t in study.best_trials}  # Optuna's front holds feasible trials only
-        complete = [t for t in complete if t.number in front]
-    if not complete:
-        closest = min(recorded, key=lambda t: t.user_attrs.get("si_rmse", float("inf")))
+    best = best_feasible(study)
+    if best is None:
+        closest = most_accurate(study)
         raise ConfigError(None, f"study {study.study_name!r}: no complete trial meets its max_si_rmse "
-                                f"{study.user_attrs.get(FLOOR_ATTR)} (the most accurate, trial {closest.number}, has "
-                                f"si-RMSE {closest.user_attrs.get('si_rmse', float('nan')):.4f}); run more trials or "
-                                "name one with --trial")
-    return max(complete, key=lambda t: t.user_attrs.get("final_score", float("-inf")))
+                                f"{study_floor(study)} (the most accurate, trial {closest.number}, has "
+                                f"si-RMSE {si_rmse_of(closest):.4f}); run more trials or name one with --trial")
+    return best
 
 
 def write_model_report(out: Path, record: dict) -> Path:
@@ -114,14 +110,14 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     """Retrain the chosen arch with `config.budget`, export, score, time; write the release folder."""
     study = load_study(config.storage_url, config.study)
     trial = pick_trial(study, trial_number)
-    arch = Arch.from_dict(trial.user_attrs["arch"])
+    arch = Arch.from_dict(arch_of(trial))
     config = config.model_copy(update={"pretrained": trial_weights_setting(config, trial)})
     budget = BUDGETS[config.budget]
     # The shipped file is timed anew, not served its graph's figure from the search: one timing during a
     # search can stray (benchmarks/latency_repeatability.md), and this is the figure users quote.
     with Session(config, backbones=[arch.backbone], budget=budget, fresh_latency=True) as session:
         weights = session.weights
-        if (recorded := trial.user_attrs.get("encoder_weights", {}).get("sha256")) and \
+        if (recorded := encoder_weights_of(trial).get("sha256")) and \
                 weights[arch.backbone].sha256 != recorded:
             console.print(f"note: trial {trial.number} started from encoder weights {recorded[:12]}…, the final "
                           f"model from {weights[arch.backbone].sha256 or 'random weights'}", markup=False)
@@ -138,7 +134,7 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     deployed = retrained.deployed
     console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
                   f"{deployed.latency.median_ms:.1f} ms -> {final}", markup=False)
-    if (floor := study.user_attrs.get(FLOOR_ATTR)) is not None and deployed.metrics["si_rmse"] > floor:
+    if (floor := study_floor(study)) is not None and deployed.metrics["si_rmse"] > floor:
         console.print(f"warning: the final model's si-RMSE {deployed.metrics['si_rmse']:.4f} is above the study's "
                       f"max_si_rmse {floor:g}", markup=False)
     return final
@@ -165,11 +161,11 @@ def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optu
         "score_c": config.score_c, "budget": config.budget, "train_steps": result.steps,
         "train_seconds": result.seconds, "val_images": len(ctx.val_frames),
         "resolution": f"{config.deploy_width}×{config.deploy_height}",
-        "search_score": trial.user_attrs.get("final_score"), "search_si_rmse": trial.user_attrs.get("si_rmse"),
-        "search_trial": search_figures(trial.user_attrs),
+        "search_score": score_of(trial), "search_si_rmse": si_rmse_of(trial),
+        "search_trial": search_figures(attrs(trial)),
         "distill_lambda": distill_lambda, "created": datetime.now(timezone.utc).isoformat(),
     }
-    if (floor := study.user_attrs.get(FLOOR_ATTR)) is not None:  # the study's accuracy floor, judged again
+    if (floor := study_floor(study)) is not None:  # the study's accuracy floor, judged again
         record.update(max_si_rmse=floor, meets_max_si_rmse=deployed.metrics["si_rmse"] <= floor)
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     write_model_report(out, record)

@@ -31,21 +31,23 @@ from typing import Any, TypeVar
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from scipy.stats import kendalltau
 
 from nas.config import Budget, RunConfig
 from nas.infra.console import err as console
 from nas.errors import ConfigError
 from nas.infra.files import atomic_write_text
+from nas.report.proxy import SUMMARY_ATTR
 from nas.trial.latency_model import spearman
 from nas.models.pretrained import WeightSource
 from nas.trial.pipeline import retrain, trial_weights_setting
 from nas.trial.session import Session, check_inputs, encoder_weights
+from nas.trial.record import attrs, backbone_of, has_arch, latency_of, score_of, si_rmse_of
+from nas.trial.record import ranked_trials as ranked_by_score
 from nas.trial.study import load_study
 
 MIN_TRIALS = 3  # fewer pairs than this have no ranking worth a τ
-SUMMARY_ATTR = "proxy_check"
 RESAMPLES = 2000
 LEVEL = 0.90
 SELECTION_RULE = ("complete trials ranked by Final Score (ties: lower trial number first); the top ceil(K/2), "
@@ -64,10 +66,9 @@ def trial_attr(number: int) -> str:
 # --- selection --------------------------------------------------------------------------------------------
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials with an architecture and figures, best Final Score first (a Pareto study's too)."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if {"arch", "si_rmse", "final_score"} <= set(t.user_attrs)]
-    return sorted(complete, key=lambda t: (-t.user_attrs["final_score"], t.number))
+    """Complete trials with an architecture and figures, best Final Score first (a Pareto study's too), whether or
+    not they meet the study's accuracy floor: the ranking SELECTION_RULE draws from."""
+    return [t for t in ranked_by_score(study, feasible_only=False) if has_arch(t) and si_rmse_of(t) is not None]
 
 
 def check_k(k: int) -> None:
@@ -228,8 +229,8 @@ def retrain_all(study: optuna.Study, chosen: Sequence[FrozenTrial], wanted: dict
 
 
 def pairs_of(chosen: Sequence[FrozenTrial], entries: Sequence[dict[str, Any]]) -> list[Pair]:
-    return [Pair(t.number, t.user_attrs["si_rmse"], e["si_rmse"], t.user_attrs["final_score"], e["final_score"],
-                 t.user_attrs.get("latency_ms"), e.get("latency_ms")) for t, e in zip(chosen, entries)]
+    return [Pair(t.number, si_rmse_of(t), e["si_rmse"], score_of(t), e["final_score"], latency_of(t),
+                 e.get("latency_ms")) for t, e in zip(chosen, entries)]
 
 
 def summarize(study: optuna.Study, ranked: Sequence[FrozenTrial], chosen: Sequence[FrozenTrial],
@@ -239,7 +240,7 @@ def summarize(study: optuna.Study, ranked: Sequence[FrozenTrial], chosen: Sequen
     study_rank = {t.number: i + 1 for i, t in enumerate(ranked)}
     rows = []
     for t, e in zip(chosen, entries):
-        a = t.user_attrs
+        a = attrs(t)
         rows.append({"trial": t.number, "preset": a.get("preset"), "arch_id": a.get("arch_id"),
                      "study_rank": study_rank[t.number], "search_rank": stats["search_ranks"][t.number],
                      "retrained_rank": stats["retrained_ranks"][t.number],
@@ -279,8 +280,8 @@ class Retrainer:
                        config.seed + trial.number)  # the search trained trial N with seed + N
         record = {k: v for k, v in done.record.as_attrs().items() if k != "arch"}  # the trial holds the arch
         console.print(f"trial {trial.number} re-trained: si-RMSE {done.record.si_rmse:.4f} (search "
-                      f"{trial.user_attrs['si_rmse']:.4f}), score {done.record.final_score:.3f} (search "
-                      f"{trial.user_attrs['final_score']:.3f})", markup=False, soft_wrap=True)
+                      f"{si_rmse_of(trial):.4f}), score {done.record.final_score:.3f} (search "
+                      f"{score_of(trial):.3f})", markup=False, soft_wrap=True)
         return {**record, "train_steps": done.train.steps, "train_seconds": done.train.seconds,
                 "distill_lambda": done.distill_lambda, "val_images": len(ctx.val_frames), "files": str(out)}
 
@@ -291,7 +292,7 @@ def trial_weights(config: RunConfig, chosen: Sequence[FrozenTrial]) -> dict[str,
     groups: dict[str, tuple[Any, set[str]]] = {}
     for t in chosen:
         setting = trial_weights_setting(config, t)
-        groups.setdefault(str(setting), (setting, set()))[1].add(t.user_attrs["arch"]["backbone"])
+        groups.setdefault(str(setting), (setting, set()))[1].add(backbone_of(t))
     weights: dict[str, WeightSource] = {}
     for setting, backbones in groups.values():
         weights.update(encoder_weights(config.model_copy(update={"pretrained": setting}), sorted(backbones)))

@@ -85,9 +85,11 @@ def run_failure(study: Any, since: datetime) -> str | None:
     """Why `nas run` failed when every trial it started failed (so scripts see exit 1), else None."""
     import optuna
 
+    from nas.trial.record import fail_reason_of
+
     mine = [t for t in study.get_trials(deepcopy=False)
             if t.datetime_start is not None and t.datetime_start >= since]
     if not mine or any(t.state != optuna.trial.TrialState.FAIL for t in mine):
         return None
-    last = mine[-1].user_attrs.get("fail_reason", "no reason recorded")
+    last = fail_reason_of(mine[-1], "no reason recorded")
     return f"all {len(mine)} trial(s) of this run failed; last: {last}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 import numpy as np
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,11 +12,15 @@ from nas.infra.outage import optimize_through_outages
 from nas.errors import ConfigError
 from nas.infra.console import err as console
 from nas.infra.third_party import current_log, verbose
+from nas.infra.db import worker_id
 from nas.trial.objective import TrialObjective
 from nas.trial.baselines import enqueue_baselines
 from nas.trial.session import Session
 from nas.trial.progress import StudyProgress
-from nas.trial.study import FLOOR_ATTR, artifact_store, is_feasible, open_study, trained_count
+from nas.trial.record import (arch_of, attrs, best_preset, best_searched, contenders, fail_orphaned_trials,
+                              is_feasible, precision_of, preset_of, score_of, screened_before_training, study_floor,
+                              trained_count)
+from nas.trial.study import artifact_store, open_study
 from nas.trial.study_note import write_study_note
 
 class StopAtTrainedTrials:
@@ -42,7 +44,7 @@ class StopAtTrainedTrials:
         self.failed_this_run = 0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.screened_this_run += bool(trial.user_attrs.get("pruned_before_training"))
+        self.screened_this_run += screened_before_training(trial)
         self.failed_this_run += trial.state == optuna.trial.TrialState.FAIL
         if (trained_count(study) + running_elsewhere(study) >= self.target
                 or self.screened_this_run >= self.max_screened or self.failed_this_run >= self.max_failed):
@@ -113,58 +115,45 @@ def search(session: Session) -> optuna.Study:
         study.optimize(objective, n_trials=attempts, timeout=timeout, catch=(Exception,), gc_after_trial=True,
                        callbacks=[stopper, progress])
 
-    optimize_through_outages(study, optimize, config.storage_url, config.storage_shown, config.outage_s,
-                             config.timeout)
+    me = worker_id()
+    optimize_through_outages(optimize, lambda reason: fail_orphaned_trials(study, me, reason), config.storage_url,
+                             config.storage_shown, config.outage_s, config.timeout)
     return study
 
 
 def summary_table(study: optuna.Study, top: int = 5) -> Table:
     """The best complete trials (the Pareto front's, for a Pareto study) that meet the study's accuracy floor,
     and the best seed preset."""
-    floor = study.user_attrs.get(FLOOR_ATTR)
+    floor = study_floor(study)
     title = f"study {study.study_name}: best trials" + (f" with si-RMSE ≤ {floor:g}" if floor is not None else "")
     table = Table(title=title, expand=False)
     for column in ("trial", "score", "si-RMSE", "RMSE m", "latency ms", "precision", "backbone", "scale", "params",
                    "MMACs", "preset"):
         table.add_column(column, justify="left" if column in ("precision", "backbone", "scale", "preset") else "right",
                          no_wrap=True)
+    shown = contenders(study)[:top]
+    if (preset := best_preset(study)) is not None and preset.number not in {t.number for t in shown}:
+        shown.append(preset)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    pool = study.best_trials if len(study.directions) > 1 and complete else [t for t in complete if is_feasible(t)]
-    ranked = sorted(pool, key=lambda t: -t.user_attrs.get("final_score", float("-inf")))
-    shown = ranked[:top]
-    presets = sorted((t for t in complete if t.user_attrs.get("preset") and is_feasible(t)),
-                     key=lambda t: -t.user_attrs.get("final_score", float("-inf")))
-    if presets and presets[0] not in shown:
-        shown.append(presets[0])
     if infeasible := sum(1 for t in complete if not is_feasible(t)):
         table.caption = f"{infeasible} complete trial(s) above max_si_rmse {floor:g} are not ranked"
     for t in shown:
-        a = t.user_attrs
-        arch = a.get("arch", {})
+        a, arch = attrs(t), arch_of(t)
         table.add_row(str(t.number), f"{a.get('final_score', float('nan')):.3f}", f"{a.get('si_rmse', np.nan):.4f}",
-                      f"{a.get('rmse', np.nan):.3f}", f"{a.get('latency_ms', np.nan):.1f}",
-                      a.get("precision", arch.get("precision", "fp32")), arch.get("backbone", "?"),
-                      arch.get("input_scale", "?"), f"{a.get('params', 0):,}", f"{a.get('macs', 0) / 1e6:,.0f}",
-                      a.get("preset", ""))
+                      f"{a.get('rmse', np.nan):.3f}", f"{a.get('latency_ms', np.nan):.1f}", precision_of(t),
+                      arch.get("backbone", "?"), arch.get("input_scale", "?"), f"{a.get('params', 0):,}",
+                      f"{a.get('macs', 0) / 1e6:,.0f}", a.get("preset", ""))
     return table
 
 
 def standing_line(study: optuna.Study) -> str | None:
     """Where the search's best trial stands against the best seed preset, when the study has both (with an
     accuracy floor: the best of those that meet it)."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if is_feasible(t)]
-    presets = [t for t in complete if t.user_attrs.get("preset")]
-    searched = [t for t in complete if not t.user_attrs.get("preset")]
-    if not presets or not searched:
+    s, p = best_searched(study), best_preset(study)
+    if s is None or p is None:
         return None
-
-    def best(trials: list) -> optuna.trial.FrozenTrial:
-        return max(trials, key=lambda t: t.user_attrs.get("final_score", float("-inf")))
-
-    s, p = best(searched), best(presets)
-    ratio = s.user_attrs["final_score"] / p.user_attrs["final_score"]
-    floor = study.user_attrs.get(FLOOR_ATTR)
+    ratio = score_of(s) / score_of(p)
+    floor = study_floor(study)
     within = f" (both within max_si_rmse {floor:g})" if floor is not None else ""
-    return (f"best searched trial {s.number} scores {s.user_attrs['final_score']:.3f}, the best seed preset "
-            f"({p.user_attrs['preset']}, trial {p.number}) {p.user_attrs['final_score']:.3f}: {ratio:.2f}×{within}")
+    return (f"best searched trial {s.number} scores {score_of(s):.3f}, the best seed preset "
+            f"({preset_of(p)}, trial {p.number}) {score_of(p):.3f}: {ratio:.2f}×{within}")
