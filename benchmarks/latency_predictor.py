@@ -33,7 +33,7 @@ from common import results_path, write_result  # noqa: E402
 from nas.arch import Arch  # noqa: E402
 from nas.trial.latency_model import fit_latency_model, spearman  # noqa: E402
 from nas.models import DepthNet  # noqa: E402
-from nas.trial.objective import measured_latency_ms  # noqa: E402
+from nas.trial.record import measured_latency_ms  # noqa: E402
 
 
 # PyTorch operators a converted graph does not run: allocations and views, batch norm (folded into the
