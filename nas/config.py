@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nas.errors import ConfigError
 from nas.infra.db import hide_password
+from nas.metrics import ScoreRule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,6 +144,11 @@ class RunConfig(BaseModel):
             raise ValueError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s}), "
                              "or a live worker's trial would be taken for dead")
         return self
+
+    @property
+    def score_rule(self) -> ScoreRule:
+        """The Final Score of this run, from `score_alpha` and `score_c`."""
+        return ScoreRule(alpha=self.score_alpha, c=self.score_c)
 
     @property
     def storage_url(self) -> str:

@@ -12,6 +12,7 @@ score (Ignatov et al., "Fast and Accurate Single-Image Depth Estimation on Mobil
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -102,3 +103,37 @@ def final_score(si_rmse: float, runtime_s: float, alpha: float = 10.0, c: float 
     if not math.isfinite(si_rmse):
         raise ValueError(f"si_rmse must be finite, got {si_rmse}")
     return float(2.0 ** (-alpha * si_rmse) / (c * runtime_s))
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """How a study turns accuracy and latency into one number: the MAI 2021 Final Score
+    `2^(−alpha·si-RMSE) / (C·runtime_s)` (alpha 10 and C 1 in the challenge).
+
+    One value, so that the score a trial reports, the bound the latency screen prunes against, the iso-score
+    lines of the report and the formula it prints cannot drift apart.
+    """
+
+    alpha: float = 10.0
+    c: float = 1.0
+
+    def score(self, si_rmse: float, latency_ms: float) -> float:
+        """The Final Score of a model with this accuracy and median latency."""
+        return final_score(si_rmse, latency_ms / 1000.0, alpha=self.alpha, c=self.c)
+
+    def upper_bound(self, optimistic_si_rmse: float, lower_latency_ms: float) -> float:
+        """The most a candidate can score: at the best accuracy it may reach and the least latency it may have
+        (the score falls with both, so no candidate within those bounds does better)."""
+        return self.score(optimistic_si_rmse, lower_latency_ms)
+
+    def si_rmse_at(self, score: float, latency_ms: float) -> float:
+        """The si-RMSE at which a model of this latency scores `score` (a line of equal score)."""
+        return -math.log2(score * self.c * latency_ms / 1000.0) / self.alpha
+
+    def latency_at(self, score: float, si_rmse: float) -> float:
+        """The latency (ms) at which a model of this accuracy scores `score`."""
+        return 1000.0 * 2.0 ** (-self.alpha * si_rmse) / (score * self.c)
+
+    @property
+    def formula(self) -> str:
+        return f"2^(−{self.alpha:g}·si-RMSE) / ({self.c:g}·runtime s)"

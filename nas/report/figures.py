@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from optuna.trial import FrozenTrial  # noqa: E402
 
+from nas.metrics import ScoreRule
 from nas.trial.record import backbone_of, is_feasible, latency_of, precision_of, preset_of, score_of, si_rmse_of  # noqa: E402
 from nas.report.trials import pareto_front  # noqa: E402
 from nas.infra.files import atomic_save  # noqa: E402
@@ -25,12 +26,6 @@ from nas.infra.files import atomic_save  # noqa: E402
 PRECISION_MARKERS = {"fp32": "o", "int8": "s"}
 OTHER_MARKER = "^"
 DPI = 110
-
-
-def equal_score_si_rmse(score: float, latency_ms: float, alpha: float = 10.0, c: float = 1.0) -> float:
-    """The si-RMSE at which a model of this latency scores `score`: the inverse of
-    `final_score = 2^(-alpha·si) / (c·latency_s)`, i.e. si = -log2(score·c·latency_s) / alpha."""
-    return -math.log2(score * c * latency_ms / 1000.0) / alpha
 
 
 def score_levels(best: float, count: int = 4) -> list[float]:
@@ -42,8 +37,8 @@ def _label(t: FrozenTrial) -> str:
     return preset_of(t) or f"#{t.number}"
 
 
-def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Path, title: str, alpha: float = 10.0,
-                  c: float = 1.0, max_si_rmse: float | None = None) -> list[float]:
+def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Path, title: str,
+                  rule: ScoreRule = ScoreRule(), max_si_rmse: float | None = None) -> list[float]:
     """si-RMSE against latency (log x): backbones coloured, precisions as markers, seed presets named,
     the Pareto front, and dashed lines of equal Final Score through `best` (None: no trial meets the
     accuracy floor, no lines); with a floor, its line. Returns the scores of the equal-score lines."""
@@ -87,13 +82,13 @@ def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Pat
     levels = score_levels(score_of(best))
     xs = [x_lo * (x_hi / x_lo) ** (i / 50) for i in range(51)]
     for level in levels:
-        ax.plot(xs, [equal_score_si_rmse(level, x, alpha, c) for x in xs], "--", color="0.6", lw=0.8, zorder=1)
+        ax.plot(xs, [rule.si_rmse_at(level, x) for x in xs], "--", color="0.6", lw=0.8, zorder=1)
         y_lo, y_hi = ax.get_ylim()
-        x_top = 1000.0 * 2 ** (-alpha * y_hi) / (level * c)  # where the line leaves the plot at the top
+        x_top = rule.latency_at(level, y_hi)  # where the line leaves the plot at the top
         if x_lo <= x_top <= x_hi:
             ax.annotate(f"score {level:.3g}", (x_top, y_hi), fontsize=7, color="0.4", ha="left", va="top",
                         xytext=(2, -2), textcoords="offset points")
-        elif y_lo <= (y := equal_score_si_rmse(level, x_hi, alpha, c)) <= y_hi:
+        elif y_lo <= (y := rule.si_rmse_at(level, x_hi)) <= y_hi:
             ax.annotate(f"score {level:.3g}", (x_hi, y), fontsize=7, color="0.4", ha="right", va="bottom")
     ax.annotate(f"best: {_label(best)} (trial {best.number}, score {score_of(best):.3g})",
                 (latency_of(best), si_rmse_of(best)), xytext=(12, -18),

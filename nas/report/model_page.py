@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from nas.metrics import ScoreRule
 from nas.report.page import PAGE, _figure, _fmt
 from nas.report.trials import arch_line
 from nas.infra.files import atomic_write_text
@@ -115,13 +116,20 @@ def _files(out: Path) -> str:
     return "<h2>Files</h2>\n<ul>" + "".join(items) + "</ul>" if items else ""
 
 
+def _score_formula(record: dict[str, Any]) -> str:
+    """The Final Score's formula as the release computed it (a release made before it was recorded: from C)."""
+    if formula := record.get("score_formula"):
+        return str(formula)
+    return ScoreRule(alpha=record.get("score_alpha", 10.0), c=record.get("score_c", 1.0)).formula
+
+
 def render_model_page(record: dict[str, Any], out: Path, preview_png: str | None, preview_caption: str) -> str:
     """The page's HTML; `preview_png` is a file name in `out` (None: `preview_caption` says why there is none)."""
     header = (f"<h1>Final model: trial {_fmt(record.get('trial'))} of study {escape(str(record.get('study')))}</h1>\n"
               f"<p class=\"meta\">{escape(str(record.get('precision', 'fp32')))} · written "
               f"{escape(str(record.get('created', '?')))}</p>\n"
               f"<p>Final Score <strong>{_fmt(record.get('final_score'), '.4f')}</strong> "
-              f"(2^(−10·si-RMSE) / (C·runtime s), C = {_fmt(record.get('score_c'))}) with si-RMSE "
+              f"({escape(_score_formula(record))}) with si-RMSE "
               f"{_fmt(record.get('si_rmse'), '.4f')} and {_fmt(record.get('latency_ms'), '.1f')} ms on "
               f"{escape(str(record.get('device', '?')))}: {escape(arch_line(record.get('arch', {})))}.</p>")
     arch = f"<h2>Architecture</h2>\n<pre>{escape(json.dumps(record.get('arch', {}), indent=2))}</pre>"

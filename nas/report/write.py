@@ -68,7 +68,7 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
                             preview_trials=scored[:TOP_PREVIEWS], proxy_check=proxy_summary(study),
                             max_si_rmse=floor)
     content.score_levels = pareto_figure(scored, best, out / "pareto.png", f"study {config.study}",
-                                         alpha=config.score_alpha, c=config.score_c, max_si_rmse=floor)
+                                         rule=config.score_rule, max_si_rmse=floor)
     if scored:
         content.pareto_png = "pareto.png"
         started = min(t.datetime_start for t in trials if t.datetime_start is not None)

@@ -125,11 +125,6 @@ class LatencyPredictor:
                 "margin": self.margin, "upper_margin": self.upper_margin}
 
 
-def best_possible_score(si_rmse_floor: float, latency_lower_ms: float, alpha: float, c: float) -> float:
-    """The Final Score a candidate would get at the optimistic si-RMSE and its latency lower bound."""
-    return 2.0 ** (-alpha * si_rmse_floor) / (c * latency_lower_ms / 1000.0)
-
-
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)

@@ -28,7 +28,6 @@ from nas.arch import Arch, ArchError
 from nas.infra.console import err as console
 from nas.infra.db import worker_id
 from nas.infra.signals import Terminated
-from nas.metrics import final_score
 from nas.models.pretrained import WeightSource
 from nas.trial.latency_model import arch_figures
 from nas.trial.pipeline import TrialContext, deploy, initial_network, time_untrained, train_candidate
@@ -173,7 +172,7 @@ class TrialObjective:
             record_validation(trial, val_si_rmse)
             if estimate is None:  # nothing to compare like with like yet (Pareto, or too few measurements)
                 return False
-            value = final_score(val_si_rmse, estimate.ms / 1000.0, alpha=cfg.score_alpha, c=cfg.score_c)
+            value = cfg.score_rule.score(val_si_rmse, estimate.ms)
             trial.report(value, step)
             if trial.should_prune():
                 self._prune(trial, f"pruned at step {step}: estimated score {value:.3f} (validation si-RMSE "

@@ -31,7 +31,6 @@ from nas.trial.evaluate import evaluate_tflite, write_preview
 from nas.export.pipeline import Exported, export_checked
 from nas.export.conversion_server import CONVERSIONS
 from nas.infra.files import atomic_save
-from nas.metrics import final_score
 from nas.models import count_params
 from nas.models.complexity import graph_figures
 from nas.models.depthnet import GRAPH_VERSION, DepthNet
@@ -179,7 +178,7 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     with stage_spinner(label, "measure"):
         latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key)
     seconds["measure"] = time.perf_counter() - t0
-    score = final_score(metrics["si_rmse"], latency.median_ms / 1000.0, alpha=cfg.score_alpha, c=cfg.score_c)
+    score = cfg.score_rule.score(metrics["si_rmse"], latency.median_ms)
     return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, exported.parity, seconds,
                     fp32_metrics)
 

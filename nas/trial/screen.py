@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import optuna
 
 from nas.arch import Arch
-from nas.trial.latency_model import LatencyPoint, LatencyPredictor, best_possible_score
+from nas.trial.latency_model import LatencyPoint, LatencyPredictor
 from nas.trial.pipeline import graph_key
 from nas.trial.record import attrs, measured_latency_ms, si_rmse_of
 from nas.trial.session import TrialContext
@@ -96,7 +96,7 @@ def screen_reason(ctx: TrialContext, study: optuna.Study, estimate: LatencyEstim
     floor = optimistic_si_rmse(ctx, study)
     if floor is None:
         return None
-    bound = best_possible_score(floor, estimate.lower_ms, cfg.score_alpha, cfg.score_c)
+    bound = cfg.score_rule.upper_bound(floor, estimate.lower_ms)
     if bound >= best.value:
         return None
     return (f"latency bound: {estimate.source} latency {estimate.ms:.1f} ms (lower bound {estimate.lower_ms:.1f} ms); "

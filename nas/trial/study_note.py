@@ -54,7 +54,7 @@ def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfil
     budget = config.train_budget
     precision = next((p for p in space.params if p.name == "precision"), None)
     precisions = ", ".join(precision.choices) if precision is not None and precision.choices else "fp32"
-    objective = (f"Final Score `2^(-{config.score_alpha:g}·si-RMSE) / ({config.score_c:g}·latency_s)`, maximised"
+    objective = (f"Final Score `{config.score_rule.formula}`, maximised"
                  if config.objective == "score"
                  else "Pareto front of si-RMSE and latency (ms), both minimised")
     lines = [

@@ -21,10 +21,10 @@ from optuna_dashboard import get_note, save_note
 
 from nas.config import load_config
 from nas.hardware.profile import load_hardware
-from nas.metrics import final_score
+from nas.metrics import ScoreRule, final_score
 from nas.report import write_study_report
 from nas.report.cost import reason_key
-from nas.report.figures import equal_score_si_rmse, score_levels
+from nas.report.figures import score_levels
 from nas.space import load_space
 from nas.trial.study import open_study
 from nas.trial.study_note import FOOTER, write_study_note
@@ -77,9 +77,9 @@ def test_equal_score_lines_are_drawn_through_the_best_score(demo_report):
     assert f"equal Final Score ({', '.join(f'{s:.3g}' for s in levels)})" in html
     # a line of equal score is the inverse of the Final Score: points on it score exactly that
     for latency_ms in (10.0, 24.0, 300.0):
-        si = equal_score_si_rmse(levels[1], latency_ms)
+        si = ScoreRule().si_rmse_at(levels[1], latency_ms)
         assert final_score(si, latency_ms / 1000) == pytest.approx(levels[1])
-    assert equal_score_si_rmse(best, 24.0) == pytest.approx(0.29)
+    assert ScoreRule().si_rmse_at(best, 24.0) == pytest.approx(0.29)
 
 
 def test_cost_groups_reasons_and_sums_stages(demo_report):

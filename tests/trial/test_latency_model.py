@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pytest
 
+from nas.metrics import ScoreRule, final_score
+
 from nas.arch import Arch
 from nas.models import DepthNet
 from nas.trial.latency_model import (
     MIN_POINTS,
     LatencyPoint,
     LatencyPredictor,
-    best_possible_score,
     graph_figures,
     spearman,
 )
@@ -62,8 +63,14 @@ def test_an_unseen_precision_gets_an_optimistic_prior():
     assert predictor.upper_bound_ms(p.macs, p.activations, False) < math.inf
 
 
-def test_best_possible_score_is_the_final_score_formula():
-    assert best_possible_score(0.3, 20.0, 10.0, 1.0) == pytest.approx(2 ** -3 / 0.02)
+def test_the_score_rule_is_the_final_score_formula_and_its_inverses():
+    rule = ScoreRule(alpha=10.0, c=1.0)
+    assert rule.upper_bound(0.3, 20.0) == pytest.approx(2 ** -3 / 0.02) == pytest.approx(final_score(0.3, 0.02))
+    assert ScoreRule(alpha=5.0, c=2.0).score(0.2, 100.0) == pytest.approx(final_score(0.2, 0.1, alpha=5.0, c=2.0))
+    score = rule.score(0.25, 12.0)
+    assert rule.si_rmse_at(score, 12.0) == pytest.approx(0.25)
+    assert rule.latency_at(score, 0.25) == pytest.approx(12.0)
+    assert ScoreRule(alpha=7.0, c=2.0).formula == "2^(−7·si-RMSE) / (2·runtime s)"
 
 
 def test_spearman_handles_ties_and_reversal():

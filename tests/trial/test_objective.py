@@ -104,13 +104,12 @@ def test_the_screen_keeps_every_candidate_of_a_pareto_study_and_needs_an_incumbe
 
 
 def test_the_untrained_graph_is_timed_only_where_the_measurement_could_change_the_screen(smoke_context):
-    from nas.trial.latency_model import best_possible_score
 
     study = optuna.create_study(direction="maximize")
     add_measured_trials(study, value=1.0, si=0.2)
     cfg = smoke_context.config
     # The latency at which the best possible score is 1/0.9 = 1.11, above the incumbent's 1.0.
-    fast_ms = 900.0 * best_possible_score(0.2 - cfg.bound_margin, 1000.0, cfg.score_alpha, cfg.score_c)
+    fast_ms = 900.0 * cfg.score_rule.upper_bound(0.2 - cfg.bound_margin, 1000.0)
     clear = LatencyEstimate(ms=fast_ms * 0.9, lower_ms=fast_ms * 0.7, source="predicted", upper_ms=fast_ms)
     assert screen_reason(smoke_context, study, clear) is None
     assert not timing_can_decide(smoke_context, study, clear)  # kept at its upper bound: timing changes nothing

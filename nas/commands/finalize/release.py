@@ -51,7 +51,7 @@ def write_model_report(out: Path, record: dict) -> Path:
     lines = [
         f"# Final model: trial {record['trial']} of study {record['study']}",
         "",
-        f"- Final Score: **{record['final_score']:.4f}** (2^(-10·si-RMSE) / (C·runtime s), C = {record['score_c']})",
+        f"- Final Score: **{record['final_score']:.4f}** ({record['score_formula']})",
         f"- si-RMSE {m['si_rmse']:.4f}, RMSE {m['rmse']:.3f} m, log10 {m['log10']:.4f}, REL {m['rel']:.4f} "
         f"(TFLite model, {record['val_images']} validation images at {record['resolution']})",
         f"- Latency on {record['device']}: median {record['latency_ms']:.1f} ms, "
@@ -158,7 +158,7 @@ def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optu
     distill_lambda = retrained.distill_lambda
     record = {
         "study": config.study, "trial": trial.number, **trial_record.as_attrs(), "metrics": deployed.metrics,
-        "score_c": config.score_c, "budget": config.budget, "train_steps": result.steps,
+        "score_c": config.score_c, "score_alpha": config.score_alpha, "score_formula": config.score_rule.formula, "budget": config.budget, "train_steps": result.steps,
         "train_seconds": result.seconds, "val_images": len(ctx.val_frames),
         "resolution": f"{config.deploy_width}×{config.deploy_height}",
         "search_score": score_of(trial), "search_si_rmse": si_rmse_of(trial),
