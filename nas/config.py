@@ -5,6 +5,7 @@ Every field is checked before any work starts; a bad value names the file it cam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,41 @@ BUDGETS: dict[str, Budget] = {
 # extra conversion where training costs several (quick, full), not where it costs seconds (smoke). Not a
 # Budget field: a budget's fields are the training recipe that teachers and re-trainings are keyed by.
 TIME_UNTRAINED_AT = frozenset({"quick", "full"})
+
+
+@dataclass(frozen=True)
+class TeacherSetting:
+    """What the distillation teacher needs of a run, and nothing else of it: whether to distil, which teacher
+    (a folder, or None for the self-managed one under `results/teacher/<budget>`), the data and the seed."""
+
+    distill: bool
+    teacher: Path | None
+    results: Path
+    budget: str
+    data_root: Path
+    seed: int
+
+    @property
+    def folder(self) -> Path:
+        # One self-managed teacher per budget: `nas finalize --budget full` does not overwrite the teacher a
+        # quick search distils from (and the next search does not retrain it).
+        return Path(self.teacher) if self.teacher is not None else self.results / "teacher" / self.budget
+
+
+# Every setting belongs to one concern. A config file may group its keys under these section names or give
+# them flat, as the command-line flags are; both read the same (`load_config`), and `nas run --help` and
+# docs/ name them flat.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "search": ("space", "study", "trials", "timeout", "objective", "pruner", "sampler", "seed", "baselines",
+               "max_screened"),
+    "score": ("score_alpha", "score_c", "max_si_rmse"),
+    "screen": ("latency_screen", "bound_si_rmse", "bound_margin", "latency_key", "time_before_training"),
+    "training": ("budget", "teacher", "distill", "distill_lambda", "pretrained"),
+    "data": ("data", "deploy_height", "deploy_width", "synth_train", "synth_val", "synth_test", "synth_seed",
+             "calibration_images"),
+    "device": ("hardware", "trust_new_host_keys", "parity_tolerance", "parity_rtol"),
+    "workers": ("storage", "results", "artifacts", "heartbeat_s", "grace_s", "outage_s"),
+}
 
 
 class RunConfig(BaseModel):
@@ -123,6 +159,10 @@ class RunConfig(BaseModel):
                             "leaves the screen's decision open (none at smoke, whose training costs less than a "
                             "conversion)")
     calibration_images: int = Field(32, ge=4, description="training images that calibrate int8 models")
+    max_screened: int | None = Field(
+        None, ge=1, description="candidates a run may screen out before training before it stops (a space with "
+                                "nothing under its cap or faster than the best); none: max(200, 40 × trials), "
+                                "since random draws of the mission space meet its compute cap about once in 30")
     pretrained: Literal["auto", "none", "imagenet"] | Path = Field(
         "auto", description="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else "
                             "random), none, imagenet (download if needed), or a folder of <backbone>.safetensors/.pth")
@@ -144,6 +184,16 @@ class RunConfig(BaseModel):
             raise ValueError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s}), "
                              "or a live worker's trial would be taken for dead")
         return self
+
+    @property
+    def teacher_setting(self) -> TeacherSetting:
+        return TeacherSetting(distill=self.distill, teacher=self.teacher, results=self.results, budget=self.budget,
+                              data_root=self.data_root, seed=self.seed)
+
+    @property
+    def screened_limit(self) -> int:
+        """`max_screened`, or its default for this run's trial count."""
+        return self.max_screened or max(200, 40 * self.trials)
 
     @property
     def score_rule(self) -> ScoreRule:
@@ -202,6 +252,25 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from exc
 
 
+def flatten_sections(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A config file's settings as flat keys: those grouped under a section name (`screen: {bound_margin:
+    0.05}`) join the flat ones; a key under the wrong section, or one given twice, is bad input."""
+    flat = {k: v for k, v in data.items() if k not in SECTIONS}
+    for section in SECTIONS.keys() & data.keys():
+        group = data[section]
+        if not isinstance(group, dict):
+            raise ConfigError(path, f"{section}: expected a mapping of settings ({', '.join(SECTIONS[section])})")
+        for key, value in group.items():
+            if key not in SECTIONS[section]:
+                home = next((s for s, keys in SECTIONS.items() if key in keys), None)
+                where = f"; it belongs under {home}" if home else ""
+                raise ConfigError(path, f"{section}.{key}: not a setting of {section}{where}")
+            if key in flat:
+                raise ConfigError(path, f"{key} is given twice (flat and under {section})")
+            flat[key] = value
+    return flat
+
+
 def load_config(config_file: Path | None = None, **overrides: Any) -> RunConfig:
     """Defaults, then the config file's keys, then the non-None `overrides` (CLI flags)."""
     values: dict[str, Any] = {}
@@ -209,7 +278,7 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> RunConfig:
         data = read_yaml(config_file) or {}
         if not isinstance(data, dict):
             raise ConfigError(config_file, "expected a mapping of settings at the top level")
-        values.update(data)
+        values.update(flatten_sections(data, config_file))
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return RunConfig(**values)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nas.config import Budget, RunConfig
+from nas.config import Budget, TeacherSetting
 from nas.infra.console import err
 from nas.data.dataset import DepthSplit
 from nas.errors import ConfigError
@@ -51,31 +50,28 @@ def make_distillation(maps: np.ndarray, record: dict[str, Any]) -> Distillation:
     return Distillation(maps=maps, make_loss=DistilledLoss, record=record)
 
 
-def prepare_distillation(config: RunConfig, train_split: DepthSplit, budget: Budget | None = None
+def prepare_distillation(setting: TeacherSetting, train_split: DepthSplit, budget: Budget
                          ) -> Distillation | None:
     """Teacher depth for `train_split`, training and caching the teacher first where needed.
 
-    `config.teacher` None: the self-managed teacher under `results/teacher/<budget>`, trained with the teacher
+    `setting.teacher` None: the self-managed teacher under `results/teacher/<budget>`, trained with the teacher
     budget of the same name as the run's budget (reused while its recipe and data fingerprint match).
     Otherwise the named folder (from `nas teacher train`, or holding a user's TorchScript/ONNX model)
     is used as it is. Either way the cache is rebuilt when stale. None when distillation is off.
     """
-    if not config.distill:
+    if not setting.distill:
         return None
-    # One self-managed teacher per budget: `nas finalize --budget full` does not overwrite the teacher a
-    # quick search distils from (and the next search does not retrain it).
-    folder = Path(config.teacher) if config.teacher is not None else config.results / "teacher" / config.budget
+    folder = setting.folder
     # The cache covers whole frames at the budget's training resolution; crops take their window of it.
-    budget = budget or config.train_budget
     height, width = budget.train_height, budget.train_width
-    if config.teacher is not None and not folder.is_dir():
+    if setting.teacher is not None and not folder.is_dir():
         raise ConfigError(folder, "teacher folder does not exist")
     with folder_lock(folder):
-        if config.teacher is None:
-            spec, _ = ensure_teacher(folder, config.data_root, config.budget, seed=config.seed)
+        if setting.teacher is None:
+            spec, _ = ensure_teacher(folder, setting.data_root, setting.budget, seed=setting.seed)
         else:
             spec = resolve_teacher(folder)
-        cache = ensure_cache(folder, config.data_root, height, width, spec)
+        cache = ensure_cache(folder, setting.data_root, height, width, spec)
     maps = align_to_split(cache, train_split)
     record = {"teacher_dir": str(folder.resolve()), "fingerprint": cache.fingerprint, "teacher": spec.label,
               "teacher_sha256": spec.model_sha256, "resolution": [height, width],

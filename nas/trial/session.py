@@ -133,7 +133,7 @@ def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget
     if config.distill:
         from nas.teacher.distill import prepare_distillation  # the teacher's own imports only when distilling
 
-        distillation = prepare_distillation(config, train_frames, budget)
+        distillation = prepare_distillation(config.teacher_setting, train_frames, budget)
     return TrialContext(config=config, space=space, train_frames=train_frames, val_frames=val_frames,
                         onnx2tf_sample=calibration_sample(list(np.asarray(val_frames.rgb[:20]))), meter=meter,
                         distillation=distillation, encoder_weights=dict(weights or {}))

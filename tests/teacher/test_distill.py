@@ -133,13 +133,13 @@ def test_flipped_crop_keeps_image_ground_truth_and_teacher_aligned() -> None:
 def test_prepare_distillation_trains_and_caches_the_default_teacher_once(data: Path, tmp_path: Path) -> None:
     config = RunConfig(data=data, results=tmp_path, budget="smoke")
     split = load_split(data, "train", (128, 96), BUDGETS["smoke"].train_limit)
-    dist = prepare_distillation(config, split)
+    dist = prepare_distillation(config.teacher_setting, split, config.train_budget)
     assert dist is not None and dist.maps.shape == (6, 96, 128) and dist.maps.dtype == np.float16
     rec = dist.record
     assert rec["teacher_dir"] == str((tmp_path / "teacher" / "smoke").resolve()) and rec["teacher"] == "depthnet/resnet18"
     assert len(rec["fingerprint"]) == 64 and rec["resolution"] == [96, 128] and rec["teacher_val_si_rmse"] > 0
     stamp = (tmp_path / "teacher" / "smoke" / SPEC_FILE).stat().st_mtime_ns
-    again = prepare_distillation(config, split)  # reused: no training, same cache
+    again = prepare_distillation(config.teacher_setting, split, config.train_budget)  # reused: no training, same cache
     assert (tmp_path / "teacher" / "smoke" / SPEC_FILE).stat().st_mtime_ns == stamp
     assert again.record == rec and np.array_equal(np.asarray(again.maps), np.asarray(dist.maps))
 
@@ -157,18 +157,21 @@ def test_prepare_distillation_trains_and_caches_the_default_teacher_once(data: P
     assert result.steps == 3 and np.isfinite(result.final_loss)
     assert seen == [(4, 1, 96, 128)] * 3
     assert isinstance(dist.make_loss(0.25), DistilledLoss) and dist.make_loss(0.25).weight == 0.25
-    assert prepare_distillation(config.model_copy(update={"distill": False}), split) is None
+    off = config.model_copy(update={"distill": False})
+    assert prepare_distillation(off.teacher_setting, split, off.train_budget) is None
 
 
 def test_user_teacher_folder_and_missing_folder(data: Path, user_teacher: Path, tmp_path: Path) -> None:
     split = load_split(data, "train", (128, 96))  # the smoke budget's resolution, that of the cache
-    dist = prepare_distillation(RunConfig(data=data, results=tmp_path, teacher=user_teacher, budget="smoke"), split)
+    config = RunConfig(data=data, results=tmp_path, teacher=user_teacher, budget="smoke")
+    dist = prepare_distillation(config.teacher_setting, split, config.train_budget)
     assert dist.record["teacher"] == "torchscript/model.pt" and dist.maps.shape == (6, 96, 128)
     expected = 1 + split.rgb.astype(np.float32).mean(-1) / 64
     np.testing.assert_allclose(np.asarray(dist.maps, np.float32), expected, rtol=2e-3)
     assert not (tmp_path / "teacher").exists()  # a given teacher is used, none is trained
     with pytest.raises(ConfigError, match="teacher folder does not exist"):
-        prepare_distillation(RunConfig(data=data, results=tmp_path, teacher=tmp_path / "nope"), split)
+        config = RunConfig(data=data, results=tmp_path, teacher=tmp_path / "nope")
+        prepare_distillation(config.teacher_setting, split, config.train_budget)
 
 
 # -- trials ---------------------------------------------------------------------------------------

@@ -102,9 +102,7 @@ def search(session: Session) -> optuna.Study:
                   f"space {space.name}, device(s) {', '.join(d.name for d in devices)}{timing}")
     if current_log() is None and not verbose():  # no log file to keep them: Optuna's per-trial lines stay off
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Generous: random sampling of the mission space meets its compute cap about once in 30 draws (a second
-    # or less each); TPE learns the cap within its first few dozen.
-    max_screened = max(200, 40 * config.trials)
+    max_screened = config.screened_limit
     stopper = StopAtTrainedTrials(config.trials, max_screened=max_screened, max_failed=remaining)
     progress = StudyProgress(config.trials)
     objective = TrialObjective(ctx, store, progress)
