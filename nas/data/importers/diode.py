@@ -15,7 +15,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from nas.data.importers.writer import Geometry, ImportPlan, MAX_DEPTH_M, Sample, carve, sha256_listing
+from nas.data.importers.writer import (MAX_DEPTH_M, Geometry, ImportPlan, Sample, carve_test, image_size,
+                                      sha256_listing)
 from nas.errors import ConfigError
 
 PARTS = {"indoor": ("indoors",), "outdoor": ("outdoor",), "both": ("indoors", "outdoor")}
@@ -30,14 +31,6 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
         return np.load(path, mmap_mode="r").shape
     except (ValueError, OSError) as exc:
         raise ConfigError(path, f"not a NumPy .npy file ({exc})") from exc
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except OSError as exc:
-        raise ConfigError(path, f"unreadable image ({exc})") from exc
 
 
 def plan_diode(root: Path, part: Literal["indoor", "outdoor", "both"] = "both", test: int = 0, seed: int = 0,
@@ -62,7 +55,7 @@ def plan_diode(root: Path, part: Literal["indoor", "outdoor", "both"] = "both", 
         for image in images:
             depth = image.with_name(f"{image.stem}_depth.npy")
             mask = image.with_name(f"{image.stem}_depth_mask.npy")
-            width, height = _image_size(image)
+            width, height = image_size(image)
             depth_shape, mask_shape = _npy_shape(depth), _npy_shape(mask)
             if depth_shape not in ((height, width, 1), (height, width)):
                 raise ConfigError(depth, f"depth is {depth_shape}, its image {width}×{height}; expected "
@@ -72,12 +65,7 @@ def plan_diode(root: Path, part: Literal["indoor", "outdoor", "both"] = "both", 
             samples.append(Sample(stem=image.stem, split=SPLIT_OF[name], size=(width, height), origin=image,
                                   read=_reader(image, depth, mask)))
             read_files += [image, depth, mask]
-    if test:
-        train = [s.stem for s in samples if s.split == "train"]
-        if not 0 < test < len(train):
-            raise ConfigError(root, f"--test {test} must leave at least one of the {len(train)} training pair(s)")
-        chosen = {s for s, v in carve(train, {"test": test}, seed, rest="train").items() if v == "test"}
-        samples = [Sample(s.stem, "test", s.size, s.origin, s.read) if s.stem in chosen else s for s in samples]
+    samples = carve_test(samples, test, seed, root)
     return ImportPlan(source="diode", samples=samples,
                       inputs={"folder": str(root.resolve()), "listing_sha256": sha256_listing(root, read_files)},
                       options={"part": part, "test": test, "seed": seed}, geometry=geometry or Geometry(),

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from nas.data.importers.writer import (Geometry, ImportPlan, MAX_DEPTH_M, Sample, carve, fraction_counts,
+from nas.data.importers.writer import (MAX_DEPTH_M, Geometry, ImportPlan, Sample, carve, fraction_counts, image_size,
                                        sha256_listing)
 from nas.errors import ConfigError
 
@@ -61,14 +61,6 @@ def _depth_size(path: Path) -> tuple[int, int]:
     return size
 
 
-def _rgb_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except OSError as exc:
-        raise ConfigError(path, f"unreadable image ({exc})") from exc
-
-
 def plan_folder(rgb_dir: Path, depth_dir: Path, depth_unit: Literal["mm", "cm", "m"], depth_scale: float = 1.0,
                 val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
                 geometry: Geometry | None = None, max_depth_m: float = MAX_DEPTH_M) -> ImportPlan:
@@ -91,7 +83,7 @@ def plan_folder(rgb_dir: Path, depth_dir: Path, depth_unit: Literal["mm", "cm", 
     factor = depth_scale * UNIT_METRES[depth_unit]
     samples = []
     for stem in stems:
-        size, depth_size = _rgb_size(rgb[stem]), _depth_size(depth[stem])
+        size, depth_size = image_size(rgb[stem]), _depth_size(depth[stem])
         if size != depth_size:
             raise ConfigError(depth[stem], f"depth is {depth_size[0]}×{depth_size[1]} but its RGB image "
                                            f"{rgb[stem].name} {size[0]}×{size[1]}")

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from nas.data.importers.writer import Geometry, ImportPlan, MAX_DEPTH_M, Sample, carve, sha256_listing
+from nas.data.importers.writer import (MAX_DEPTH_M, Geometry, ImportPlan, Sample, carve_test, sha256_listing)
 from nas.errors import ConfigError
 
 SPLIT_OF = {"train": "train", "val": "validation"}
@@ -82,12 +82,7 @@ def plan_kitti(root: Path, rgb_root: Path | None = None, camera: Literal["02", "
     if not samples:
         raise ConfigError(root, f"no annotations found; expected {root}/{{train,val}}/<drive>/proj_depth/"
                                 "groundtruth/image_02/NNNNNNNNNN.png")
-    if test:
-        train = [s.stem for s in samples if s.split == "train"]
-        if not 0 < test < len(train):
-            raise ConfigError(root, f"--test {test} must leave at least one of the {len(train)} training pair(s)")
-        chosen = {s for s, v in carve(train, {"test": test}, seed, rest="train").items() if v == "test"}
-        samples = [Sample(s.stem, "test", s.size, s.origin, s.read) if s.stem in chosen else s for s in samples]
+    samples = carve_test(samples, test, seed, root)
     inputs = {"folder": str(root.resolve()), "rgb_root": None if rgb_root is None else str(rgb_root.resolve()),
               "listing_sha256": sha256_listing(root, [p for p in read_files if p.is_relative_to(root)])}
     if rgb_root is not None:

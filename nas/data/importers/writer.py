@@ -171,6 +171,27 @@ def carve(stems: list[str], counts: dict[str, int], seed: int, rest: str) -> dic
     return assigned
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image, from its header; an unreadable file is bad input naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError as exc:
+        raise ConfigError(path, f"unreadable image ({exc})") from exc
+
+
+def carve_test(samples: list[Sample], test: int, seed: int, root: Path) -> list[Sample]:
+    """`test` of the training samples moved to the test split, seeded: for sources whose own test depth is not
+    public (DIODE, KITTI)."""
+    if not test:
+        return samples
+    train = [s.stem for s in samples if s.split == "train"]
+    if not 0 < test < len(train):
+        raise ConfigError(root, f"--test {test} must leave at least one of the {len(train)} training pair(s)")
+    chosen = {s for s, v in carve(train, {"test": test}, seed, rest="train").items() if v == "test"}
+    return [Sample(s.stem, "test", s.size, s.origin, s.read) if s.stem in chosen else s for s in samples]
+
+
 def fraction_counts(total: int, val_fraction: float, test_fraction: float, origin: Path | str) -> tuple[int, int]:
     """(validation, test) sizes for fractions of `total`; at least one validation and one training pair."""
     for name, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
