@@ -83,7 +83,7 @@ class TrialObjective:
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         record_worker(trial, worker_id())  # as the meter's lease holder
         if self.progress is not None:
-            console.print(self.progress.line(trial.study), markup=False, highlight=False, soft_wrap=True)
+            console.print(self.progress.line(trial.study, trial.number), markup=False, highlight=False, soft_wrap=True)
         candidate = self._size_and_cap(trial)
         self.ctx.meter.check_usable()  # every device known down: fail now, not after training and export
         model, estimate = self._screen_before_training(candidate)

@@ -23,10 +23,10 @@ def test_hh_mm_rounds_to_the_minute():
 
 
 def test_study_line_text():
-    assert study_line(4, 10, (1.23456, 7), 2 * 3600 + 5 * 60, 600.0) == \
-        "trial 5 of 10 (4 trained so far), best 1.235 (trial 7), elapsed 02:05, about 01:00 left"
-    # No finished trial in this run yet: no estimate; no complete trial: no score.
-    assert study_line(0, 6, None, 42.0, None) == "trial 1 of 6 (0 trained so far), no score yet, elapsed 00:01"
+    assert study_line(9, 4, 10, 3, (1.23456, 7), 2 * 3600 + 5 * 60, 600.0) == \
+        "trial 9: trained 4 of 10, 3 screened before training, best 1.235 (trial 7), elapsed 02:05, about 01:00 left"
+    # No finished trial in this run yet: no estimate; no complete trial: no score; none screened: not said.
+    assert study_line(0, 0, 6, 0, None, 42.0, None) == "trial 0: trained 0 of 6, no score yet, elapsed 00:01"
 
 
 def trial(state: TrialState, minutes: float, score: float | None = None, screened: bool = False
@@ -44,7 +44,7 @@ def test_study_progress_counts_trained_trials_and_estimates_from_this_run():
     study = optuna.create_study(direction="maximize")
     now = [1000.0]
     progress = StudyProgress(target=6, clock=lambda: now[0])
-    assert progress.line(study) == "trial 1 of 6 (0 trained so far), no score yet, elapsed 00:00"
+    assert progress.line(study, 0) == "trial 0: trained 0 of 6, no score yet, elapsed 00:00"
 
     earlier = trial(TrialState.COMPLETE, 50, score=2.5)  # from an earlier run: counts, but is not timed
     study.add_trial(earlier)
@@ -55,15 +55,15 @@ def test_study_progress_counts_trained_trials_and_estimates_from_this_run():
     now[0] += 20 * 60
     # Trained: 2.5, 3.25 and the pruned one (not the screened or failed one) -> 3 of 6, the 4th starts.
     # This run's trained trials took 10 and 6 minutes: 8 on average, 3 left -> 24 minutes.
-    assert progress.line(study) == \
-        "trial 4 of 6 (3 trained so far), best 3.250 (trial 1), elapsed 00:20, about 00:24 left"
+    assert progress.line(study, 5) == \
+        "trial 5: trained 3 of 6, 1 screened before training, best 3.250 (trial 1), elapsed 00:20, about 00:24 left"
 
 
 def test_study_line_takes_the_best_final_score_of_a_pareto_study():
     study = optuna.create_study(directions=["minimize", "minimize"])
     for si, ms, score in ((0.3, 40.0, 4.0), (0.2, 90.0, 2.8)):
         study.add_trial(create_trial(state=TrialState.COMPLETE, values=[si, ms], user_attrs={"final_score": score}))
-    assert "best 4.000 (trial 0)" in StudyProgress(target=5).line(study)
+    assert "best 4.000 (trial 0)" in StudyProgress(target=5).line(study, 2)
 
 
 @pytest.mark.parametrize("terminal", [False, True])
@@ -113,7 +113,7 @@ def test_the_objective_prints_the_study_line_as_each_trial_starts(tmp_path, caps
     study = optuna.create_study(direction="maximize")
     progress = StudyProgress(target=3)
     study.optimize(TrialObjective(ctx, store=None, progress=progress), n_trials=2, callbacks=[progress])
-    lines = [line for line in capsys.readouterr().err.splitlines() if " of 3 " in line]
-    assert lines[0] == "trial 1 of 3 (0 trained so far), no score yet, elapsed 00:00"
-    assert lines[1].startswith("trial 2 of 3 (1 trained so far), no score yet, elapsed 00:00, about 00:00 left")
+    lines = [line for line in capsys.readouterr().err.splitlines() if " of 3" in line]
+    assert lines[0] == "trial 0: trained 0 of 3, no score yet, elapsed 00:00"
+    assert lines[1].startswith("trial 1: trained 1 of 3, no score yet, elapsed 00:00, about 00:00 left")
     assert len(lines) == 2
