@@ -10,6 +10,10 @@ masked) and what is wrong.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import text
@@ -115,3 +119,26 @@ def _read_only_mount(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+@contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """A folder written whole or not at all: the body fills a temporary sibling, which replaces `final` (and
+    whatever an earlier run left there) only once the body returned. An error leaves `final` as it was."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    staging.chmod(0o755)  # mkdtemp makes it private; a report folder is read like any other
+    staging.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 
 from nas.config import RunConfig
+from nas.infra.storage import check_writable_folder, staged_folder
 from nas.trial.study import FLOOR_ATTR, artifact_store, load_study, open_storage
 from nas.report.cost import study_cost
 from nas.report.figures import history_figure, importance_figure, pareto_figure
@@ -44,10 +45,16 @@ def _objectives(study: optuna.Study) -> str:
 
 def write_study_report(config: RunConfig, out: Path | None) -> Path:
     """Write report.html with its PNGs, trials.csv and summary.json of `config.study` into `out`
-    (default results/reports/STUDY); returns the folder."""
+    (default results/reports/STUDY); returns the folder. The folder is written whole or not at all."""
     study = load_study(config.storage_url, config.study)
-    out = out or config.results / "reports" / config.study
-    out.mkdir(parents=True, exist_ok=True)
+    final = out or config.results / "reports" / config.study
+    check_writable_folder(final.parent, "--out" if out else "--results")
+    with staged_folder(final) as staging:
+        _write(config, study, staging)
+    return final
+
+
+def _write(config: RunConfig, study: optuna.Study, out: Path) -> None:
     trials = study.get_trials(deepcopy=False)
     rows = trial_rows(study)
     with open(out / "trials.csv", "w", newline="") as f:
@@ -87,4 +94,3 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
                "pareto_front_trials": [n for _, _, n in front], "importances": content.importances,
                "report": "report.html"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return out
