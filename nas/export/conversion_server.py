@@ -19,10 +19,14 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+
+import psutil
 
 JOB_MODULE = "nas.export.onnx2tf_job"  # the conversion child, fresh (`-m JOB_MODULE ARGS`) or forked (`--serve`)
 CHILD_LOG = "conversion.log"  # a forked child's stdout and stderr, in its working directory
@@ -39,6 +43,15 @@ def _started_for() -> tuple:
     return sys.executable, tuple(sorted(child_env().items()))
 
 
+class ServerWedged(subprocess.TimeoutExpired):
+    """The conversion server itself (not its child) gave no answer in time; it was killed and replaced."""
+
+    def __init__(self, timeout_s: float, margin_s: float):
+        self.why = (f"; the conversion server itself stopped answering (no reply within {timeout_s:g} s "
+                    f"+ {margin_s:g} s); it was killed, and the next conversion starts a new one")
+        super().__init__(JOB_MODULE, timeout_s + margin_s, self.why[2:])
+
+
 class ConversionServer:
     """This process's conversion server: `run` converts in a child forked from it."""
 
@@ -47,6 +60,9 @@ class ConversionServer:
         self._started_for: tuple = ()
         self._lock = threading.Lock()  # one job on the pipe at a time
         self.starts = 0  # servers started by this process (a study should need one)
+        # How long past a job's own timeout the server may take to answer (it may still be importing
+        # TensorFlow at the first job, on busy cores); then it is wedged and replaced.
+        self.reply_margin_s = 120.0
 
     def start(self) -> None:
         """Start a server unless a live one for this interpreter and environment waits; returns at once
@@ -74,9 +90,12 @@ class ConversionServer:
             try:
                 self._process.stdin.write(json.dumps(job) + "\n")
                 self._process.stdin.flush()
-                reply = self._process.stdout.readline()
+                reply = self._reply(timeout_s + self.reply_margin_s)
             except BrokenPipeError:
                 reply = ""
+            if reply is None:  # the server itself is wedged: end it (and its child); only this job fails
+                self._kill()
+                raise ServerWedged(timeout_s, self.reply_margin_s)
             if not reply:  # the server itself died (killed from outside): this job runs as before, fresh
                 self.stop()
                 return run_fresh(cwd, argv, timeout_s)
@@ -85,6 +104,47 @@ class ConversionServer:
             if result["timed_out"]:
                 raise subprocess.TimeoutExpired(JOB_MODULE, timeout_s, output)
             return int(result["exit"]), output
+
+    def _reply(self, wait_s: float) -> str | None:
+        """The server's one-line answer to a job; "" when it closed its output (it died), None when no whole
+        line came within `wait_s` (it is stopped or hung: its own child deadline would have answered)."""
+        assert self._process is not None and self._process.stdout is not None
+        fd = self._process.stdout.fileno()  # read raw: one job, one line, nothing left buffered
+        deadline = time.monotonic() + wait_s
+        data = b""
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return ""
+            data += chunk
+        return data.decode("utf-8", "replace")
+
+    def _kill(self) -> None:
+        """Kill a wedged server and the conversion child it forked (which would outlive it)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        for proc in [*children, process]:
+            try:
+                proc.kill()  # SIGKILL also ends a stopped process
+            except (psutil.Error, OSError):
+                pass
+        process.wait()
+        for stream in (process.stdin, process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
     def stop(self) -> None:
         """End the server: closing its input is its signal to exit."""

@@ -96,7 +96,7 @@ def _run_onnx2tf(work: Path, onnx_path: Path, sample: np.ndarray, calibration: n
     try:
         code, output = CONVERSIONS.run(work, job, timeout_s)
     except subprocess.TimeoutExpired as exc:
-        raise ExportError(f"onnx2tf did not finish within {timeout_s:.0f} s") from exc
+        raise ExportError(f"onnx2tf did not finish within {timeout_s:.0f} s{getattr(exc, 'why', '')}") from exc
     if log_path:
         log_path.write_text(output)
     return code, output

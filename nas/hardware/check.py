@@ -8,6 +8,7 @@ spends an hour training models it cannot time.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from nas.hardware.backend import Backend, MeasurementError
 from nas.hardware.meter import default_holder, make_backend
 from nas.hardware.pool import LeaseHeartbeat, LeasePool
 from nas.infra.db import make_engine
+from nas.infra.storage import check_database, check_writable_folder
 from nas.hardware.profile import DeviceProfile, load_hardware
 from nas.hardware.throttle import describe_throttled
 
@@ -76,7 +78,7 @@ def reference_model(results_dir: Path | None) -> Path:
     return path
 
 
-def _check_one(dev: DeviceProfile, backend: Backend, model: Path, pool: LeasePool | None,
+def _check_one(dev: DeviceProfile, backend: Backend, model: Callable[[], Path], pool: LeasePool | None,
                table: Table) -> bool:
     """Fill one device's table; True when the device can be used."""
     if pool is not None and not pool.try_acquire(dev.key, dev.lease_s):
@@ -91,7 +93,7 @@ def _check_one(dev: DeviceProfile, backend: Backend, model: Path, pool: LeasePoo
             pool.release(dev.key)
 
 
-def _probe_and_time(dev: DeviceProfile, backend: Backend, model: Path, table: Table) -> bool:
+def _probe_and_time(dev: DeviceProfile, backend: Backend, reference: Callable[[], Path], table: Table) -> bool:
     """The checks themselves; a failure becomes the table's last row."""
     healthy = True
     try:
@@ -114,6 +116,7 @@ def _probe_and_time(dev: DeviceProfile, backend: Backend, model: Path, table: Ta
         # A figure timed while throttled is wrong: the meter refuses it, so the device is not ready.
         healthy &= throttle_ok
         table.add_row("throttling", OK if throttle_ok else FAIL, text)
+        model = reference()  # built at the first device that answered, not before connecting
         ref = backend.upload(model, sha256_file(model))
         out = backend.run(ref)
         backend.discard_model(ref)
@@ -139,7 +142,17 @@ def check_devices(path: str | Path, *, storage_url: str | None = None,
     """
     console = console or out
     devices = load_hardware(path)
-    model = reference_model(results_dir)
+    if storage_url:
+        check_database(storage_url, create=False)  # a mistyped URL or path is one line, and creates nothing
+    if results_dir:
+        check_writable_folder(Path(results_dir) / "hardware", "results folder")
+    built: list[Path] = []
+
+    def model() -> Path:
+        if not built:
+            built.append(reference_model(results_dir))
+        return built[0]
+
     pool = LeasePool(make_engine(storage_url), f"devices-check:{default_holder()}") if storage_url else None
     failed = 0
     for dev in devices:

@@ -358,11 +358,7 @@ class SshBackend(Backend):
                     self.close()  # the PID stays remembered: the reconnect kills the group
                     raise DeviceError(f"{name}: connection dropped during {what}", retry=True)
                 if time.monotonic() > deadline:
-                    self._kill_group(self._running_pid, guard=False)
-                    self._running_pid = None
-                    self.close()
-                    raise DeviceError(f"{name}: {what} timed out after {timeout:g} s "
-                                      "(remote process killed)", blame=blame)  # type: ignore[arg-type]
+                    self._timed_out(what, timeout, blame)
                 select.select([chan], [], [], 0.05)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
@@ -381,6 +377,26 @@ class SshBackend(Backend):
         if not first.strip().isdigit():
             rest = text  # a shell that did not echo the PID: keep everything
         return rc, rest, err.decode("utf-8", "replace")
+
+    def _timed_out(self, what: str, timeout: float, blame: str) -> None:
+        """A remote step ran past its deadline: kill it and say whose fault that is (always raises).
+
+        Only a device that answers the kill shows the step itself was slow (then `blame` holds, the
+        model's for a timed run). A device that does not answer (sshd stopped, link frozen, board
+        hung) is the device's fault: it is marked unhealthy and the model is timed elsewhere or
+        later, never charged. The PID stays remembered so the next connection kills the runner.
+        """
+        name, address = self.profile.name, self.profile.address
+        answered = self._kill_group(self._running_pid, guard=False)
+        self.close()
+        if answered is None:
+            raise DeviceError(
+                f"{name}: {what} timed out after {timeout:g} s and the device at {address} did not "
+                "answer the kill either: the device (or the link to it) stopped responding; "
+                "the model is not to blame", blame="device")
+        self._running_pid = None
+        raise DeviceError(f"{name}: {what} timed out after {timeout:g} s (remote process killed)",
+                          blame=blame)  # type: ignore[arg-type]
 
     def _note_pid(self, out: bytearray) -> None:
         """Remember the command's PID once its first line (the shell's `echo $$`) has arrived."""
@@ -403,23 +419,28 @@ class SshBackend(Backend):
         raise DeviceError(f"{name}: {what} was killed on the device (no exit status; "
                           "out of memory?)", blame=blame)  # type: ignore[arg-type]
 
-    def _kill_group(self, pid: str | None, guard: bool) -> bool:
+    def _kill_group(self, pid: str | None, guard: bool) -> bool | None:
         """Kill a remote process group; with `guard`, only if it still runs our runner (the PID
-        may have been reused since the link dropped). True when the kill command reported success."""
+        may have been reused since the link dropped). True when the kill command reported success,
+        False when it did not (or there was nothing to kill), None when the device did not answer
+        within a few seconds (the link or the device stopped responding)."""
         if not pid or not pid.isdigit() or self._client is None:
             return False
         kill = f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid}"
         if guard:
             kill = (f"grep -qaF -- {shlex.quote(self.runner_name)} /proc/{pid}/cmdline 2>/dev/null "
                     f"&& {{ {kill}; }}")
+        wait = min(5.0, self.profile.step_timeout_s)
         try:
-            _, stdout, _ = self._client.exec_command(kill, timeout=self.profile.step_timeout_s)
-            deadline = time.monotonic() + min(5.0, self.profile.step_timeout_s)
+            _, stdout, _ = self._client.exec_command(kill, timeout=wait)
+            deadline = time.monotonic() + wait
             while not stdout.channel.exit_status_ready() and time.monotonic() < deadline:
                 time.sleep(0.02)
-            return stdout.channel.exit_status_ready() and stdout.channel.recv_exit_status() == 0
+            if not stdout.channel.exit_status_ready():
+                return None
+            return stdout.channel.recv_exit_status() == 0
         except _LINK_ERRORS:
-            return False  # the link is gone too; the caller reports its own error either way
+            return None  # the link is gone too; the caller reports its own error either way
 
     def _kill_left_running(self) -> None:
         """On a fresh connection: kill the runner a dropped link left running (it would keep the

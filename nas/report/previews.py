@@ -17,6 +17,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
+from nas.infra.console import err
 from nas.report.depth_previews import depth_previews
 
 PREVIEW_NAME = "preview.png"  # what nas.trial.objective uploads: input | ground truth | prediction
@@ -46,11 +47,17 @@ def _draw(trial: FrozenTrial, storage: BaseStorage, store: FileSystemArtifactSto
         model_path = Path(tmp) / MODEL_NAME
         if not fetch_artifact(trial, storage, store, MODEL_NAME, model_path):
             return False
-        model = TFLiteModel(model_path)
-        rgb, depth_mm = frame
-        if model.input_hw != rgb.shape[:2]:
+        try:
+            model = TFLiteModel(model_path)
+            rgb, depth_mm = frame
+            if model.input_hw != rgb.shape[:2]:
+                return False
+            depth_previews(target, rgb[None], depth_mm[None], model.predict, names=[f"trial {trial.number}"])
+        except (ValueError, RuntimeError, OSError) as exc:  # a truncated or corrupt file: this trial only
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            err.print(f"warning: trial {trial.number}: its {MODEL_NAME} in the artifact store cannot be run "
+                      f"({first}); its stored preview is used instead", markup=False, highlight=False)
             return False
-        depth_previews(target, rgb[None], depth_mm[None], model.predict, names=[f"trial {trial.number}"])
     return True
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import optuna
 
 from nas.config import RunConfig
+from nas.infra.files import staged_folder
+from nas.infra.storage import check_writable_folder
 from nas.trial.record import first_feasible, scored_trials, study_floor
 from nas.trial.study import artifact_store, load_study, open_storage
 from nas.report.cost import study_cost
@@ -48,10 +50,16 @@ def _objectives(study: optuna.Study) -> str:
 
 def write_study_report(config: RunConfig, out: Path | None) -> Path:
     """Write report.html with its PNGs, trials.csv and summary.json of `config.study` into `out`
-    (default results/reports/STUDY); returns the folder."""
+    (default results/reports/STUDY); returns the folder. The folder is written whole or not at all."""
     study = load_study(config.storage_url, config.study)
-    out = out or config.results / "reports" / config.study
-    out.mkdir(parents=True, exist_ok=True)
+    final = out or config.results / "reports" / config.study
+    check_writable_folder(final.parent, "--out" if out else "--results")
+    with staged_folder(final) as staging:
+        _write(config, study, staging)
+    return final
+
+
+def _write(config: RunConfig, study: optuna.Study, out: Path) -> None:
     trials = study.get_trials(deepcopy=False)
     rows = trial_rows(study)
     with open(out / "trials.csv", "w", newline="") as f:
@@ -91,4 +99,3 @@ def write_study_report(config: RunConfig, out: Path | None) -> Path:
                "pareto_front_trials": [n for _, _, n in front], "importances": content.importances,
                "report": "report.html"}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    return out

@@ -25,6 +25,7 @@ from nas.data.frames import open_split
 from nas.data.layout import list_pairs
 from nas.data.synth import synthesize
 from nas.errors import ConfigError
+from nas.infra.storage import check_writable_folder
 from nas.export.tflite_convert import calibration_sample
 from nas.hardware import LatencyMeter, load_hardware
 from nas.infra.console import err as console
@@ -56,6 +57,7 @@ def ensure_synthetic_data(config: RunConfig) -> Path:
 
 def check_inputs(config: RunConfig) -> tuple[SearchSpace, list]:
     """Space, hardware and data, each checked; a ConfigError names the file before any work starts."""
+    check_writable_folder(config.results, "--results")
     space = load_space(config.space)
     devices = load_hardware(config.hardware)
     if config.data is not None:

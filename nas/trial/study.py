@@ -23,6 +23,7 @@ from nas.infra.outage import ResilientRDBStorage
 from nas.errors import ConfigError
 from nas.infra.db import DB_CONNECT_TIMEOUT_S
 from nas.infra.db import setup_lock
+from nas.infra.storage import check_database
 from nas.trial.record import keep_accuracy_floor
 
 SCORE_METRICS = ["final_score"]
@@ -122,6 +123,7 @@ def sampler_seed(config: RunConfig, joining: bool) -> int:
 
 def load_study(storage_url: str, study_name: str) -> optuna.Study:
     """An existing study, for reading (no heartbeats: nothing runs); ConfigError when there is none."""
+    check_database(storage_url, create=False)  # opening a missing SQLite file would create it
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=False))
     except KeyError:

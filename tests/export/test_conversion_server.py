@@ -2,9 +2,13 @@
 fresh child, crashes and timeouts contained in that child, never outliving its parent."""
 
 import os
+import signal
 import subprocess
+import threading
+import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from helpers.export import TINY
@@ -94,3 +98,39 @@ def test_a_timed_out_conversion_is_an_export_error(tmp_path, monkeypatch):
     conv_onnx = export_onnx(torch.nn.Conv2d(3, 1, 3, padding=1).eval(), tmp_path / "c.onnx", 16, 16)
     with pytest.raises(ExportError, match="did not finish within 7 s"):
         convert_to_tflite(conv_onnx, tmp_path / "c.tflite", np.zeros((20, 128, 128, 3), np.float32), timeout_s=7)
+
+
+def test_a_wedged_server_fails_only_its_conversion_within_the_deadline(tmp_path):
+    """Issue #27 item 6: the server (not its child) is SIGSTOPped during a job. The parent's own deadline
+    (the job's timeout plus a margin) fails that conversion with the reason, kills the server and the
+    child it forked, and the next conversion runs on a new server."""
+    conv_onnx = export_onnx(torch.nn.Conv2d(3, 1, 3, padding=1).eval(), tmp_path / "c.onnx", 16, 16)
+    sample = np.zeros((20, 128, 128, 3), np.float32)
+    convert_to_tflite(conv_onnx, tmp_path / "warm.tflite", sample)  # the server has imported and answered
+    server, starts = CONVERSIONS._process, CONVERSIONS.starts
+    CONVERSIONS.reply_margin_s = 2.0
+    try:
+        def stop_the_server_once_its_child_runs() -> None:
+            deadline = time.monotonic() + 10
+            while not psutil.Process(server.pid).children() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            server.send_signal(signal.SIGSTOP)
+
+        stopper = threading.Thread(target=stop_the_server_once_its_child_runs, daemon=True)
+        stopper.start()
+        started = time.monotonic()
+        with pytest.raises(ExportError) as info:
+            convert_to_tflite(conv_onnx, tmp_path / "c.tflite", sample, timeout_s=3)
+        took = time.monotonic() - started
+        stopper.join(10)
+    finally:
+        CONVERSIONS.reply_margin_s = 120.0
+        if server.poll() is None:
+            server.send_signal(signal.SIGCONT)
+    assert 5 <= took < 15, took
+    msg = str(info.value)
+    assert "did not finish within 3 s" in msg and "conversion server itself stopped answering" in msg
+    assert server.poll() is not None  # killed (and reaped), not left stopped
+    tflite = convert_to_tflite(conv_onnx, tmp_path / "d.tflite", sample)
+    assert tflite.stat().st_size > 0
+    assert CONVERSIONS.starts == starts + 1 and CONVERSIONS._process.poll() is None

@@ -7,12 +7,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 import pytest
-from helpers.devices import Sshd, ssh_device, wrapper_python, write_profile
+from helpers.devices import Sshd, local_device, ssh_device, wrapper_python, write_profile
 from rich.console import Console
 
 from nas.hardware import LatencyMeter, MeasurementError, load_hardware
-from nas.hardware.meter import sha256_file
+from nas.hardware.backend import DeviceError
+from nas.hardware.meter import make_backend, sha256_file
 
 
 def meter_for(tmp_path: Path, sqlite_url: str, sshd: Sshd, trust: bool = False, **fields: object
@@ -195,3 +197,94 @@ def test_a_server_without_sftp_gets_the_fix_not_channel_closed(sshd_without_sftp
     assert code == 1
     assert "refused an SFTP session" in text and "Subsystem sftp internal-sftp" in text
     assert "Channel closed" not in text and "gave up" not in text  # a missing subsystem is not retried
+
+
+def _session_servers(sshd: Sshd) -> list[psutil.Process]:
+    """The per-connection sshd processes (not the listener, not the commands they run)."""
+    return [child for child in psutil.Process(sshd.pid).children(recursive=True)
+            if child.name().startswith("sshd")]
+
+
+def test_a_device_that_stops_answering_is_blamed_not_the_model(sshd: Sshd, tiny_model: Path,
+                                                               tmp_path: Path, sqlite_url: str) -> None:
+    """Issue #27 item 5: the sshd serving the connection is SIGSTOPped during the timed run. The
+    deadline passes and the kill cannot reach the device: the device is at fault (marked
+    unhealthy, said truthfully), and the pool's other device (this machine) times the model."""
+    marker = tmp_path / "timing"
+    python = wrapper_python(tmp_path / "py", f'case "$*" in *--model*) echo x >> {marker}; '
+                            f'sleep 30;; esac\nexec "$PY" "$@"')
+    ssh = ssh_device(sshd, tmp_path, python=python, measure_timeout_s=2, step_timeout_s=2,
+                     retries=0)
+    local = local_device()
+    devices = load_hardware(write_profile(tmp_path / "pool.yaml", {"devices": [ssh, local]}))
+    stopped: list[psutil.Process] = []
+
+    def stopper() -> None:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for proc in _session_servers(sshd):
+            proc.suspend()  # SIGSTOP
+            stopped.append(proc)
+
+    thread = threading.Thread(target=stopper, daemon=True)
+    thread.start()
+    messages: list[str] = []
+    try:
+        with LatencyMeter(devices, sqlite_url, tmp_path / "results", holder="test") as meter:
+            started = time.monotonic()
+            result = meter.measure(tiny_model, messages.append)
+            assert time.monotonic() - started < 20
+            why = meter.unhealthy[ssh["name"]]
+    finally:
+        thread.join(30)
+        for proc in stopped:
+            try:
+                proc.resume()  # SIGCONT
+            except psutil.NoSuchProcess:
+                pass
+        sshd.kill_sessions()
+    assert stopped, "no sshd session process was found to stop"
+    assert result.device == local["name"] and not result.cached
+    assert "did not answer the kill" in why and f"127.0.0.1:{sshd.port}" in why
+    assert "the model is not to blame" in why and "remote process killed" not in why
+    assert any(f"{ssh['name']} marked unhealthy" in m for m in messages)
+
+
+def test_an_unanswering_device_error_blames_the_device(sshd: Sshd, tiny_model: Path, tmp_path: Path,
+                                                       sqlite_url: str) -> None:
+    """The backend's own verdict, without the meter: blame 'device', no retry on the frozen link."""
+    marker = tmp_path / "timing"
+    python = wrapper_python(tmp_path / "py", f'case "$*" in *--model*) echo x >> {marker}; '
+                            f'sleep 30;; esac\nexec "$PY" "$@"')
+    devices = load_hardware(write_profile(tmp_path / "hw.yaml", ssh_device(
+        sshd, tmp_path, python=python, measure_timeout_s=2, step_timeout_s=2)))
+    backend = make_backend(devices[0])
+    stopped: list[psutil.Process] = []
+    try:
+        backend.connect()
+        ref = backend.upload(tiny_model, sha256_file(tiny_model))
+
+        def stopper() -> None:
+            while not marker.exists():
+                time.sleep(0.02)
+            for proc in _session_servers(sshd):
+                proc.suspend()
+                stopped.append(proc)
+
+        thread = threading.Thread(target=stopper, daemon=True)
+        thread.start()
+        with pytest.raises(DeviceError) as info:
+            backend.run(ref)
+        thread.join(5)
+    finally:
+        for proc in stopped:
+            try:
+                proc.resume()
+            except psutil.NoSuchProcess:
+                pass
+        backend.close()
+        sshd.kill_sessions()
+    assert stopped
+    assert info.value.blame == "device" and not info.value.retry
+    assert "timed run timed out after 2 s" in str(info.value)

@@ -8,22 +8,19 @@ opened (or an embedded database that does not exist yet), and a port another pro
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import optuna
 
 from nas.config import RunConfig
 from nas.infra.db import hide_password
+from nas.infra.storage import check_database
 from nas.errors import ConfigError
 from nas.trial.study import artifact_store, open_storage
 
 
 def usable_storage(url: str) -> optuna.storages.RDBStorage:
     """The storage, opened and read once; ConfigError naming the URL when it cannot be used."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():  # opening it would create an empty database and serve nothing
-            raise ConfigError(path, "no study database here; run `nas run` first, or pass --storage / --results")
+    check_database(url, create=False)  # opening a missing SQLite file would create an empty one and serve nothing
     try:
         storage = open_storage(url, heartbeat=False)
         storage.get_all_studies()

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from nas.config import RunConfig
 from nas.infra.outage import optimize_through_outages
+from nas.infra.storage import check_database
 from nas.errors import ConfigError
 from nas.infra.console import err as console
 from nas.infra.third_party import current_log, verbose
@@ -66,6 +67,7 @@ def run_search(config: RunConfig) -> optuna.Study:
 def search(session: Session) -> optuna.Study:
     """The study of `session.config`, opened (or created) and run to its target."""
     config, space, devices = session.config, session.space, session.devices
+    check_database(config.storage_url, create=True)  # before the artifact folder: a bad URL leaves nothing behind
     store = artifact_store(config)  # an unreachable bucket is a clear error now, not after the first training
     config.results.mkdir(parents=True, exist_ok=True)
     try:
