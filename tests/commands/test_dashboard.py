@@ -16,7 +16,7 @@ from nas.infra.console import EXIT_BAD_INPUT
 def test_missing_embedded_database_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["dashboard", "--results", str(tmp_path)])
     assert result.exit_code == EXIT_BAD_INPUT
-    assert f"{tmp_path / 'nas.db'}: no study database here; run `nas run` first" in result.output
+    assert f"no study database at {tmp_path / 'nas.db'}; run `nas run` first" in " ".join(result.output.split())
     assert "Traceback" not in result.output and not (tmp_path / "nas.db").exists()
 
 
