@@ -83,10 +83,13 @@ def runner_args(profile: DeviceProfile, model: str | None, lock: str | None = No
     """
     if model is None:
         return ["--probe"]
-    args = ["--model", model, "--threads", str(profile.threads), "--warmup", str(profile.warmup),
+    threads = ",".join(str(count) for count in profile.thread_counts)
+    args = ["--model", model, "--threads", threads, "--warmup", str(profile.warmup),
             "--runs", str(profile.runs), "--repeats", str(profile.repeats),
             "--repeat-gap-s", f"{profile.repeat_gap_s:g}", "--max-temp-c", f"{profile.max_temp_c:g}",
             "--quiet-check-s", f"{profile.quiet_check_s:g}"]
+    if profile.threads_fixed is not None:
+        args += ["--threads-fixed", str(profile.threads_fixed)]
     return args + ["--lock", lock] if lock else args
 
 

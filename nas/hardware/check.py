@@ -12,6 +12,7 @@ from collections.abc import Callable
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -78,6 +79,20 @@ def reference_model(results_dir: Path | None) -> Path:
     return path
 
 
+def describe_governor(env: dict[str, Any]) -> tuple[Text, str]:
+    """The CPU governor row: ok under `performance`, a warning otherwise (the clock follows the load)."""
+    governor = env.get("cpu_governor") or "unknown"
+    cur, top = env.get("cpu_cur_freq_khz"), env.get("cpu_max_freq_khz")
+    clock = f" ({cur / 1000:.0f} of {top / 1000:.0f} MHz)" if cur and top else ""
+    if governor == "performance":
+        return OK, f"performance{clock}"
+    if governor == "unknown":
+        return WARN, "unknown (no cpufreq in sysfs): the clock the figures see cannot be checked"
+    return WARN, (f"{governor}{clock}: the clock follows the load, so a short timed run may start slow; "
+                  "for steady figures set `performance` (sudo cpupower frequency-set -g performance, or "
+                  "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor)")
+
+
 def _check_one(dev: DeviceProfile, backend: Backend, model: Callable[[], Path], pool: LeasePool | None,
                table: Table) -> bool:
     """Fill one device's table; True when the device can be used."""
@@ -112,6 +127,7 @@ def _probe_and_time(dev: DeviceProfile, backend: Backend, reference: Callable[[]
             healthy &= not hot
             table.add_row("temperature", FAIL if hot else OK,
                           f"{temp:.1f} °C (max_temp_c {dev.max_temp_c:g})")
+        table.add_row("CPU governor", *describe_governor(env))
         throttle_ok, text = describe_throttled(env.get("throttled"))
         # A figure timed while throttled is wrong: the meter refuses it, so the device is not ready.
         healthy &= throttle_ok
@@ -123,6 +139,9 @@ def _probe_and_time(dev: DeviceProfile, backend: Backend, reference: Callable[[]
         bursts = out.get("repeat_medians_ms") or []
         # Burst medians far apart say the device was not quiet: its figures would vary between trials.
         spread = f"; burst medians {' / '.join(f'{m:.2f}' for m in bursts)} ms" if len(bursts) > 1 else ""
+        curve = out.get("threads_curve") or {}
+        if len(curve) > 1:
+            spread += "; by threads " + ", ".join(f"{n}: {ms:.2f}" for n, ms in curve.items()) + " ms"
         table.add_row("reference model", OK,
                       f"median {out['median_ms']:.2f} ms, p90 {out['p90_ms']:.2f} ms "
                       f"({out['runs']} runs, {out['threads']} threads, {model.name}{spread})")
@@ -178,4 +197,4 @@ def check_devices(path: str | Path, *, storage_url: str | None = None,
     return 0 if not failed else 1
 
 
-__all__ = ["build_reference_model", "check_devices", "describe_throttled"]
+__all__ = ["build_reference_model", "check_devices", "describe_governor", "describe_throttled"]
