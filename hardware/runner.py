@@ -282,6 +282,38 @@ def time_rounds(interpreters: List[Any], warmup: int, runs: int, repeats: int, g
     return bursts
 
 
+def sustained(interpreter: Any, seconds: float, sysfs: str, np: Any) -> Dict[str, Any]:
+    """Invoke without pause for `seconds`: latency and temperature over time, first against last stretch.
+
+    The stretches compared are the first and last minute for runs of 10 minutes or more, else the first
+    and last tenth. Temperature and the current clock are sampled about once a second.
+    """
+    start = time.perf_counter()
+    stamps, times_ms, temps = [], [], []  # type: List[float], List[float], List[List[Any]]
+    throttled_start, next_sample = read_throttled(), 0.0
+    while True:
+        now = time.perf_counter() - start
+        if now >= seconds:
+            break
+        if now >= next_sample:
+            temps.append([round(now, 2), read_temperature(sysfs), read_cpufreq(sysfs)["cpu_cur_freq_khz"]])
+            next_sample = now + 1.0
+        began = time.perf_counter()
+        interpreter.invoke()
+        times_ms.append((time.perf_counter() - began) * 1000.0)
+        stamps.append(began - start)
+    stretch = 60.0 if seconds >= 600 else seconds / 10.0
+    first = [ms for at, ms in zip(stamps, times_ms) if at < stretch] or times_ms[:1]
+    last = [ms for at, ms in zip(stamps, times_ms) if at >= seconds - stretch] or times_ms[-1:]
+    first_ms, last_ms = float(np.median(first)), float(np.median(last))
+    return {"seconds": seconds, "invokes": len(times_ms), "stretch_s": round(stretch, 3),
+            "first_median_ms": round(first_ms, 6), "last_median_ms": round(last_ms, 6),
+            "slowdown": round(last_ms / first_ms, 4) if first_ms > 0 else None,
+            "median_ms": round(float(np.median(times_ms)), 6),
+            "samples": temps,  # [seconds, temperature_c, cpu_cur_freq_khz]
+            "throttled_start": throttled_start, "throttled_end": read_throttled()}
+
+
 def pick_threads(curve: Dict[int, float], fixed: Optional[int]) -> int:
     """The thread count whose figures are reported: `fixed` when given, else the fastest one."""
     if fixed is not None:
@@ -384,6 +416,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="before timing, idle this long and report the share of the CPU other processes used")
     parser.add_argument("--probe", action="store_true",
                         help="print the environment (runtime, CPU, temperature) and exit")
+    parser.add_argument("--sustained-s", type=float, default=0.0,
+                        help="after timing, invoke without pause this long and report latency and temperature "
+                             "over time (`sustained`)")
     parser.add_argument("--sysfs-root", default=os.environ.get("NAS_RUNNER_SYSFS_ROOT") or "/sys",
                         help="where sysfs is (the CPU governor, clock and thermal zone are read there)")
     return parser.parse_args(argv)
@@ -460,6 +495,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["cpu_cur_freq_before_khz"] = env["cpu_cur_freq_khz"]
     result["temperature_before_c"] = temp
     result["other_cpu_share"] = others
+    if args.sustained_s > 0:
+        try:
+            result["sustained"] = sustained(interpreter, args.sustained_s, args.sysfs_root, np)
+        except Exception as exc:
+            return fail(EXIT_INVOKE_FAILED, "invoke failed under sustained load: %s" % exc, env)
     emit(result)
     return 0
 

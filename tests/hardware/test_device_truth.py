@@ -186,3 +186,29 @@ def test_a_measurement_with_a_thread_list_records_the_curve(tiny_model: Path, tm
     assert again.cached and again.threads_curve == res.threads_curve  # int keys back from the JSON cache
     assert json.dumps(res.as_record())
     assert any("1/2 threads" in m for m in messages)
+
+
+# ---- 4. sustained load ---------------------------------------------------------------------------
+
+def test_devices_check_sustained_load(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nas.hardware import check
+
+    monkeypatch.setattr(check, "reference_model", lambda _results: tiny_model)
+    root = fake_sysfs(tmp_path / "sys", "performance", 1500000, 1500000)
+    (root / "class/thermal/thermal_zone0").mkdir(parents=True)
+    (root / "class/thermal/thermal_zone0/temp").write_text("48500\n")
+    monkeypatch.setenv("NAS_RUNNER_SYSFS_ROOT", str(root))
+    path = write_profile(tmp_path / "hw.yaml", local_device(name="box"))
+    console = Console(record=True, width=400)
+    code = check.check_devices(path, results_dir=tmp_path, console=console, sustained_s=3)
+    text = " ".join(console.export_text().split())
+    assert code == 0 and "sustained load" in text
+    assert "3 s," in text and "median first" in text and "stretches of 0.3 s" in text
+    assert "48.5 -> 48.5 °C" in text
+
+    done = subprocess.run([sys.executable, str(RUNNER_PATH), "--model", str(tiny_model), "--runs", "2",
+                           "--sustained-s", "1", "--sysfs-root", str(root)], capture_output=True, text=True,
+                          timeout=60)
+    run = json.loads(done.stdout)["sustained"]
+    assert run["invokes"] > 10 and run["first_median_ms"] > 0 and run["last_median_ms"] > 0
+    assert run["samples"][0][1:] == [48.5, 1500000] and run["throttled_end"] is None
