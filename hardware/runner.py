@@ -6,13 +6,23 @@ through SSH), so a latency figure means the same thing wherever it was taken. It
 self-contained (standard library, numpy, ai_edge_litert or tflite_runtime) and run on Python 3.9+.
 
     python3 runner.py --model M.tflite --threads 4 --warmup 5 --runs 30 [--repeats 3 --repeat-gap-s 1]
-                      [--max-temp-c 75] [--lock F]
+                      [--max-temp-c 75] [--lock F] [--sysfs-root /sys]
+    python3 runner.py --model M.tflite --threads 1,2,4 [--threads-fixed 4] ...
     python3 runner.py --probe
 
 With --repeats R the model is timed in R bursts (each `warmup` untimed + `runs` timed invokes), --repeat-gap-s
 apart, and the figures are those of the burst with the lowest median: a burst that other work on the machine
 slowed (a neighbour on a shared host, a background job) is set aside instead of becoming the model's latency.
 Every burst's median is reported too (`repeat_medians_ms`).
+
+With several thread counts (--threads 1,2,4) the model is loaded once per count and the bursts go round
+the counts (burst 1 at every count, then burst 2, ...), so a slow stretch of the machine does not fall
+on one count only. `threads_curve` maps each count to its fastest burst's median; the top-level figures
+and `threads` are those of the fastest count, or of --threads-fixed when given.
+
+Every output carries the CPU frequency governor of cpu0 and its current and maximum clock (kHz), read
+from sysfs (--sysfs-root, else $NAS_RUNNER_SYSFS_ROOT, else /sys): "unknown" / null where the files are
+missing (containers, VMs). A timed run reads the current clock again after timing.
 
 Exit codes: 0 ok, 2 bad arguments or model, 3 no TFLite runtime, 4 too hot (--max-temp-c),
 5 the interpreter failed, 6 busy: another runner holds the device's lock file (--lock), so two
@@ -88,19 +98,46 @@ def _vcgencmd(*args: str) -> Optional[str]:
     return done.stdout.decode("utf-8", "replace").strip()
 
 
-def read_temperature() -> Optional[float]:
+def _sysfs(root: str, *parts: str) -> Optional[str]:
+    """The stripped text of a sysfs file under `root`, None where it is missing or unreadable."""
+    try:
+        with open(os.path.join(root, *parts)) as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def _sysfs_int(root: str, *parts: str) -> Optional[int]:
+    text = _sysfs(root, *parts)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+_CPUFREQ = ("devices", "system", "cpu", "cpu0", "cpufreq")
+
+
+def read_cpufreq(root: str) -> Dict[str, Any]:
+    """cpu0's frequency governor ("unknown" without cpufreq) and its current and maximum clock in kHz.
+
+    A governor other than `performance` lets the clock follow the load, so a short timed run may
+    start at a low clock: the figure then depends on what ran just before.
+    """
+    return {"cpu_governor": _sysfs(root, *_CPUFREQ, "scaling_governor") or "unknown",
+            "cpu_cur_freq_khz": _sysfs_int(root, *_CPUFREQ, "scaling_cur_freq"),
+            "cpu_max_freq_khz": _sysfs_int(root, *_CPUFREQ, "cpuinfo_max_freq")}
+
+
+def read_temperature(root: str = "/sys") -> Optional[float]:
     """SoC temperature in °C, from vcgencmd or the first thermal zone; None if unreadable."""
     out = _vcgencmd("measure_temp")
     if out:
         match = re.search(r"(-?\d+(?:\.\d+)?)", out)
         if match:
             return float(match.group(1))
-    try:
-        with open("/sys/class/thermal/thermal_zone0/temp") as handle:
-            raw = handle.read().strip()
-        return round(int(raw) / 1000.0, 1)
-    except (OSError, ValueError):
-        return None
+    raw = _sysfs_int(root, "class", "thermal", "thermal_zone0", "temp")
+    return None if raw is None else round(raw / 1000.0, 1)
 
 
 def read_throttled() -> Optional[str]:
@@ -163,18 +200,20 @@ def read_cpu() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def environment(runtime: Optional[str], version: Optional[str]) -> Dict[str, Any]:
+def environment(runtime: Optional[str], version: Optional[str], sysfs: str = "/sys") -> Dict[str, Any]:
     """The fields every output carries, model or not."""
-    return {
+    env = {
         "runtime": runtime,
         "runtime_version": version,
         "cpu": read_cpu(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "temperature_c": read_temperature(),
+        "temperature_c": read_temperature(sysfs),
         "throttled": read_throttled(),
-    }
+    }  # type: Dict[str, Any]
+    env.update(read_cpufreq(sysfs))
+    return env
 
 
 def fill_inputs(interpreter: Any, np: Any) -> None:
@@ -213,19 +252,73 @@ def tensor_dtypes(details: List[Dict[str, Any]], np: Any) -> str:
 
 def time_bursts(interpreter: Any, warmup: int, runs: int, repeats: int, gap_s: float) -> List[List[float]]:
     """`repeats` bursts of `warmup` untimed and `runs` timed invokes, `gap_s` apart: ms per timed invoke."""
-    bursts = []  # type: List[List[float]]
+    return time_rounds([interpreter], warmup, runs, repeats, gap_s)[0]
+
+
+def _burst(interpreter: Any, warmup: int, runs: int) -> List[float]:
+    for _ in range(warmup):
+        interpreter.invoke()
+    times_ms = []  # type: List[float]
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+    return times_ms
+
+
+def time_rounds(interpreters: List[Any], warmup: int, runs: int, repeats: int, gap_s: float
+                ) -> List[List[List[float]]]:
+    """`repeats` rounds, `gap_s` apart, of one burst per interpreter: the bursts of each interpreter.
+
+    Going round the interpreters (one per thread count) instead of timing each in a block spreads a
+    slow stretch of the machine over every count instead of one.
+    """
+    bursts = [[] for _ in interpreters]  # type: List[List[List[float]]]
     for index in range(repeats):
         if index:
             time.sleep(gap_s)
-        for _ in range(warmup):
-            interpreter.invoke()
-        times_ms = []  # type: List[float]
-        for _ in range(runs):
-            start = time.perf_counter()
-            interpreter.invoke()
-            times_ms.append((time.perf_counter() - start) * 1000.0)
-        bursts.append(times_ms)
+        for which, interpreter in enumerate(interpreters):
+            bursts[which].append(_burst(interpreter, warmup, runs))
     return bursts
+
+
+def sustained(interpreter: Any, seconds: float, sysfs: str, np: Any) -> Dict[str, Any]:
+    """Invoke without pause for `seconds`: latency and temperature over time, first against last stretch.
+
+    The stretches compared are the first and last minute for runs of 10 minutes or more, else the first
+    and last tenth. Temperature and the current clock are sampled about once a second.
+    """
+    start = time.perf_counter()
+    stamps, times_ms, temps = [], [], []  # type: List[float], List[float], List[List[Any]]
+    throttled_start, next_sample = read_throttled(), 0.0
+    while True:
+        now = time.perf_counter() - start
+        if now >= seconds:
+            break
+        if now >= next_sample:
+            temps.append([round(now, 2), read_temperature(sysfs), read_cpufreq(sysfs)["cpu_cur_freq_khz"]])
+            next_sample = now + 1.0
+        began = time.perf_counter()
+        interpreter.invoke()
+        times_ms.append((time.perf_counter() - began) * 1000.0)
+        stamps.append(began - start)
+    stretch = 60.0 if seconds >= 600 else seconds / 10.0
+    first = [ms for at, ms in zip(stamps, times_ms) if at < stretch] or times_ms[:1]
+    last = [ms for at, ms in zip(stamps, times_ms) if at >= seconds - stretch] or times_ms[-1:]
+    first_ms, last_ms = float(np.median(first)), float(np.median(last))
+    return {"seconds": seconds, "invokes": len(times_ms), "stretch_s": round(stretch, 3),
+            "first_median_ms": round(first_ms, 6), "last_median_ms": round(last_ms, 6),
+            "slowdown": round(last_ms / first_ms, 4) if first_ms > 0 else None,
+            "median_ms": round(float(np.median(times_ms)), 6),
+            "samples": temps,  # [seconds, temperature_c, cpu_cur_freq_khz]
+            "throttled_start": throttled_start, "throttled_end": read_throttled()}
+
+
+def pick_threads(curve: Dict[int, float], fixed: Optional[int]) -> int:
+    """The thread count whose figures are reported: `fixed` when given, else the fastest one."""
+    if fixed is not None:
+        return fixed
+    return min(curve, key=lambda count: (curve[count], count))
 
 
 def summarize(times_ms: List[float], np: Any) -> Dict[str, float]:
@@ -293,10 +386,24 @@ def lock_holder(path: str) -> str:
         return "?"
 
 
+def thread_counts(text: str) -> List[int]:
+    """--threads: "4" or "1,2,4" (each count once, each >= 1)."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a count or counts separated by commas: %r" % text)
+    if any(count < 1 for count in counts) or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError("thread counts must be >= 1 and distinct: %r" % text)
+    return counts
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Time a .tflite model with LiteRT.")
     parser.add_argument("--model", help="path of the .tflite file")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=thread_counts, default=[1],
+                        help="thread count, or counts separated by commas (1,2,4): each is timed")
+    parser.add_argument("--threads-fixed", type=int, default=None,
+                        help="report this count's figures (one of --threads) instead of the fastest count's")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=1,
@@ -309,13 +416,18 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="before timing, idle this long and report the share of the CPU other processes used")
     parser.add_argument("--probe", action="store_true",
                         help="print the environment (runtime, CPU, temperature) and exit")
+    parser.add_argument("--sustained-s", type=float, default=0.0,
+                        help="after timing, invoke without pause this long and report latency and temperature "
+                             "over time (`sustained`)")
+    parser.add_argument("--sysfs-root", default=os.environ.get("NAS_RUNNER_SYSFS_ROOT") or "/sys",
+                        help="where sysfs is (the CPU governor, clock and thermal zone are read there)")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     interpreter_cls, runtime, version = load_runtime()
-    env = environment(runtime, version)
+    env = environment(runtime, version, args.sysfs_root)
     if interpreter_cls is None:
         return fail(EXIT_NO_RUNTIME, "no TFLite runtime: install ai-edge-litert (pip install "
                     "ai-edge-litert numpy) or tflite-runtime for %s" % sys.executable, env)
@@ -324,9 +436,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if not args.model:
         return fail(EXIT_BAD_INPUT, "--model is required (or --probe)", env)
-    if args.threads < 1 or args.warmup < 0 or args.runs < 1 or args.repeats < 1 or args.repeat_gap_s < 0:
-        return fail(EXIT_BAD_INPUT, "need --threads >= 1, --warmup >= 0, --runs >= 1, --repeats >= 1, "
+    if args.warmup < 0 or args.runs < 1 or args.repeats < 1 or args.repeat_gap_s < 0:
+        return fail(EXIT_BAD_INPUT, "need --warmup >= 0, --runs >= 1, --repeats >= 1, "
                     "--repeat-gap-s >= 0", env)
+    if args.threads_fixed is not None and args.threads_fixed not in args.threads:
+        return fail(EXIT_BAD_INPUT, "--threads-fixed %d is not one of --threads %s"
+                    % (args.threads_fixed, ",".join(str(c) for c in args.threads)), env)
     if not os.path.isfile(args.model):
         return fail(EXIT_BAD_INPUT, "model not found: %s" % args.model, env)
     if args.lock:
@@ -344,32 +459,47 @@ def main(argv: Optional[List[str]] = None) -> int:
     import numpy as np
 
     others = other_cpu_share(args.quiet_check_s)
+    interpreters = []  # type: List[Any]
     try:
-        interpreter = interpreter_cls(model_path=args.model, num_threads=args.threads)
-        interpreter.allocate_tensors()
-        fill_inputs(interpreter, np)
+        for count in args.threads:
+            interpreter = interpreter_cls(model_path=args.model, num_threads=count)
+            interpreter.allocate_tensors()
+            fill_inputs(interpreter, np)
+            interpreters.append(interpreter)
     except Exception as exc:  # the runtime raises ValueError/RuntimeError for unusable models
         return fail(EXIT_BAD_INPUT, "cannot load %s: %s" % (args.model, exc), env)
 
     try:
-        bursts = time_bursts(interpreter, args.warmup, args.runs, args.repeats, args.repeat_gap_s)
+        bursts = time_rounds(interpreters, args.warmup, args.runs, args.repeats, args.repeat_gap_s)
     except Exception as exc:
         return fail(EXIT_INVOKE_FAILED, "invoke failed: %s" % exc, env)
 
+    figures = dict((count, fastest_burst(timed, np)) for count, timed in zip(args.threads, bursts))
+    chosen = pick_threads(dict((count, fig["median_ms"]) for count, fig in figures.items()), args.threads_fixed)
     result = dict(env)
-    result.update(fastest_burst(bursts, np))
+    result.update(figures[chosen])
     result["runs"] = args.runs
     result["repeats"] = args.repeats
     result["repeat_gap_s"] = args.repeat_gap_s
     result["warmup"] = args.warmup
-    result["threads"] = args.threads
+    result["threads"] = chosen
+    result["threads_curve"] = dict((str(count), round(fig["median_ms"], 6)) for count, fig in figures.items())
+    result["threads_fixed"] = args.threads_fixed
+    interpreter = interpreters[args.threads.index(chosen)]
     result["input_dtype"] = tensor_dtypes(interpreter.get_input_details(), np)
     result["output_dtype"] = tensor_dtypes(interpreter.get_output_details(), np)
-    # Read again after timing: heat and throttling during the runs is what the figures saw.
-    result["temperature_c"] = read_temperature()
+    # Read again after timing: heat, throttling and the clock during the runs is what the figures saw.
+    result["temperature_c"] = read_temperature(args.sysfs_root)
     result["throttled"] = read_throttled()
+    result["cpu_cur_freq_khz"] = read_cpufreq(args.sysfs_root)["cpu_cur_freq_khz"]
+    result["cpu_cur_freq_before_khz"] = env["cpu_cur_freq_khz"]
     result["temperature_before_c"] = temp
     result["other_cpu_share"] = others
+    if args.sustained_s > 0:
+        try:
+            result["sustained"] = sustained(interpreter, args.sustained_s, args.sysfs_root, np)
+        except Exception as exc:
+            return fail(EXIT_INVOKE_FAILED, "invoke failed under sustained load: %s" % exc, env)
     emit(result)
     return 0
 

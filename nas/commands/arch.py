@@ -72,7 +72,12 @@ def arch_export(name_or_json: str,
                 height: Annotated[int, typer.Option(help="input height in pixels")] = 480,
                 width: Annotated[int, typer.Option(help="input width in pixels")] = 640,
                 precision: Annotated[Optional[str], typer.Option(
-                    help="fp32 | int8 (calibrated on rendered scenes; default: the arch's own)")] = None) -> None:
+                    help="fp32 | int8 (calibrated on rendered scenes; default: the arch's own)")] = None,
+                drift_margin: Annotated[float, typer.Option(
+                    "--int8-drift-margin",
+                    help="int8: when its si-RMSE is worse than the float32 twin's by more than this, print the "
+                         "layers where the error grows and the si-RMSE by calibration-set size (int8_drift.json); "
+                         "negative: always")] = 0.01) -> None:
     """Export a preset or arch JSON (untrained weights) to ONNX and TFLite, with the parity report."""
     import dataclasses
 
@@ -91,3 +96,21 @@ def arch_export(name_or_json: str,
     except ValueError as exc:  # the export itself failed (ExportError reaches the boundary as it is)
         raise NasRuntimeError(None, str(exc)) from None
     out.print(report)
+    if arch.precision == "int8":
+        _print_int8_drift(report, out_dir, height, width, drift_margin)
+
+
+def _print_int8_drift(report: dict, out_dir: Path, height: int, width: int, margin: float) -> None:
+    """Where the int8 model loses accuracy, when it loses more than `margin` (nas/export/int8_drift.py)."""
+    from nas.export import int8_drift
+
+    out.print(f"checking int8 drift against the float32 twin (margin {margin:g}; over it, the model is quantized "
+              f"again on {'/'.join(map(str, int8_drift.CALIBRATION_SIZES))} scenes)")
+    drift = int8_drift.export_drift(report, height, width, margin=margin)  # ExportError reaches the boundary
+    if drift is None:
+        out.print("int8 drift: within the margin")
+        return
+    path = out_dir / "int8_drift.json"
+    path.write_text(json.dumps(drift, indent=2))
+    out.print(int8_drift.format_drift(drift), highlight=False)
+    out.print(f"full table: {path}")

@@ -75,7 +75,8 @@ class LeaseLost(DeviceError):
         super().__init__(message, blame="transient")
 
 
-def runner_args(profile: DeviceProfile, model: str | None, lock: str | None = None) -> list[str]:
+def runner_args(profile: DeviceProfile, model: str | None, lock: str | None = None, sustained_s: float = 0.0
+                ) -> list[str]:
     """Runner arguments for a probe (model None) or a timed run, from the profile.
 
     A timed run carries the temperature limit, so the runner itself refuses to time a hot device
@@ -83,10 +84,15 @@ def runner_args(profile: DeviceProfile, model: str | None, lock: str | None = No
     """
     if model is None:
         return ["--probe"]
-    args = ["--model", model, "--threads", str(profile.threads), "--warmup", str(profile.warmup),
+    threads = ",".join(str(count) for count in profile.thread_counts)
+    args = ["--model", model, "--threads", threads, "--warmup", str(profile.warmup),
             "--runs", str(profile.runs), "--repeats", str(profile.repeats),
             "--repeat-gap-s", f"{profile.repeat_gap_s:g}", "--max-temp-c", f"{profile.max_temp_c:g}",
             "--quiet-check-s", f"{profile.quiet_check_s:g}"]
+    if profile.threads_fixed is not None:
+        args += ["--threads-fixed", str(profile.threads_fixed)]
+    if sustained_s > 0:
+        args += ["--sustained-s", f"{sustained_s:g}"]
     return args + ["--lock", lock] if lock else args
 
 
@@ -167,8 +173,9 @@ class Backend(ABC):
         """Make the model readable by the runner on the device; return the path it has there."""
 
     @abstractmethod
-    def run(self, model_ref: str) -> dict[str, Any]:
-        """Time the staged model with the profile's threads/warm-up/runs; the runner's JSON."""
+    def run(self, model_ref: str, sustained_s: float = 0.0) -> dict[str, Any]:
+        """Time the staged model with the profile's threads/warm-up/runs; the runner's JSON. With
+        `sustained_s`, the runner then invokes it without pause that long (`sustained` in the JSON)."""
 
     def discard_model(self, model_ref: str) -> None:
         """Remove a staged copy once its figures are stored (a device keeps no model it timed)."""

@@ -1,9 +1,9 @@
 """Latency cache: a model is never timed twice under the same measurement setup.
 
 Keyed by (model key, device key, setup), where the setup is everything that changes a figure
-besides the model: threads, warm-up, runs, bursts and their gap, runtime version, the runner
-script's sha256 and the board behind the device name (SSH: its host key fingerprint; local: its
-CPU model). A changed profile, runner or swapped board therefore times again instead of serving
+besides the model: threads (the count or the counts timed, and the fixed one), warm-up, runs,
+bursts and their gap, runtime version, the runner script's sha256, the board behind the device name
+(SSH: its host key fingerprint; local: its CPU model) and the CPU frequency governor. A changed profile, runner or swapped board therefore times again instead of serving
 stale figures. The stored record is the full measurement (JSON), so a hit returns the original
 figures and timestamps.
 The table lives in the study's database so every worker shares it.
@@ -52,7 +52,7 @@ def version_key(version: str | None) -> str:
 class MeasureSetup:
     """Everything besides the model that a latency figure depends on."""
 
-    threads: int
+    threads: int | tuple[int, ...]  # the profile's count, or the counts timed
     warmup: int
     runs: int
     runtime_version: str | None
@@ -60,6 +60,9 @@ class MeasureSetup:
     board: str | None
     repeats: int = 1
     repeat_gap_s: float = 0.0
+    threads_fixed: int | None = None
+    # `ondemand` starts a short run at a low clock, `performance` does not: never one entry for both.
+    governor: str = "unknown"
 
     def digest(self) -> str:
         """A fixed-width key of all parts (the key column stays small and indexable)."""
@@ -99,7 +102,8 @@ class LatencyCache:
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(CACHE).values(
-                    tflite_sha256=key, device=device, setup=setup.digest(), threads=setup.threads,
+                    tflite_sha256=key, device=device, setup=setup.digest(),
+                    threads=int(record.get("threads") or 0),  # the count whose figures these are
                     runtime_version=version_key(setup.runtime_version),
                     board=(setup.board or "unknown")[:200],
                     median_ms=float(record["median_ms"]), record=json.dumps(record, sort_keys=True),

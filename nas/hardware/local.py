@@ -79,11 +79,11 @@ class LocalBackend(Backend):
     def upload(self, path: Path, sha256: str) -> str:
         return str(Path(path).resolve())
 
-    def run(self, model_ref: str) -> dict[str, Any]:
+    def run(self, model_ref: str, sustained_s: float = 0.0) -> dict[str, Any]:
         self.lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         started = time.perf_counter()
         try:
-            return self._call(runner_args(self.profile, model_ref, str(self.lock)),
-                              self.profile.measure_timeout_s, "timed run")
+            return self._call(runner_args(self.profile, model_ref, str(self.lock), sustained_s),
+                              self.profile.measure_timeout_s + sustained_s, "timed run")
         finally:
             self._timed("run", started)

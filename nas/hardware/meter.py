@@ -73,6 +73,19 @@ class LatencyResult:
     # None in records taken before the runner timed in bursts.
     repeats: int | None = None
     repeat_medians_ms: list[float] | None = None
+    # Median ms per thread count timed ({1: 9.8, 2: 5.6}); `threads` is the count the figures above
+    # are of: the fastest, or the profile's `threads_fixed`. None in older records.
+    threads_curve: dict[int, float] | None = None
+    # cpu0's frequency governor ("unknown" without cpufreq) and its clock in kHz before and after the
+    # timed runs, and its maximum. The governor is part of the cache key. None in older records.
+    cpu_governor: str | None = None
+    cpu_cur_freq_khz: int | None = None
+    cpu_cur_freq_before_khz: int | None = None
+    cpu_max_freq_khz: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads_curve is not None:  # JSON (the cache, Optuna attrs) gives string keys back
+            self.threads_curve = {int(k): float(v) for k, v in self.threads_curve.items()}
 
     def as_record(self) -> dict[str, Any]:
         """JSON-safe dict, ready for Optuna user attrs."""
@@ -323,7 +336,9 @@ class LatencyMeter:
         return MeasureSetup(threads=dev.threads, warmup=dev.warmup, runs=dev.runs,
                             runtime_version=env.get("runtime_version"),
                             runner_sha256=backend.runner_sha256, board=backend.board_id(env),
-                            repeats=dev.repeats, repeat_gap_s=dev.repeat_gap_s)
+                            repeats=dev.repeats, repeat_gap_s=dev.repeat_gap_s,
+                            threads_fixed=dev.threads_fixed,
+                            governor=str(env.get("cpu_governor") or "unknown"))
 
     def _with_retries(self, dev: DeviceProfile, path: Path, sha: str, note: Progress
                       ) -> LatencyResult:
@@ -401,8 +416,9 @@ class LatencyMeter:
         self._renew(dev, "before the upload")
         file_sha = sha256_file(path)  # `sha` is the cache key; uploads are named by content
         ref = backend.upload(path, file_sha)
+        counts = dev.thread_counts
         note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, "
-             f"{dev.threads} thread{'s' if dev.threads > 1 else ''}"
+             f"{'/'.join(map(str, counts))} thread{'s' if counts != (1,) else ''}"
              + (f", best of {dev.repeats} bursts" if dev.repeats > 1 else ""))
         times: list[str] = []
 
@@ -442,7 +458,7 @@ class LatencyMeter:
                 ) -> LatencyResult:
         """The runner's JSON as a LatencyResult."""
         return LatencyResult(
-            device=dev.name, threads=int(out.get("threads", dev.threads)),
+            device=dev.name, threads=int(out.get("threads", dev.thread_counts[0])),
             runtime=str(out.get("runtime")), runtime_version=out.get("runtime_version"),
             median_ms=float(out["median_ms"]), p90_ms=float(out["p90_ms"]),
             min_ms=float(out["min_ms"]), std_ms=float(out["std_ms"]), runs=int(out["runs"]),
@@ -453,7 +469,10 @@ class LatencyMeter:
             input_dtype=out.get("input_dtype"), output_dtype=out.get("output_dtype"),
             warmup=int(out.get("warmup", dev.warmup)), other_cpu_share=out.get("other_cpu_share"),
             contended=bool(out.get("contended", False)), repeats=out.get("repeats"),
-            repeat_medians_ms=out.get("repeat_medians_ms"))
+            repeat_medians_ms=out.get("repeat_medians_ms"), threads_curve=out.get("threads_curve"),
+            cpu_governor=out.get("cpu_governor"), cpu_cur_freq_khz=out.get("cpu_cur_freq_khz"),
+            cpu_cur_freq_before_khz=out.get("cpu_cur_freq_before_khz"),
+            cpu_max_freq_khz=out.get("cpu_max_freq_khz"))
 
     def _log(self, entry: dict[str, Any]) -> None:
         """Append to results/hardware/measurements.jsonl: an audit trail (never secrets)."""

@@ -43,7 +43,10 @@ class DeviceProfile(BaseModel):
     python: str | None = None
     # Under the login's home: a world-writable /tmp would let anyone there swap the runner.
     workdir: str = "~/.cache/nas-bench"
-    threads: int = Field(4, ge=1, le=256)
+    # One thread count, or several ([1, 2, 4]): each is timed and `threads_curve` records them; the figure
+    # is the fastest count's, or `threads_fixed`'s (one of the list) when the deployment fixes the count.
+    threads: int | tuple[int, ...] = 4
+    threads_fixed: int | None = None
     warmup: int = Field(5, ge=0, le=10_000)
     runs: int = Field(30, ge=1, le=100_000)
     # The runner times `repeats` bursts of warm-up + runs, `repeat_gap_s` apart, and keeps the burst with the
@@ -85,6 +88,26 @@ class DeviceProfile(BaseModel):
             raise ValueError(f"unknown device kind {value!r}; known: {', '.join(backend_kinds())}")
         return value
 
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_ok(cls, value: Any) -> Any:
+        """One message for every wrong shape: a count, or a non-empty list of distinct counts 1-256."""
+        def is_count(item: Any) -> bool:
+            return isinstance(item, int) and not isinstance(item, bool)
+
+        if is_count(value):
+            counts = [value]
+        elif isinstance(value, (list, tuple)) and value and all(is_count(c) for c in value):
+            counts = list(value)
+        else:
+            raise ValueError(f"must be a thread count or a non-empty list of counts (4, [1, 2, 4]), got {value!r}")
+        bad = [c for c in counts if not 1 <= c <= 256]
+        if bad:
+            raise ValueError(f"thread counts must be 1 to 256, got {', '.join(map(str, bad))}")
+        if len(set(counts)) != len(counts):
+            raise ValueError(f"thread counts must be distinct, got {counts}")
+        return value if is_count(value) else tuple(counts)
+
     @field_validator("key_file", "known_hosts")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
@@ -99,6 +122,8 @@ class DeviceProfile(BaseModel):
 
     @model_validator(mode="after")
     def _kind_rules(self) -> DeviceProfile:
+        if self.threads_fixed is not None and self.threads_fixed not in self.thread_counts:
+            raise ValueError(f"threads_fixed {self.threads_fixed} is not one of threads {list(self.thread_counts)}")
         if self.kind == "ssh":
             if self.host is None:
                 raise ValueError("kind: ssh needs a host")
@@ -107,6 +132,11 @@ class DeviceProfile(BaseModel):
             if wrong:
                 raise ValueError(f"{', '.join(wrong)} only apply to kind: ssh")
         return self
+
+    @property
+    def thread_counts(self) -> tuple[int, ...]:
+        """The thread counts timed, in the profile's order (one for `threads: 4`)."""
+        return self.threads if isinstance(self.threads, tuple) else (self.threads,)
 
     @property
     def interpreter(self) -> str:

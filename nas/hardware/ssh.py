@@ -450,12 +450,12 @@ class SshBackend(Backend):
             self.notify(f"{self.profile.name}: killed the runner the dropped connection left "
                         f"running (pid {pid})")
 
-    def _runner(self, model: str | None, timeout: float, what: str) -> dict[str, Any]:
+    def _runner(self, model: str | None, timeout: float, what: str, sustained_s: float = 0.0) -> dict[str, Any]:
         self.connect()
         assert self._runner_remote is not None and self._workdir is not None
         lock = posixpath.join(self._workdir, "runner.lock") if model else None
         argv = [self.profile.interpreter, self._runner_remote,
-                *runner_args(self.profile, model, lock)]
+                *runner_args(self.profile, model, lock, sustained_s)]
         rc, out, err = self._exec(argv, timeout, what)
         return parse_runner_output(self.profile.name, what, rc, out, err)
 
@@ -467,10 +467,10 @@ class SshBackend(Backend):
         finally:
             self._timed("probe", started)
 
-    def run(self, model_ref: str) -> dict[str, Any]:
+    def run(self, model_ref: str, sustained_s: float = 0.0) -> dict[str, Any]:
         self.connect()
         started = time.perf_counter()
         try:
-            return self._runner(model_ref, self.profile.measure_timeout_s, "timed run")
+            return self._runner(model_ref, self.profile.measure_timeout_s + sustained_s, "timed run", sustained_s)
         finally:
             self._timed("run", started)

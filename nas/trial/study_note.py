@@ -46,7 +46,7 @@ def _weights_line(config: RunConfig) -> str:
 
 def _device_line(device: DeviceProfile) -> str:
     where = f"{device.host}:{device.port}" if device.kind == "ssh" else "this machine"
-    return f"`{device.name}` ({device.kind}, {where}, {device.threads} thread(s))"
+    return f"`{device.name}` ({device.kind}, {where}, {'/'.join(map(str, device.thread_counts))} thread(s))"
 
 
 def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfile]) -> str:

@@ -231,3 +231,64 @@ def test_an_int8_run_whose_float32_twin_is_off_is_recorded_not_failed(tmp_path, 
     assert 0 < report["int8_vs_onnx_si_rmse"] < SI_RMSE_BOUND  # the int8 model itself was measured
     with pytest.raises(ExportError, match="0.452 m"):
         export_arch(TINY, tmp_path / "fp32", height=HEIGHT, width=WIDTH)
+
+
+# ---- issue #29: where an int8 model's error comes from ------------------------------------------
+
+@pytest.mark.slow  # shares one int8 conversion: about 35-40 s here
+def test_int8_drift_names_the_layers_where_the_error_grows(int8_export):
+    from nas.export.int8_drift import format_drift, locate_int8_drift
+
+    int8, fp32 = Path(int8_export["tflite"]), Path(int8_export["tflite_fp32"])
+    images = held_out_images(2).transpose(0, 2, 3, 1).astype(np.uint8)
+    assert locate_int8_drift(int8, fp32, images, si_rmse_int8=0.015, si_rmse_fp32=0.01) is None  # within margin
+    report = locate_int8_drift(int8, fp32, images, si_rmse_int8=0.05, si_rmse_fp32=0.01, top=3)
+    assert report["gap"] == pytest.approx(0.04) and report["margin"] == 0.01 and report["calibration"] == []
+    layers = report["layers"]
+    assert len(layers) > 20  # matched by name across the two models, QUANTIZE/DEQUANTIZE left out
+    ops = {row["op"] for row in layers}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= ops and not ops & {"QUANTIZE", "DEQUANTIZE"}
+    assert all(np.isfinite(row["rel_rmse"]) and row["rel_rmse"] >= 0 for row in layers)
+    assert max(row["rel_rmse"] for row in layers) > 0  # the int8 tensors were dequantized and differ
+    assert max(row["rel_rmse"] for row in layers) < 0.5  # ... but are the same layers' values, not others'
+    growth = [row["growth"] for row in report["worst"]]
+    assert len(growth) == 3 and growth == sorted(growth, reverse=True)
+    assert growth[0] == max(row["growth"] for row in layers)
+    text = format_drift(report)
+    assert "gap 0.0400 > margin 0.01" in text and report["worst"][0]["layer"] in text
+
+
+@pytest.mark.slow  # two more int8 conversions of the tiny arch: about 40 s here
+def test_int8_drift_calibration_curve_is_capped_by_the_images_there_are(int8_export):
+    from nas.export.int8_drift import calibration_curve
+
+    pool = calibration_scenes(0, HEIGHT, WIDTH, 3)
+    images = held_out_images(2).transpose(0, 2, 3, 1).astype(np.uint8)
+    curve = calibration_curve(Path(int8_export["onnx"]), Path(int8_export["tflite_fp32"]), pool, images, (2, 50))
+    assert [point["images"] for point in curve] == [2, 3]
+    assert all(0 <= point["si_rmse"] < SI_RMSE_BOUND for point in curve)
+
+
+@pytest.mark.slow  # shares one int8 conversion: about 35-40 s here
+def test_arch_export_prints_the_int8_drift(int8_export, tmp_path, monkeypatch):
+    """`nas arch export --precision int8` over the margin: the table and the curve (its conversions stubbed)."""
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+    from nas.export import int8_drift, pipeline
+
+    monkeypatch.setattr(pipeline, "export_arch", lambda *args, **kwargs: dict(int8_export))
+    monkeypatch.setattr(int8_drift, "calibration_curve",
+                        lambda onnx, fp32, pool, images, sizes: [{"images": min(n, len(pool)), "si_rmse": 0.001}
+                                                                 for n in sizes])
+    args = ["arch", "export", json.dumps(TINY.to_dict()), "--out", str(tmp_path), "--height", str(HEIGHT),
+            "--width", str(WIDTH), "--precision", "int8"]
+    within = CliRunner().invoke(app, args)
+    assert within.exit_code == 0, within.output
+    assert "int8 drift: within the margin" in within.output and not (tmp_path / "int8_drift.json").exists()
+    forced = CliRunner().invoke(app, [*args, "--int8-drift-margin", "-1"])
+    assert forced.exit_code == 0, forced.output
+    assert "layers where the error grows most" in forced.output
+    assert "si-RMSE by calibration images: 8: 0.0010, 32: 0.0010, 128: 0.0010" in forced.output
+    saved = json.loads((tmp_path / "int8_drift.json").read_text())
+    assert saved["margin"] == -1 and saved["layers"] and len(saved["worst"]) == 5
