@@ -13,6 +13,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from nas.data.preview import CAPTION as PREVIEW_CAPTION
 from nas.trial.record import attrs, is_feasible, precision_of, preset_of, score_of
 from nas.report.cost import STAGES, StudyCost
 from nas.report.importance import METHOD
@@ -189,8 +190,8 @@ def _previews(c: ReportContent) -> str:
     if not shown:
         return ""
     items = [_figure(c.previews[t.number], f"preview of trial {t.number}",
-                     f"Trial {_trial_name(t)}, score {score_of(t):.4g}: input | ground truth | "
-                     "prediction") for t in shown]
+                     f"Trial {_trial_name(t)}, score {score_of(t):.4g}: {escape(PREVIEW_CAPTION)}.")
+             for t in shown]
     return "<h2>Previews of the top trials</h2>\n" + "\n".join(items)
 
 

@@ -73,8 +73,9 @@ def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfil
         f"- **Precision choices:** {precisions}",
         f"- **Sampler / pruner:** {config.sampler} / {config.pruner if config.objective == 'score' else 'none'}",
         "",
-        "Each trial's artifacts hold its `model.tflite`, `preview.png` (input | ground truth | prediction) and "
-        "arch JSON.",
+        "Each trial's artifacts hold its `model.tflite`, `preview.png` (input | ground truth | prediction | error on "
+        "the first validation frame, depth in metres, grey where the ground truth is unknown) and arch JSON; each "
+        "trial's note says what it is, its figures and why it stopped.",
         "",
         f"**Finalize:** `nas finalize --study {config.study} --storage {config.storage_shown}` trains the best "
         "trial fully and ships its `.tflite`; `nas report` writes an HTML report.",

@@ -246,3 +246,39 @@ def test_a_floor_no_trial_meets_leaves_no_best_and_says_so(tmp_path):
     html = assert_self_contained(out)
     assert "None of the 7 complete trial(s) meets the accuracy floor" in html and "pareto.png" in html
     assert json.loads((out / "summary.json").read_text())["best"] is None
+
+
+def test_the_dashboard_and_the_report_draw_one_labelled_preview(tmp_path, monkeypatch):
+    """The trial's preview.png (dashboard) and the report's preview of one frame are the same image, drawn by
+    `nas.data.preview.draw_preview`: four titled panels, a depth colour bar in metres, unknown pixels grey."""
+    import numpy as np
+    from PIL import Image
+
+    import nas.data.preview as preview
+    from nas.report.depth_previews import depth_previews
+    from nas.trial.evaluate import write_preview
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    depth_mm = rng.uniform(1000, 5000, (48, 64)).astype(np.float32)
+    depth_mm[:, :8] = 0  # unknown ground truth
+    pred_mm = rng.uniform(1000, 5000, (48, 64)).astype(np.float32)
+
+    drawn: list[tuple[list[str], list[str]]] = []
+    close = preview.plt.close
+
+    def keep_labels(fig):
+        drawn.append(([ax.get_title() for ax in fig.axes], [ax.get_ylabel() for ax in fig.axes]))
+        close(fig)
+
+    monkeypatch.setattr(preview.plt, "close", keep_labels)
+    dashboard = write_preview(tmp_path / "preview.png", rgb, depth_mm, pred_mm)
+    report = depth_previews(tmp_path / "report.png", rgb[None], depth_mm[None], lambda _: pred_mm / 1000.0)
+    with Image.open(dashboard) as a, Image.open(report) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # one function, one picture
+        assert a.width > 4 * 64 * 2  # four panels and colour bars, not a bare strip
+    assert len(drawn) == 2 and drawn[0] == drawn[1]
+    titles, labels = drawn[0]
+    assert titles[:4] == ["input", "ground truth", "prediction", "error (prediction − ground truth)"]
+    assert "depth (m)" in labels and "error (m)" in labels  # the two colour bars, in metres
+    assert "input | ground truth | prediction | error" in preview.CAPTION
