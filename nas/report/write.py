@@ -75,14 +75,15 @@ def _write(config: RunConfig, study: optuna.Study, out: Path) -> None:
                             table=table_trials(scored, TOP_TRIALS), cost=study_cost(trials),
                             preview_trials=scored[:TOP_PREVIEWS], proxy_check=proxy_summary(study),
                             max_si_rmse=floor)
-    content.score_levels = pareto_figure(scored, best, out / "pareto.png", f"study {config.study}",
-                                         rule=config.score_rule, max_si_rmse=floor)
+    content.pareto = pareto_figure(scored, best, out / "pareto.png", f"study {config.study}",
+                                   rule=config.score_rule, max_si_rmse=floor)
     if scored:
         content.pareto_png = "pareto.png"
         started = min(t.datetime_start for t in trials if t.datetime_start is not None)
         history_figure(scored, started, out / "history.png")
         content.history_png = "history.png"
     content.importances, content.importance_reason = score_importances(study, scored)
+    content.importance_trials = len(scored)
     if content.importances:
         importance_figure(content.importances, out / "importances.png")
         content.importance_png = "importances.png"

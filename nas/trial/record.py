@@ -267,6 +267,11 @@ def screened_before_training(trial: Trial) -> bool:
     return bool(trial.user_attrs.get("pruned_before_training"))
 
 
+def screened_by_of(trial: Trial) -> str | None:
+    """What pruned the trial before training ("compute_cap" | "latency_bound"), or None."""
+    return trial.user_attrs.get("screened_by")
+
+
 def stage_seconds_of(trial: Trial) -> dict[str, float]:
     return trial.user_attrs.get("stage_seconds") or {}
 

@@ -49,6 +49,7 @@ class FakeTrial:
     preset: str | None = None
     fail_reason: str | None = None
     pruned_before_training: bool = False
+    screened_by: str | None = None  # "compute_cap" | "latency_bound", for a trial screened before training
     distill_lambda: float = 0.5
 
 
@@ -84,6 +85,8 @@ def _attrs(fake: FakeTrial, minutes: int) -> dict:
         attrs["fail_reason"] = fake.fail_reason
         if fake.pruned_before_training:
             attrs["pruned_before_training"] = True
+            if fake.screened_by:
+                attrs["screened_by"] = fake.screened_by
         elif fake.state == TrialState.PRUNED:
             attrs["stage_seconds"] = {"train": 40.0}
     return attrs
@@ -159,6 +162,7 @@ def demo_trials() -> list[FakeTrial]:
                   fail_reason="pruned at step 100: estimated score 0.455 (validation si-RMSE 0.3501, "
                               "predicted latency 512.4 ms)"),
         FakeTrial(searched("efficientnet_b1", "1", "int8"), TrialState.PRUNED, pruned_before_training=True,
+                  screened_by="latency_bound",
                   fail_reason="latency bound: predicted latency 420.0 ms (lower bound 390.2 ms); even at si-RMSE "
                               "0.220 the score cannot exceed 0.520 < best 5.420 (trial 4)"),
     ]
