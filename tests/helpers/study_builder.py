@@ -3,7 +3,8 @@
 Trials are added with `optuna.trial.create_trial` and carry the user attributes a real trial records
 (`nas.trial.record.TrialRecord`); complete ones get a real preview PNG in the artifact store, uploaded
 the way `nas.trial.objective` uploads it. The study itself is opened through `nas.trial.study.open_study` and
-gets its note through `nas.trial.study_note`, as `nas run` does.
+gets its note through `nas.trial.study_note`, as `nas run` does; each trial gets its note through
+`nas.trial.trial_note`, as `nas.trial.objective` writes it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import optuna
 from optuna.artifacts import upload_artifact
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
+from optuna_dashboard import save_note
 from PIL import Image
 
 from nas.arch import Arch
@@ -28,6 +30,7 @@ from nas.space import load_space
 from nas.trial.record import record_floor
 from nas.trial.study import artifact_store, open_storage, open_study
 from nas.trial.study_note import write_study_note
+from nas.trial.trial_note import preview_url, trial_note
 
 BACKBONES = ("tf_mobilenetv3_small_minimal_100", "mobilenetv3_large_100", "efficientnet_b1", "mobilenetv1_100")
 DISTRIBUTIONS = {
@@ -92,6 +95,12 @@ def _attrs(fake: FakeTrial, minutes: int) -> dict:
     return attrs
 
 
+def _note(study: optuna.Study, frozen: optuna.trial.FrozenTrial, outcome: str) -> None:
+    """The trial's dashboard note, as `nas.trial.objective` writes it when a trial ends."""
+    trial = optuna.Trial(study, frozen._trial_id)
+    save_note(trial, trial_note(trial, outcome, preview_url(trial)))
+
+
 def build_study(config: RunConfig, fakes: list[FakeTrial], model: Path | None = None) -> optuna.Study:
     """Open the study as `nas run` does (metric names, note), then add `fakes` with previews, started 3 minutes apart.
 
@@ -128,7 +137,12 @@ def build_study(config: RunConfig, fakes: list[FakeTrial], model: Path | None = 
                 copy = folder / "model.tflite"
                 copy.write_bytes(model.read_bytes())
                 upload_artifact(artifact_store=store, file_path=str(copy), study_or_trial=frozen, storage=storage)
+            _note(study, frozen, "complete")
             study.tell(frozen.number, [fake.si_rmse, fake.latency_ms] if pareto else attrs["final_score"])
+        else:
+            outcome = {TrialState.FAIL: "failed"}.get(fake.state, "pruned before training"
+                                                       if fake.pruned_before_training else "pruned")
+            _note(study, study.get_trials(deepcopy=False)[-1], outcome)
     return study
 
 
