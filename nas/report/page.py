@@ -5,6 +5,7 @@ Everything shown comes from `ReportContent`; every string from the study is esca
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
@@ -14,6 +15,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from nas.data.preview import CAPTION as PREVIEW_CAPTION
+from nas.trial.display import when
 from nas.trial.record import attrs, is_feasible, precision_of, preset_of, score_of
 from nas.report.figures import ParetoDrawn
 from nas.report.cost import STAGES, StudyCost
@@ -45,6 +47,7 @@ class ReportContent:
     importance_trials: int = 0  # the complete trials the importances rest on
     proxy_check: dict[str, Any] | None = None  # the study attribute `proxy_check`, when `nas proxy-check` ran
     max_si_rmse: float | None = None  # the study's accuracy floor; `best` meets it
+    quality: str = ""  # what the study's budget means (`nas.trial.study_note.quality_note`), with `code` spans
 
 
 PAGE = Template("""<!DOCTYPE html>
@@ -61,7 +64,7 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 tr.preset { background: #f6f9ff; } tr.infeasible { color: #999; }
 img.figure { max-width: 100%; } img.small { max-width: 620px; } figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
 .warning { background: #fff3e0; border-left: 4px solid #e65100; padding: 0.6em 1em; }
-.meta { color: #555; }
+.meta { color: #555; } .note { background: #eef4fb; border-left: 4px solid #1565c0; padding: 0.6em 1em; }
 </style>
 </head>
 <body>
@@ -90,7 +93,7 @@ def _header(c: ReportContent) -> str:
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(c.cost.states.items()))
     lines = [f"<h1>Study {escape(c.study_name)}</h1>",
              f"<p class=\"meta\">objective: {escape(c.objectives)} · storage: {escape(c.storage)} · "
-             f"{c.trial_count} trial(s): {escape(states) or 'none'} · written {c.generated:%Y-%m-%d %H:%M}</p>"]
+             f"{c.trial_count} trial(s): {escape(states) or 'none'} · written {escape(when(c.generated))}</p>"]
     if c.max_si_rmse is not None:
         lines.append(f"<p class=\"meta\">accuracy floor: si-RMSE ≤ {c.max_si_rmse:g}; trials above it are "
                      "infeasible and never the best.</p>")
@@ -117,6 +120,17 @@ def _header(c: ReportContent) -> str:
 def _figure(src: str, alt: str, caption: str, css: str = "figure") -> str:
     return (f"<figure><img class=\"{css}\" src=\"{escape(src)}\" alt=\"{escape(alt)}\">"
             f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _code_spans(text: str) -> str:
+    """Escaped text with its `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
+def _quality(c: ReportContent) -> str:
+    if not c.quality:
+        return ""
+    return f"<h2 id=\"quality\">What these figures are worth</h2>\n<p class=\"note\">{_code_spans(c.quality)}</p>"
 
 
 def _pareto(c: ReportContent) -> str:
@@ -235,6 +249,6 @@ def _cost(c: ReportContent) -> str:
 
 
 def render_page(c: ReportContent) -> str:
-    body = "\n".join(part for part in (_header(c), _pareto(c), _history(c), _importances(c), _table(c),
+    body = "\n".join(part for part in (_header(c), _quality(c), _pareto(c), _history(c), _importances(c), _table(c),
                                        proxy_section(c.proxy_check), _previews(c), _cost(c)) if part)
     return PAGE.substitute(title=escape(f"nas report: {c.study_name}"), body=body)

@@ -40,7 +40,7 @@ def _figures(a) -> list[str]:
     if "final_score" in a:
         lines.append(f"- **Final Score:** {rounded(a['final_score'])} (si-RMSE {rounded(a.get('si_rmse'))}, "
                      f"RMSE {rounded(a.get('rmse'), 3)} m, log10 {rounded(a.get('log10'))}, REL {rounded(a.get('rel'))})")
-        lines.append(f"- **Latency:** {rounded(a.get('latency_ms'), 3)} ms median, p90 {rounded(a.get('latency_p90_ms'), 3)} "
+        lines.append(f"- **Latency:** {rounded(a.get('latency_ms'))} ms median, p90 {rounded(a.get('latency_p90_ms'))} "
                      f"ms on `{a.get('device', '?')}` ({a.get('threads', '?')} thread(s)"
                      + (f", measured {when(a['measure_start'])})" if a.get("measure_start") else ")"))
         if "max_si_rmse" in a:

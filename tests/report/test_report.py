@@ -371,3 +371,43 @@ def test_importances_rest_on_enough_trials_and_say_how_many(tmp_path):
 
     with Image.open(out / "importances.png") as image:
         assert image.width <= 5.5 * 110 + 1  # a small figure, not half the page
+
+
+def test_the_report_and_the_note_say_what_the_budget_means(demo_report, tmp_path):
+    """At the quick budget the report says that predictions are coarse because of the budget, and how to get a
+    usable model; the study note says the same, and records the budget for the report."""
+    out, html = demo_report
+    quality = html.split('id="quality"')[1].split("</p>")[0]
+    for text in ("Budget <code>quick</code>: each candidate trains 150 steps × batch 8 at 160×120",
+                 "rank networks against each other on short training", "coarse blob", "the budget, not the tool",
+                 "<code>nas finalize --study demo --budget full</code>", "GPU", "real data", "<code>--data",
+                 "pretrained encoders"):
+        assert text in quality, text
+    config = load_config(None, results=tmp_path, study="budgeted", budget="smoke")
+    study = open_study(config)
+    write_study_note(study, config, load_space(config.space), load_hardware(config.hardware))
+    assert "**Quality:** Budget `smoke`: each candidate trains 12 steps" in get_note(study)
+    assert study.user_attrs["budget"] == "smoke"
+
+
+def test_figures_and_times_are_rounded_for_display_only(tmp_path):
+    from datetime import datetime, timezone
+
+    from nas.trial.display import rounded, when
+
+    assert rounded(140.45613239011524, 4) == "140.5" and rounded(0.29134567) == "0.2913"
+    assert rounded(250000) == "250,000" and rounded(None) == "–" and rounded(123456.7) == "123,457"
+    assert when("2026-12-06T14:03:27.123456+00:00") == "2026-12-06 14:03 UTC"
+    assert when("2026-12-06T15:03:27.123+01:00") == "2026-12-06 14:03 UTC"
+    assert when(datetime(2026, 12, 6, 14, 3, 27, 999, tzinfo=timezone.utc)) == "2026-12-06 14:03 UTC"
+    assert when("not a time") == "not a time"
+
+    config = make_config(tmp_path / "results", study="rounded")
+    study = build_study(config, [FakeTrial(searched("mobilenetv1_100"), si_rmse=0.291345678, latency_ms=140.45613239011524)])
+    trial = study.trials[0]
+    assert trial.user_attrs["latency_ms"] == 140.45613239011524  # the record keeps the raw value
+    note = get_note(__import__("optuna").Trial(study, trial._trial_id))
+    assert "140.5 ms median" in note and "si-RMSE 0.2913" in note and "140.456" not in note
+    html = assert_self_contained(write_study_report(config, tmp_path / "report"))
+    assert "140.45613" not in html and "0.291345" not in html
+    assert re.search(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC</p>", html)
