@@ -7,6 +7,7 @@ needs to caption it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -37,12 +38,30 @@ def _label(t: FrozenTrial) -> str:
     return preset_of(t) or f"#{t.number}"
 
 
+@dataclass(frozen=True)
+class ParetoDrawn:
+    """What `pareto_figure` drew, so the caption names only that: the equal-score lines inside the axes and the
+    legend's entries."""
+
+    levels: list[float] = field(default_factory=list)  # the equal-score lines drawn, best first
+    legend: list[str] = field(default_factory=list)
+    front: bool = False  # the Pareto front's line (two points or more)
+    floor: bool = False  # the accuracy floor's line (inside the si-RMSE range shown)
+
+
+def _visible(rule: ScoreRule, level: float, xs: list[float], y_lo: float, y_hi: float) -> bool:
+    """Whether the equal-score line of `level` passes through the plotted area."""
+    ys = [rule.si_rmse_at(level, x) for x in xs]
+    return any(y_lo <= y <= y_hi for y in ys) or (min(ys) < y_lo and max(ys) > y_hi)
+
+
 def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Path, title: str,
-                  rule: ScoreRule = ScoreRule(), max_si_rmse: float | None = None) -> list[float]:
+                  rule: ScoreRule = ScoreRule(), max_si_rmse: float | None = None) -> ParetoDrawn:
     """si-RMSE against latency (log x): backbones coloured, precisions as markers, seed presets named,
-    the Pareto front, and dashed lines of equal Final Score through `best` (None: no trial meets the
-    accuracy floor, no lines); with a floor, its line. Returns the scores of the equal-score lines."""
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    the Pareto front (when it has two points or more), and dashed lines of equal Final Score through `best`
+    (None: no trial meets the accuracy floor, no lines), those that cross the plotted area; with a floor, its
+    line. The legend, outside the axes, lists what is drawn and nothing else."""
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(ScalarFormatter())
@@ -53,7 +72,7 @@ def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Pat
     if not scored:
         ax.text(0.5, 0.5, "no complete trial", transform=ax.transAxes, ha="center", va="center")
         _save(fig, path)
-        return []
+        return ParetoDrawn()
     backbones = sorted({backbone_of(t) for t in scored})
     colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backbones)}
     for t in scored:
@@ -64,43 +83,55 @@ def pareto_figure(scored: list[FrozenTrial], best: FrozenTrial | None, path: Pat
         ax.annotate(_label(t), (latency_of(t), si_rmse_of(t)), fontsize=8 if preset else 7,
                     fontweight="bold" if preset else "normal", xytext=(4, 3), textcoords="offset points")
     front = pareto_front(scored)
-    ax.plot([p[0] for p in front], [p[1] for p in front], "-", color="0.45", lw=1, zorder=2)
+    if len(front) > 1:  # a one-point front is no line
+        ax.plot([p[0] for p in front], [p[1] for p in front], "-", color="0.45", lw=1, zorder=2)
 
     latencies = [latency_of(t) for t in scored]
     errors = [si_rmse_of(t) for t in scored]
     x_lo, x_hi = min(latencies) / 1.6, max(latencies) * 1.6
     spread = max(max(errors) - min(errors), 0.02)
+    y_lo, y_hi = min(errors) - 0.25 * spread, max(errors) + 0.25 * spread
     ax.set_xlim(x_lo, x_hi)
-    ax.set_ylim(min(errors) - 0.25 * spread, max(errors) + 0.25 * spread)
-    if max_si_rmse is not None:
+    ax.set_ylim(y_lo, y_hi)
+    floor_drawn = max_si_rmse is not None and y_lo <= max_si_rmse <= y_hi
+    if floor_drawn:
         ax.axhline(max_si_rmse, color="tab:red", ls=":", lw=1.2, zorder=1)
         ax.annotate(f"max si-RMSE {max_si_rmse:g}: above is infeasible", (x_lo, max_si_rmse), fontsize=7,
                     color="tab:red", xytext=(3, 3), textcoords="offset points")
-    if best is None:  # nothing meets the floor: no best to draw lines through
-        _save(fig, path)
-        return []
-    levels = score_levels(score_of(best))
-    xs = [x_lo * (x_hi / x_lo) ** (i / 50) for i in range(51)]
-    for level in levels:
-        ax.plot(xs, [rule.si_rmse_at(level, x) for x in xs], "--", color="0.6", lw=0.8, zorder=1)
-        y_lo, y_hi = ax.get_ylim()
-        x_top = rule.latency_at(level, y_hi)  # where the line leaves the plot at the top
-        if x_lo <= x_top <= x_hi:
-            ax.annotate(f"score {level:.3g}", (x_top, y_hi), fontsize=7, color="0.4", ha="left", va="top",
-                        xytext=(2, -2), textcoords="offset points")
-        elif y_lo <= (y := rule.si_rmse_at(level, x_hi)) <= y_hi:
-            ax.annotate(f"score {level:.3g}", (x_hi, y), fontsize=7, color="0.4", ha="right", va="bottom")
-    ax.annotate(f"best: {_label(best)} (trial {best.number}, score {score_of(best):.3g})",
-                (latency_of(best), si_rmse_of(best)), xytext=(12, -18),
-                textcoords="offset points", fontsize=8, color="darkred", arrowprops={"arrowstyle": "->", "color": "darkred"})
+    levels: list[float] = []
+    if best is not None:  # nothing meets the floor: no best to draw lines through
+        xs = [x_lo * (x_hi / x_lo) ** (i / 50) for i in range(51)]
+        levels = [level for level in score_levels(score_of(best)) if _visible(rule, level, xs, y_lo, y_hi)]
+        for level in levels:
+            ax.plot(xs, [rule.si_rmse_at(level, x) for x in xs], "--", color="0.6", lw=0.8, zorder=1)
+            x_top = rule.latency_at(level, y_hi)  # where the line leaves the plot at the top
+            if x_lo <= x_top <= x_hi:
+                ax.annotate(f"score {level:.3g}", (x_top, y_hi), fontsize=7, color="0.4", ha="left", va="top",
+                            xytext=(2, -2), textcoords="offset points")
+            elif y_lo <= (y := rule.si_rmse_at(level, x_hi)) <= y_hi:
+                ax.annotate(f"score {level:.3g}", (x_hi, y), fontsize=7, color="0.4", ha="right", va="bottom")
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        ax.annotate(f"best: {_label(best)} (trial {best.number}, score {score_of(best):.3g})",
+                    (latency_of(best), si_rmse_of(best)), xytext=(12, -18), textcoords="offset points", fontsize=8,
+                    color="darkred", arrowprops={"arrowstyle": "->", "color": "darkred"})
+    precisions = {precision_of(t) for t in scored}
     handles = [Line2D([], [], ls="", marker="o", color=colours[b], label=b) for b in backbones]
-    handles += [Line2D([], [], ls="", marker=m, color="0.3", label=p) for p, m in PRECISION_MARKERS.items()]
-    handles += [Line2D([], [], ls="", marker="o", color="white", markeredgecolor="black", label="seed preset"),
-                Line2D([], [], ls="-", color="0.45", label="Pareto front"),
-                Line2D([], [], ls="--", color="0.6", label="equal Final Score")]
-    ax.legend(handles=handles, fontsize=7, loc="best")
+    handles += [Line2D([], [], ls="", marker=m, color="0.3", label=p) for p, m in PRECISION_MARKERS.items()
+                if p in precisions]
+    handles += [Line2D([], [], ls="", marker=OTHER_MARKER, color="0.3", label=p)
+                for p in sorted(precisions - set(PRECISION_MARKERS))]
+    if any(preset_of(t) for t in scored):
+        handles.append(Line2D([], [], ls="", marker="o", color="white", markeredgecolor="black", label="seed preset"))
+    if len(front) > 1:
+        handles.append(Line2D([], [], ls="-", color="0.45", label="Pareto front"))
+    if levels:
+        handles.append(Line2D([], [], ls="--", color="0.6", label="equal Final Score"))
+    if floor_drawn:
+        handles.append(Line2D([], [], ls=":", color="tab:red", label="accuracy floor"))
+    legend = ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, path)
-    return levels
+    return ParetoDrawn(levels, [text.get_text() for text in legend.get_texts()], len(front) > 1, floor_drawn)
 
 
 def history_figure(scored: list[FrozenTrial], started: datetime, path: Path) -> None:
@@ -138,9 +169,10 @@ def history_figure(scored: list[FrozenTrial], started: datetime, path: Path) -> 
 def importance_figure(importances: dict[str, float], path: Path) -> None:
     """Horizontal bars, most important parameter on top."""
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+    fig, ax = plt.subplots(figsize=(5.5, 0.26 * len(names) + 1.0))
     ax.barh(names, [importances[n] for n in names], color="tab:green")
-    ax.set_xlabel("importance for the Final Score (PED-ANOVA, sums to 1)")
+    ax.set_xlabel("importance for the Final Score (PED-ANOVA, sums to 1)", fontsize=8)
+    ax.tick_params(labelsize=8)
     _save(fig, path)
 
 

@@ -15,9 +15,14 @@ from optuna.trial import FrozenTrial
 
 from nas.trial.record import score_of
 
-MIN_TRIALS = 4  # fewer, and the "top quarter" is a single trial: importances would rank noise
+MIN_TRIALS = 10  # fewer, and the "top quarter" is one or two trials: importances would rank noise
 TOP_QUANTILE = 0.25
 METHOD = f"PED-ANOVA: what sets the top {TOP_QUANTILE:.0%} of complete trials by Final Score apart"
+
+
+def top_count(complete: int) -> int:
+    """How many trials PED-ANOVA's top quantile holds among `complete` trials."""
+    return max(1, round(TOP_QUANTILE * complete))
 
 
 def score_importances(study: optuna.Study, scored: list[FrozenTrial]) -> tuple[dict[str, float] | None, str]:
@@ -27,8 +32,9 @@ def score_importances(study: optuna.Study, scored: list[FrozenTrial]) -> tuple[d
     Pareto study, which has no single value, gets importances too.
     """
     if len(scored) < MIN_TRIALS:
-        return None, (f"Parameter importances need at least {MIN_TRIALS} complete trials; "
-                      f"this study has {len(scored)}.")
+        return None, (f"Parameter importances are not shown: they need at least {MIN_TRIALS} complete trials to "
+                      f"say more than noise, and this study has {len(scored)} (PED-ANOVA would compare its top "
+                      f"{top_count(len(scored))} with the rest). Run more trials and report again.")
     if len({score_of(t) for t in scored}) < 2:
         return None, "Parameter importances need trials with different Final Scores; every complete trial scored the same."
     evaluator = PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)

@@ -15,6 +15,7 @@ from typing import Any
 from nas.metrics import ScoreRule
 from nas.report.page import PAGE, _figure, _fmt
 from nas.report.trials import arch_line
+from nas.trial.display import when
 from nas.infra.files import atomic_write_text
 
 # Release files the page links when they are in the folder.
@@ -127,7 +128,7 @@ def render_model_page(record: dict[str, Any], out: Path, preview_png: str | None
     """The page's HTML; `preview_png` is a file name in `out` (None: `preview_caption` says why there is none)."""
     header = (f"<h1>Final model: trial {_fmt(record.get('trial'))} of study {escape(str(record.get('study')))}</h1>\n"
               f"<p class=\"meta\">{escape(str(record.get('precision', 'fp32')))} · written "
-              f"{escape(str(record.get('created', '?')))}</p>\n"
+              f"{escape(when(record.get('created')))}</p>\n"
               f"<p>Final Score <strong>{_fmt(record.get('final_score'), '.4f')}</strong> "
               f"({escape(_score_formula(record))}) with si-RMSE "
               f"{_fmt(record.get('si_rmse'), '.4f')} and {_fmt(record.get('latency_ms'), '.1f')} ms on "

@@ -5,6 +5,7 @@ Everything shown comes from `ReportContent`; every string from the study is esca
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
@@ -13,9 +14,12 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from nas.data.preview import CAPTION as PREVIEW_CAPTION
+from nas.trial.display import when
 from nas.trial.record import attrs, is_feasible, precision_of, preset_of, score_of
+from nas.report.figures import ParetoDrawn
 from nas.report.cost import STAGES, StudyCost
-from nas.report.importance import METHOD
+from nas.report.importance import METHOD, top_count
 from nas.report.proxy import proxy_section
 from nas.report.trials import arch_line
 
@@ -35,13 +39,15 @@ class ReportContent:
     previews: dict[int, str] = field(default_factory=dict)  # trial number -> preview file
     preview_trials: list[FrozenTrial] = field(default_factory=list)
     pareto_png: str | None = None
-    score_levels: list[float] = field(default_factory=list)
+    pareto: ParetoDrawn = field(default_factory=ParetoDrawn)  # what the figure drew: its caption says no more
     history_png: str | None = None
     importances: dict[str, float] | None = None
     importance_png: str | None = None
     importance_reason: str = ""
+    importance_trials: int = 0  # the complete trials the importances rest on
     proxy_check: dict[str, Any] | None = None  # the study attribute `proxy_check`, when `nas proxy-check` ran
     max_si_rmse: float | None = None  # the study's accuracy floor; `best` meets it
+    quality: str = ""  # what the study's budget means (`nas.trial.study_note.quality_note`), with `code` spans
 
 
 PAGE = Template("""<!DOCTYPE html>
@@ -56,9 +62,9 @@ table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; } td.text { text-align: left; }
 tr.preset { background: #f6f9ff; } tr.infeasible { color: #999; }
-img.figure { max-width: 100%; } figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
+img.figure { max-width: 100%; } img.small { max-width: 620px; } figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
 .warning { background: #fff3e0; border-left: 4px solid #e65100; padding: 0.6em 1em; }
-.meta { color: #555; }
+.meta { color: #555; } .note { background: #eef4fb; border-left: 4px solid #1565c0; padding: 0.6em 1em; }
 </style>
 </head>
 <body>
@@ -87,7 +93,7 @@ def _header(c: ReportContent) -> str:
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(c.cost.states.items()))
     lines = [f"<h1>Study {escape(c.study_name)}</h1>",
              f"<p class=\"meta\">objective: {escape(c.objectives)} · storage: {escape(c.storage)} · "
-             f"{c.trial_count} trial(s): {escape(states) or 'none'} · written {c.generated:%Y-%m-%d %H:%M}</p>"]
+             f"{c.trial_count} trial(s): {escape(states) or 'none'} · written {escape(when(c.generated))}</p>"]
     if c.max_si_rmse is not None:
         lines.append(f"<p class=\"meta\">accuracy floor: si-RMSE ≤ {c.max_si_rmse:g}; trials above it are "
                      "infeasible and never the best.</p>")
@@ -111,21 +117,41 @@ def _header(c: ReportContent) -> str:
     return "\n".join(lines)
 
 
-def _figure(src: str, alt: str, caption: str) -> str:
-    return (f"<figure><img class=\"figure\" src=\"{escape(src)}\" alt=\"{escape(alt)}\">"
+def _figure(src: str, alt: str, caption: str, css: str = "figure") -> str:
+    return (f"<figure><img class=\"{css}\" src=\"{escape(src)}\" alt=\"{escape(alt)}\">"
             f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _code_spans(text: str) -> str:
+    """Escaped text with its `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
+def _quality(c: ReportContent) -> str:
+    if not c.quality:
+        return ""
+    return f"<h2 id=\"quality\">What these figures are worth</h2>\n<p class=\"note\">{_code_spans(c.quality)}</p>"
 
 
 def _pareto(c: ReportContent) -> str:
     if c.pareto_png is None:
         return ""
-    levels = ", ".join(f"{s:.3g}" for s in c.score_levels)
-    caption = ("Every complete trial: colour is the backbone, the marker the precision (circle fp32, square int8); "
-               "seed presets have a black edge and their name. The grey line is the Pareto front"
-               + (f"; the dashed lines are equal Final Score ({escape(levels)}): a point below a line beats that "
-                  "score" if levels else "")
-               + (f". The red dotted line is the accuracy floor (si-RMSE {c.max_si_rmse:g}): trials above it are "
-                  "infeasible" if c.max_si_rmse is not None else "") + ".")
+    drawn = c.pareto
+    levels = ", ".join(f"{s:.3g}" for s in drawn.levels)
+    parts = ["Every complete trial: colour is the backbone, the marker the precision (circle fp32, square int8); "
+             "seed presets have a black edge and their name"]
+    if drawn.front:
+        parts.append("the grey line is the Pareto front")
+    else:
+        parts.append("the Pareto front is a single trial, so no line is drawn")
+    if levels:
+        parts.append(f"the dashed lines are equal Final Score ({escape(levels)}): a point below a line beats that score")
+    if c.max_si_rmse is not None and drawn.floor:
+        parts.append(f"the red dotted line is the accuracy floor (si-RMSE {c.max_si_rmse:g}): trials above it are "
+                     "infeasible")
+    elif c.max_si_rmse is not None:
+        parts.append(f"the accuracy floor (si-RMSE {c.max_si_rmse:g}) lies outside the si-RMSE range shown")
+    caption = "; ".join(parts) + "."
     return "<h2>si-RMSE against latency</h2>\n" + _figure(c.pareto_png, "Pareto front", caption)
 
 
@@ -140,12 +166,15 @@ def _history(c: ReportContent) -> str:
 def _importances(c: ReportContent) -> str:
     if c.importances is None:
         return f"<h2>Parameter importances</h2>\n<p>{escape(c.importance_reason)}</p>"
+    complete = c.importance_trials
     rows = "".join(f"<tr><td class=\"text\">{escape(name)}</td><td>{value:.3f}</td></tr>"
                    for name, value in c.importances.items())
+    evidence = (f"They rest on {complete} complete trials: the top {top_count(complete)} by Final Score against the "
+                "rest, so a parameter's share moves with every few trials added.")
     figure = _figure(c.importance_png, "parameter importances",
-                     f"Parameter importances for the Final Score ({escape(METHOD)}; optuna.importance), summing to 1.") \
-        if c.importance_png else ""
-    return (f"<h2>Parameter importances</h2>\n{figure}\n"
+                     f"Parameter importances for the Final Score ({escape(METHOD)}; optuna.importance), summing to "
+                     "1.", css="figure small") if c.importance_png else ""
+    return (f"<h2>Parameter importances</h2>\n<p>{evidence}</p>\n{figure}\n"
             f"<table><tr><th>parameter</th><th>importance</th></tr>{rows}</table>")
 
 
@@ -189,8 +218,8 @@ def _previews(c: ReportContent) -> str:
     if not shown:
         return ""
     items = [_figure(c.previews[t.number], f"preview of trial {t.number}",
-                     f"Trial {_trial_name(t)}, score {score_of(t):.4g}: input | ground truth | "
-                     "prediction") for t in shown]
+                     f"Trial {_trial_name(t)}, score {score_of(t):.4g}: {escape(PREVIEW_CAPTION)}.")
+             for t in shown]
     return "<h2>Previews of the top trials</h2>\n" + "\n".join(items)
 
 
@@ -207,16 +236,19 @@ def _cost(c: ReportContent) -> str:
                      f"finished trials took {cost.trial_seconds / 60:,.1f} minutes of wall-clock in all.</p>"
                      f"<table><tr><th>stage</th><th>total s</th><th>mean s per trial</th></tr>{rows}</table>")
     if cost.reasons:
-        rows = "".join(f"<tr><td class=\"text\">{escape(g.state)}</td><td class=\"text\">{escape(g.reason)}</td>"
-                       f"<td>{g.count}</td><td class=\"text\">{', '.join(map(str, g.trials))}</td></tr>"
+        rows = "".join(f"<tr><td class=\"text\">{escape(g.state)}</td><td class=\"text\">{escape(g.cause)}</td>"
+                       f"<td class=\"text\">{escape(g.detail)}</td><td>{g.count}</td>"
+                       f"<td class=\"text\">{', '.join(map(str, g.trials))}</td></tr>"
                        for g in cost.reasons)
-        parts.append("<p>Failed and pruned trials by reason (first line of <code>fail_reason</code>, "
-                     "numbers shown as …).</p>"
-                     f"<table><tr><th>state</th><th>reason</th><th>count</th><th>trials</th></tr>{rows}</table>")
+        parts.append("<p>Failed and pruned trials by cause (what screened them, else the first line of "
+                     "<code>fail_reason</code> up to its first figure); each figure of the reason is shown as its "
+                     "spread over the group, min–max.</p>"
+                     "<table><tr><th>state</th><th>cause</th><th>reason (figures: min–max)</th><th>count</th>"
+                     f"<th>trials</th></tr>{rows}</table>")
     return "\n".join(parts)
 
 
 def render_page(c: ReportContent) -> str:
-    body = "\n".join(part for part in (_header(c), _pareto(c), _history(c), _importances(c), _table(c),
+    body = "\n".join(part for part in (_header(c), _quality(c), _pareto(c), _history(c), _importances(c), _table(c),
                                        proxy_section(c.proxy_check), _previews(c), _cost(c)) if part)
     return PAGE.substitute(title=escape(f"nas report: {c.study_name}"), body=body)

@@ -1,9 +1,9 @@
 """Preview images of the report's trials, written into its folder so the page opens from there alone.
 
 Where the trial's `.tflite` and a validation frame are at hand, the preview is drawn afresh by
-`depth_previews` (input | ground truth | prediction | error, one depth colour bar in metres shared
-by ground truth and prediction, unknown pixels grey): the same picture `nas finalize` draws. Otherwise
-the trial's own `preview.png` (input | ground truth | prediction) is copied out of the artifact store.
+`depth_previews`; otherwise the trial's own `preview.png` is copied out of the artifact store. Both are
+the one preview of `nas.data.preview` (input | ground truth | prediction | error, labelled, one depth
+colour bar in metres shared by ground truth and prediction, unknown pixels grey), as `nas finalize` draws it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from nas.infra.console import err
 from nas.report.depth_previews import depth_previews
 
-PREVIEW_NAME = "preview.png"  # what nas.trial.objective uploads: input | ground truth | prediction
+PREVIEW_NAME = "preview.png"  # what nas.trial.objective uploads: `nas.data.preview`, first validation frame
 MODEL_NAME = "model.tflite"
 
 

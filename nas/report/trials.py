@@ -8,12 +8,12 @@ trials are scored and which is best is `nas.trial.record`'s (`scored_trials`, `f
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import groupby
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
+from nas.trial.display import arch_line  # noqa: F401  (the report's pages import it from here)
 from nas.trial.record import arch_of, attrs, by_score, encoder_weights_of, is_feasible, latency_of, preset_of, si_rmse_of
 
 COLUMNS = ("number", "state", "final_score", "si_rmse", "rmse", "log10", "rel", "latency_ms", "latency_p90_ms",
@@ -51,28 +51,3 @@ def table_trials(scored: list[FrozenTrial], top: int) -> list[FrozenTrial]:
     chosen = {t.number: t for t in scored[:top]}
     chosen.update({t.number: t for t in scored if preset_of(t)})
     return by_score(chosen.values())
-
-
-def _runs(values: Iterable[Any]) -> str:
-    """`concat×4, none`: a per-stage tuple without repeating itself."""
-    parts = []
-    for value, run in groupby(values):
-        n = len(list(run))
-        parts.append(f"{value}×{n}" if n > 1 else str(value))
-    return ", ".join(parts)
-
-
-def arch_line(arch: dict[str, Any]) -> str:
-    """An architecture in one line a person can compare with the next row's."""
-    if not arch:
-        return "?"
-    parts = [str(arch.get("backbone", "?")), f"{arch.get('depth', '?')} stages",
-             "decoder " + "-".join(str(c) for c in arch.get("decoder_channels", ())),
-             "skips " + _runs(arch.get("skips", ())), "blocks " + _runs(arch.get("blocks", ()))]
-    if arch.get("ffm"):
-        parts.append("FFM")
-    if arch.get("rfdb_esa"):
-        parts.append("ESA")
-    parts += [f"{arch.get('upsample', '?')} upsampling", f"scale {arch.get('input_scale', '?')}",
-              f"{arch.get('head', '?')} head"]
-    return " · ".join(parts)

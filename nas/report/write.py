@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ import optuna
 from nas.config import RunConfig
 from nas.infra.files import staged_folder
 from nas.infra.storage import check_writable_folder
-from nas.trial.record import first_feasible, scored_trials, study_floor
+from nas.trial.record import first_feasible, scored_trials, study_budget, study_floor
+from nas.trial.study_note import quality_note
 from nas.trial.study import artifact_store, load_study, open_storage
 from nas.report.cost import study_cost
 from nas.report.figures import history_figure, importance_figure, pareto_figure
@@ -71,18 +72,21 @@ def _write(config: RunConfig, study: optuna.Study, out: Path) -> None:
     best = first_feasible(scored)
     floor = study_floor(study)
     content = ReportContent(study_name=config.study, objectives=_objectives(study), storage=config.storage_shown,
-                            generated=datetime.now(), trial_count=len(trials), best=best,
+                            generated=datetime.now(timezone.utc), trial_count=len(trials), best=best,
                             table=table_trials(scored, TOP_TRIALS), cost=study_cost(trials),
                             preview_trials=scored[:TOP_PREVIEWS], proxy_check=proxy_summary(study),
-                            max_si_rmse=floor)
-    content.score_levels = pareto_figure(scored, best, out / "pareto.png", f"study {config.study}",
-                                         rule=config.score_rule, max_si_rmse=floor)
+                            max_si_rmse=floor,
+                            quality=quality_note(study_budget(study) or config.budget, config.study,
+                                                 config.data is None))
+    content.pareto = pareto_figure(scored, best, out / "pareto.png", f"study {config.study}",
+                                   rule=config.score_rule, max_si_rmse=floor)
     if scored:
         content.pareto_png = "pareto.png"
         started = min(t.datetime_start for t in trials if t.datetime_start is not None)
         history_figure(scored, started, out / "history.png")
         content.history_png = "history.png"
     content.importances, content.importance_reason = score_importances(study, scored)
+    content.importance_trials = len(scored)
     if content.importances:
         importance_figure(content.importances, out / "importances.png")
         content.importance_png = "importances.png"

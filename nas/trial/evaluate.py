@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from PIL import Image
 
 from nas.data.dataset import DepthSplit
+from nas.data.preview import draw_preview
 from nas.export.tflite_convert import TFLiteModel
 from nas.metrics import mean_metrics
-from nas.infra.files import atomic_save
 
 
 def evaluate_tflite(tflite_path: Path, split: DepthSplit, threads: int = 2,
@@ -28,18 +26,7 @@ def evaluate_tflite(tflite_path: Path, split: DepthSplit, threads: int = 2,
     return metrics, first
 
 
-def colorize(depth_mm: np.ndarray, vmax_mm: float) -> np.ndarray:
-    """Depth to an RGB uint8 image (near = bright), unknown (0) pixels black."""
-    cmap = matplotlib.colormaps["magma_r"]
-    rgb = (cmap(np.clip(depth_mm / max(vmax_mm, 1.0), 0, 1))[..., :3] * 255).astype(np.uint8)
-    rgb[depth_mm <= 0] = 0
-    return rgb
-
-
 def write_preview(path: Path, rgb: np.ndarray, gt_mm: np.ndarray, pred_mm: np.ndarray) -> Path:
-    """PNG of input | ground truth | prediction, on one colour scale."""
-    valid = gt_mm[gt_mm > 0]
-    vmax = float(np.percentile(valid, 98)) if valid.size else float(pred_mm.max())
-    strip = np.concatenate([rgb, colorize(gt_mm.astype(np.float32), vmax), colorize(pred_mm, vmax)], axis=1)
-    atomic_save(path, lambda f: Image.fromarray(strip).save(f, format="PNG"))
-    return path
+    """The trial's `preview.png` in the dashboard: the one labelled preview (`nas.data.preview`) of the first
+    validation frame, the prediction given in millimetres."""
+    return draw_preview(path, rgb[None], gt_mm[None], (np.asarray(pred_mm, np.float64) / 1000.0)[None])

@@ -15,6 +15,7 @@ through `nas.trial.record`.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from nas.trial.record import (TrialRecord, fail_reason_of, preset_of, record_arc
                               record_estimate, record_failure, record_floor, record_prediction, record_screened,
                               record_stage_seconds, record_upper_bound, record_validation, record_weights,
                               record_worker)
+from nas.trial.trial_note import write_trial_note
 from nas.trial.screen import LatencyEstimate, compute_cap_reason, estimate_latency, screen_reason, timing_can_decide
 
 
@@ -79,6 +81,8 @@ class TrialObjective:
             record_failure(trial, f"{type(exc).__name__}: {exc}"[:2000])
             console.print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", markup=False)
             raise
+        finally:
+            write_trial_note(trial, sys.exc_info()[1])  # the trial's note in the dashboard, however it ended
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         record_worker(trial, worker_id())  # as the meter's lease holder

@@ -62,6 +62,7 @@ KEYS: dict[str, type | tuple[type, ...]] = {
 
 SCORED_KEYS = ("final_score", "si_rmse", "latency_ms")  # what a complete trial's figures are drawn from
 FLOOR_ATTR = "max_si_rmse"  # the study's user attribute: its accuracy floor, or None
+BUDGET_ATTR = "budget"  # the study's user attribute: the training budget its trials were searched at
 
 
 @dataclass
@@ -267,6 +268,11 @@ def screened_before_training(trial: Trial) -> bool:
     return bool(trial.user_attrs.get("pruned_before_training"))
 
 
+def screened_by_of(trial: Trial) -> str | None:
+    """What pruned the trial before training ("compute_cap" | "latency_bound"), or None."""
+    return trial.user_attrs.get("screened_by")
+
+
 def stage_seconds_of(trial: Trial) -> dict[str, float]:
     return trial.user_attrs.get("stage_seconds") or {}
 
@@ -304,6 +310,17 @@ def keep_accuracy_floor(study: optuna.Study, floor: float | None, created: bool)
         raise ConfigError(None, f"study {study.study_name!r} was created with max_si_rmse {shown(recorded)}, this run "
                                 f"asks for {shown(floor)}: a study keeps the floor its trials were judged by; give "
                                 "the new floor a new --study name")
+
+
+def record_study_budget(study: optuna.Study, budget: str) -> None:
+    """The budget the study's trials train at (the last run's: a resumed run may change it)."""
+    if study.user_attrs.get(BUDGET_ATTR) != budget:
+        study.set_user_attr(BUDGET_ATTR, budget)
+
+
+def study_budget(study: optuna.Study) -> str | None:
+    """The budget the study's trials were trained at, or None for a study that never recorded it."""
+    return study.user_attrs.get(BUDGET_ATTR)
 
 
 def study_floor(study: optuna.Study) -> float | None:

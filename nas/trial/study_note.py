@@ -11,9 +11,10 @@ from __future__ import annotations
 import optuna
 from optuna_dashboard import get_note, save_note
 
-from nas.config import RunConfig
+from nas.config import BUDGETS, RunConfig
 from nas.hardware.profile import DeviceProfile
 from nas.space import SearchSpace
+from nas.trial.record import record_study_budget
 
 FOOTER = "_Written by `nas run` at each start; delete this line to keep your own edits._"
 
@@ -49,6 +50,30 @@ def _device_line(device: DeviceProfile) -> str:
     return f"`{device.name}` ({device.kind}, {where}, {'/'.join(map(str, device.thread_counts))} thread(s))"
 
 
+def quality_note(budget_name: str, study: str, synthetic: bool) -> str:
+    """What the study's budget means for the figures and previews, and how to get a usable model (plain text with
+    `code` spans: the study note and the report both show it)."""
+    budget = BUDGETS.get(budget_name)
+    if budget is None:
+        return f"Budget `{budget_name}`: unknown to this version of nas."
+    recipe = (f"Budget `{budget.name}`: each candidate trains {budget.steps} steps × batch {budget.batch_size} at "
+              f"{budget.train_width}×{budget.train_height} internal resolution.")
+    full = BUDGETS["full"]
+    if budget.name == "full":
+        verdict = ("The search ranks networks on this training; the trials' models are a search's, not a release's.")
+    else:
+        verdict = ("That is enough to rank networks against each other on short training, not to make a usable "
+                   "model: at this budget every prediction is a coarse blob. That is the budget, not the tool.")
+    how = (f"For a usable model, retrain the best architecture with `nas finalize --study {study} --budget full` "
+           f"({full.steps} steps × batch {full.batch_size} at {full.train_width}×{full.train_height}), on a machine "
+           "with a GPU (training uses CUDA when PyTorch sees one)"
+           + (", on real data (`--data`, MAI 2021 layout) instead of the synthetic scenes" if synthetic
+              else ", on the study's real data")
+           + ", with pretrained encoders (`--pretrained imagenet`, or `auto` with the weights in the Hugging Face "
+             "cache).")
+    return f"{recipe} {verdict} {how}"
+
+
 def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfile]) -> str:
     """The note's Markdown."""
     budget = config.train_budget
@@ -73,8 +98,11 @@ def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfil
         f"- **Precision choices:** {precisions}",
         f"- **Sampler / pruner:** {config.sampler} / {config.pruner if config.objective == 'score' else 'none'}",
         "",
-        "Each trial's artifacts hold its `model.tflite`, `preview.png` (input | ground truth | prediction) and "
-        "arch JSON.",
+        f"**Quality:** {quality_note(config.budget, config.study, config.data is None)}",
+        "",
+        "Each trial's artifacts hold its `model.tflite`, `preview.png` (input | ground truth | prediction | error on "
+        "the first validation frame, depth in metres, grey where the ground truth is unknown) and arch JSON; each "
+        "trial's note says what it is, its figures and why it stopped.",
         "",
         f"**Finalize:** `nas finalize --study {config.study} --storage {config.storage_shown}` trains the best "
         "trial fully and ships its `.tflite`; `nas report` writes an HTML report.",
@@ -85,7 +113,9 @@ def study_note(config: RunConfig, space: SearchSpace, devices: list[DeviceProfil
 
 
 def write_study_note(study: optuna.Study, config: RunConfig, space: SearchSpace, devices: list[DeviceProfile]) -> None:
-    """Save the note unless a person's own note is there (one without our footer)."""
+    """Save the note unless a person's own note is there (one without our footer), and record the study's budget
+    (the report says what it means)."""
+    record_study_budget(study, config.budget)
     current = get_note(study)
     text = study_note(config, space, devices)
     if current == text or (current.strip() and FOOTER not in current):

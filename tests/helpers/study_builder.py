@@ -3,7 +3,8 @@
 Trials are added with `optuna.trial.create_trial` and carry the user attributes a real trial records
 (`nas.trial.record.TrialRecord`); complete ones get a real preview PNG in the artifact store, uploaded
 the way `nas.trial.objective` uploads it. The study itself is opened through `nas.trial.study.open_study` and
-gets its note through `nas.trial.study_note`, as `nas run` does.
+gets its note through `nas.trial.study_note`, as `nas run` does; each trial gets its note through
+`nas.trial.trial_note`, as `nas.trial.objective` writes it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import optuna
 from optuna.artifacts import upload_artifact
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
+from optuna_dashboard import save_note
 from PIL import Image
 
 from nas.arch import Arch
@@ -28,6 +30,7 @@ from nas.space import load_space
 from nas.trial.record import record_floor
 from nas.trial.study import artifact_store, open_storage, open_study
 from nas.trial.study_note import write_study_note
+from nas.trial.trial_note import preview_url, trial_note
 
 BACKBONES = ("tf_mobilenetv3_small_minimal_100", "mobilenetv3_large_100", "efficientnet_b1", "mobilenetv1_100")
 DISTRIBUTIONS = {
@@ -49,6 +52,7 @@ class FakeTrial:
     preset: str | None = None
     fail_reason: str | None = None
     pruned_before_training: bool = False
+    screened_by: str | None = None  # "compute_cap" | "latency_bound", for a trial screened before training
     distill_lambda: float = 0.5
 
 
@@ -84,9 +88,17 @@ def _attrs(fake: FakeTrial, minutes: int) -> dict:
         attrs["fail_reason"] = fake.fail_reason
         if fake.pruned_before_training:
             attrs["pruned_before_training"] = True
+            if fake.screened_by:
+                attrs["screened_by"] = fake.screened_by
         elif fake.state == TrialState.PRUNED:
             attrs["stage_seconds"] = {"train": 40.0}
     return attrs
+
+
+def _note(study: optuna.Study, frozen: optuna.trial.FrozenTrial, outcome: str) -> None:
+    """The trial's dashboard note, as `nas.trial.objective` writes it when a trial ends."""
+    trial = optuna.Trial(study, frozen._trial_id)
+    save_note(trial, trial_note(trial, outcome, preview_url(trial)))
 
 
 def build_study(config: RunConfig, fakes: list[FakeTrial], model: Path | None = None) -> optuna.Study:
@@ -125,7 +137,12 @@ def build_study(config: RunConfig, fakes: list[FakeTrial], model: Path | None = 
                 copy = folder / "model.tflite"
                 copy.write_bytes(model.read_bytes())
                 upload_artifact(artifact_store=store, file_path=str(copy), study_or_trial=frozen, storage=storage)
+            _note(study, frozen, "complete")
             study.tell(frozen.number, [fake.si_rmse, fake.latency_ms] if pareto else attrs["final_score"])
+        else:
+            outcome = {TrialState.FAIL: "failed"}.get(fake.state, "pruned before training"
+                                                       if fake.pruned_before_training else "pruned")
+            _note(study, study.get_trials(deepcopy=False)[-1], outcome)
     return study
 
 
@@ -159,6 +176,7 @@ def demo_trials() -> list[FakeTrial]:
                   fail_reason="pruned at step 100: estimated score 0.455 (validation si-RMSE 0.3501, "
                               "predicted latency 512.4 ms)"),
         FakeTrial(searched("efficientnet_b1", "1", "int8"), TrialState.PRUNED, pruned_before_training=True,
+                  screened_by="latency_bound",
                   fail_reason="latency bound: predicted latency 420.0 ms (lower bound 390.2 ms); even at si-RMSE "
                               "0.220 the score cannot exceed 0.520 < best 5.420 (trial 4)"),
     ]
