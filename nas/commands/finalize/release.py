@@ -20,7 +20,7 @@ from nas.report.depth_previews import depth_previews
 from nas.report.model_page import search_figures, write_model_page
 from nas.trial.pipeline import retrain, trial_weights_setting
 from nas.trial.session import Session
-from nas.trial.record import (arch_of, attrs, best_feasible, encoder_weights_of, has_arch, most_accurate,
+from nas.trial.record import (arch_of, attrs, best_feasible, budget_of, encoder_weights_of, has_arch, most_accurate,
                               ranked_trials, score_of, si_rmse_of, study_floor)
 from nas.trial.study import load_study
 
@@ -115,7 +115,8 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     budget = BUDGETS[config.budget]
     # The shipped file is timed anew, not served its graph's figure from the search: one timing during a
     # search can stray (benchmarks/latency_repeatability.md), and this is the figure users quote.
-    with Session(config, backbones=[arch.backbone], budget=budget, fresh_latency=True) as session:
+    with Session(config, backbones=[arch.backbone], budget=budget, fresh_latency=True,
+                 busy_wait_s=BUSY_WAIT_S) as session:
         weights = session.weights
         if (recorded := encoder_weights_of(trial).get("sha256")) and \
                 weights[arch.backbone].sha256 != recorded:
@@ -128,9 +129,17 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
                       f"{config.budget}")
         # Built in a hidden sibling and swapped in at the end: --out holds the previous release or the whole
         # new one, never a half (a full disk, a crash, Ctrl-C).
-        with staged_folder(final) as out:
-            retrained = retrain(ctx, trial, budget, out, "final model", config.seed)
-            release_files(out, config, study, trial, retrained, ctx)
+        seed = config.seed + trial.number  # the search trained trial N with seed + N: the same start
+        keep = trained_folder(config, trial, seed)
+        try:
+            with staged_folder(final) as out:
+                retrained = retrain(ctx, trial, budget, out, "final model", seed, keep=keep)
+                release_files(out, config, study, trial, retrained, ctx, seed)
+        except BaseException:
+            if (keep / "model.pt").is_file():
+                console.print(f"the trained network is kept in {keep}: a rerun of this command reuses it",
+                              markup=False, soft_wrap=True)
+            raise
     deployed = retrained.deployed
     console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
                   f"{deployed.latency.median_ms:.1f} ms -> {final}", markup=False)
@@ -138,6 +147,14 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
         console.print(f"warning: the final model's si-RMSE {deployed.metrics['si_rmse']:.4f} is above the study's "
                       f"max_si_rmse {floor:g}", markup=False)
     return final
+
+
+# How long `nas finalize` waits for a device another runner is timing on (another study's worker, a finalize
+# beside it): a timed run lasts minutes at most (measure_timeout_s), and what waits is minutes of training.
+BUSY_WAIT_S = 1800.0
+def trained_folder(config: RunConfig, trial: optuna.trial.FrozenTrial, seed: int) -> Path:
+    """Where the final training of `trial` is kept for a rerun: by study, trial, budget and seed."""
+    return config.results / "cache" / "final" / f"{config.study}-trial{trial.number}-{config.budget}-seed{seed}"
 
 
 RELEASE_MARKS = ("metrics.json", "model.tflite", "model.pt")
@@ -152,7 +169,7 @@ def check_release_folder(folder: Path) -> None:
 
 
 def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optuna.trial.FrozenTrial, retrained,
-                  ctx) -> None:
+                  ctx, seed: int) -> None:
     """metrics.json, report.md, report.html and previews.png of the retrained model, into `out`."""
     result, deployed, trial_record = retrained.train, retrained.deployed, retrained.record
     distill_lambda = retrained.distill_lambda
@@ -163,6 +180,7 @@ def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optu
         "resolution": f"{config.deploy_width}×{config.deploy_height}",
         "search_score": score_of(trial), "search_si_rmse": si_rmse_of(trial),
         "search_trial": search_figures(attrs(trial)),
+        "search_budget": budget_of(trial), "seed": seed,
         "distill_lambda": distill_lambda, "created": datetime.now(timezone.utc).isoformat(),
     }
     if (floor := study_floor(study)) is not None:  # the study's accuracy floor, judged again
