@@ -68,6 +68,13 @@ class DeviceError(MeasurementError):
         self.cooldown = cooldown or temperature_c is not None
 
 
+class DeviceBusy(DeviceError):
+    """Another runner holds the device's runner lock (another process times on it): worth waiting for."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retry=True, blame="transient")
+
+
 class LeaseLost(DeviceError):
     """The device lease was gone at a check: whatever was timed meanwhile is not trusted."""
 
@@ -127,7 +134,7 @@ def parse_runner_output(device: str, what: str, rc: int, stdout: str, stderr: st
                           temperature_c=float(temp) if temp is not None else float("nan"))
     if rc == EXIT_BUSY:
         # Another runner times on this device (a dropped link's or a killed worker's): later.
-        raise DeviceError(f"{device}: device busy: {reason}", retry=True, blame="transient")
+        raise DeviceBusy(f"{device}: device busy: {reason}")
     if rc in (EXIT_BAD_INPUT, EXIT_INVOKE_FAILED):
         raise DeviceError(f"{device}: {what} failed: {reason}", blame="model")
     if rc == 127:

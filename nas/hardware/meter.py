@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from nas.infra.files import sha256_file
-from nas.hardware.backend import (Backend, BackendOptions, DeviceError, LeaseLost, MeasurementError,
+from nas.hardware.backend import (Backend, BackendOptions, DeviceBusy, DeviceError, LeaseLost, MeasurementError,
                                   create_backend)
 from nas.hardware.cache import LatencyCache, MeasureSetup
 from nas.hardware.health import HealthMarks
@@ -132,12 +132,16 @@ class LatencyMeter:
     One meter per worker. `measure()` calls are serialised by a lock, so a meter shared by threads
     stays correct (it is one lease holder). Keyword-only extras: `lease_wait_s` bounds the wait for
     a free device, `poll_s` is the lease polling period, `use_cache=False` forces a fresh timing
-    (benchmarks); the figures are still stored.
+    (benchmarks); the figures are still stored. `busy_wait_s` > 0: a device whose runner lock another
+    process holds (it times on the device, outside the lease pool) is waited for that long, tried every
+    `busy_poll_s` (each try starts a runner, which loads its runtime: seldom, not to slow the one timing),
+    before it counts as failing; 0 (a search) retries it `retries` times and moves on.
     """
 
     def __init__(self, devices: Sequence[DeviceProfile], storage_url: str, results_dir: Path,
                  holder: str | None = None, trust_new_host_keys: bool = False, *,
-                 lease_wait_s: float = 1800.0, poll_s: float = 2.0, use_cache: bool = True):
+                 lease_wait_s: float = 1800.0, poll_s: float = 2.0, use_cache: bool = True,
+                 busy_wait_s: float = 0.0, busy_poll_s: float = 10.0):
         if not devices:
             raise ValueError("LatencyMeter needs at least one device")
         self.devices = list(devices)
@@ -147,6 +151,9 @@ class LatencyMeter:
         self.lease_wait_s = lease_wait_s
         self.poll_s = poll_s
         self.use_cache = use_cache
+        self.busy_wait_s = busy_wait_s
+        self.busy_poll_s = busy_poll_s
+        self._busy_since: float | None = None  # while waiting for another runner: when the wait started
         self.engine = make_engine(storage_url)
         self.pool = LeasePool(self.engine, self.holder)
         self.cache = LatencyCache(self.engine)
@@ -342,23 +349,44 @@ class LatencyMeter:
 
     def _with_retries(self, dev: DeviceProfile, path: Path, sha: str, note: Progress
                       ) -> LatencyResult:
-        """One leased session, reconnecting with back-off when the link drops or the device is busy."""
+        """One leased session, reconnecting with back-off when the link drops or the device is busy.
+
+        A device busy with another runner is waited for while `busy_wait_s` lasts; that wait uses up no attempt.
+        """
         backend = self._backend(dev, note)
         attempts = dev.retries + 1
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        self._busy_since = None
+        while True:
             try:
                 return self._session(dev, backend, path, sha, note)
             except DeviceError as exc:
                 if not exc.retry:
                     raise
                 backend.close()
+                if isinstance(exc, DeviceBusy) and self.busy_wait_s > 0:
+                    self._wait_while_busy(dev, exc, note)
+                    continue
                 if attempt == attempts:
                     raise DeviceError(f"{exc} (gave up after {attempts} attempts)",
                                       blame=exc.blame) from None
                 delay = dev.retry_backoff_s * 2 ** (attempt - 1)
                 note(f"{exc}; retrying in {delay:g} s (attempt {attempt + 1} of {attempts})")
                 time.sleep(delay)
-        raise AssertionError("unreachable")
+                attempt += 1
+
+    def _wait_while_busy(self, dev: DeviceProfile, exc: DeviceBusy, note: Progress) -> None:
+        """One pause of the wait for another runner to finish on `dev` (the lease heartbeat keeps ours meanwhile);
+        says so when the wait starts, and gives up (DeviceError) once `busy_wait_s` has passed."""
+        now = time.monotonic()
+        if self._busy_since is None:
+            self._busy_since = now
+            note(f"{dev.name}: busy, another runner is timing on this device; waiting (up to {self.busy_wait_s:g} s)")
+        left = self.busy_wait_s - (now - self._busy_since)
+        if left <= 0:
+            self._busy_since = None
+            raise DeviceError(f"{exc} (still busy after waiting {self.busy_wait_s:g} s)", blame="transient")
+        time.sleep(min(self.busy_poll_s, left))
 
     def _when_cool(self, dev: DeviceProfile, note: Progress, call: Callable[[], dict[str, Any]]
                    ) -> dict[str, Any]:
@@ -417,9 +445,10 @@ class LatencyMeter:
         file_sha = sha256_file(path)  # `sha` is the cache key; uploads are named by content
         ref = backend.upload(path, file_sha)
         counts = dev.thread_counts
-        note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, "
-             f"{'/'.join(map(str, counts))} thread{'s' if counts != (1,) else ''}"
-             + (f", best of {dev.repeats} bursts" if dev.repeats > 1 else ""))
+        if self._busy_since is None:  # said once: not again at every try while another runner times
+            note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, "
+                 f"{'/'.join(map(str, counts))} thread{'s' if counts != (1,) else ''}"
+                 + (f", best of {dev.repeats} bursts" if dev.repeats > 1 else ""))
         times: list[str] = []
 
         def timed_run() -> dict[str, Any]:

@@ -133,6 +133,8 @@ def render_model_page(record: dict[str, Any], out: Path, preview_png: str | None
               f"({escape(_score_formula(record))}) with si-RMSE "
               f"{_fmt(record.get('si_rmse'), '.4f')} and {_fmt(record.get('latency_ms'), '.1f')} ms on "
               f"{escape(str(record.get('device', '?')))}: {escape(arch_line(record.get('arch', {})))}.</p>")
+    if worse := record.get("worse_than_search"):  # the final model scores well below its search trial
+        header += f"\n<p class=\"warning\"><strong>Worse than its search trial:</strong> {escape(worse['line'])}</p>"
     arch = f"<h2>Architecture</h2>\n<pre>{escape(json.dumps(record.get('arch', {}), indent=2))}</pre>"
     body = "\n".join((header, _figures_table(record), _training(record), _parity(record),
                       _previews(preview_png, preview_caption), arch, _files(out)))

@@ -68,16 +68,19 @@ def prepare_distillation(setting: TeacherSetting, train_split: DepthSplit, budge
         raise ConfigError(folder, "teacher folder does not exist")
     with folder_lock(folder):
         if setting.teacher is None:
-            spec, _ = ensure_teacher(folder, setting.data_root, setting.budget, seed=setting.seed)
+            spec, trained = ensure_teacher(folder, setting.data_root, setting.budget, seed=setting.seed)
+            why = ("trained just now" if trained else
+                   f"reused: the teacher of budget {setting.budget}, trained earlier on the same data")
         else:
             spec = resolve_teacher(folder)
+            why = "the one named by --teacher"
         cache = ensure_cache(folder, setting.data_root, height, width, spec)
     maps = align_to_split(cache, train_split)
     record = {"teacher_dir": str(folder.resolve()), "fingerprint": cache.fingerprint, "teacher": spec.label,
               "teacher_sha256": spec.model_sha256, "resolution": [height, width],
               "teacher_val_si_rmse": cache.val_metrics.get("si_rmse"),
               "teacher_val_rmse": cache.val_metrics.get("rmse")}
-    if not cache.rebuilt:
-        err.print(f"teacher {spec.label} from {folder}: cached depth reused "
-                  f"(validation si-RMSE {cache.val_metrics.get('si_rmse', float('nan')):.4f})")
+    depth = "its cached depth reused" if not cache.rebuilt else "its depth maps made now"
+    err.print(f"distilling from teacher {spec.label} in {folder} ({why}; {depth}; validation si-RMSE "
+              f"{cache.val_metrics.get('si_rmse', float('nan')):.4f})", markup=False, soft_wrap=True)
     return make_distillation(maps, record)

@@ -166,4 +166,8 @@ def ensure_teacher(folder: Path, data_root: Path, budget_name: str, seed: int = 
             return spec, False
         why = "the data set changed" if same_recipe else "the teacher recipe changed"
         err.print(f"teacher in {folder} is stale ({why}); training it again")
+    else:
+        err.print(f"no teacher for budget {budget_name} yet under {folder}: training one ({backbone}, about "
+                  f"{budget.steps} steps at {budget.train_width}×{budget.train_height}); later runs of this budget "
+                  "reuse it", markup=False, soft_wrap=True)
     return train_teacher(data_root, folder, budget_name, backbone, seed=seed), True

@@ -36,7 +36,7 @@ from nas.trial.progress import StudyProgress
 from nas.trial.record import (TrialRecord, fail_reason_of, preset_of, record_arch, record_deployed, record_distill,
                               record_estimate, record_failure, record_floor, record_prediction, record_screened,
                               record_stage_seconds, record_upper_bound, record_validation, record_weights,
-                              record_worker)
+                              record_worker, record_budget)
 from nas.trial.trial_note import write_trial_note
 from nas.trial.screen import LatencyEstimate, compute_cap_reason, estimate_latency, screen_reason, timing_can_decide
 
@@ -184,6 +184,7 @@ class TrialObjective:
                 return True
             return False
 
+        record_budget(trial, cfg.train_budget.model_dump())
         result = train_candidate(ctx, model, c.arch, cfg.train_budget, c.label, c.seed(cfg.seed), distill_lambda,
                                  on_eval=report)
         c.stage_seconds["train"] = result.seconds

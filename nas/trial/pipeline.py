@@ -9,7 +9,9 @@ device, and turn the result into one `nas.trial.record.TrialRecord`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +32,7 @@ from nas.infra.console import err as console
 from nas.trial.evaluate import evaluate_tflite, write_preview
 from nas.export.pipeline import Exported, export_checked
 from nas.export.conversion_server import CONVERSIONS
-from nas.infra.files import atomic_save
+from nas.infra.files import atomic_save, atomic_write_text, sha256_file
 from nas.models import count_params
 from nas.models.complexity import graph_figures
 from nas.models.depthnet import GRAPH_VERSION, DepthNet
@@ -209,17 +211,73 @@ class Retrained:
     distill_lambda: float
 
 
+KEPT_RECIPE = "trained.json"  # beside model.pt in a kept-training folder: what it was trained with
+
+
+def training_recipe(ctx: TrialContext, arch: Arch, budget: Budget, seed: int, encoder: dict[str, Any],
+                    distill_lambda: float) -> dict[str, Any]:
+    """Everything a trained network depends on: a kept one is reused only when all of it is the same."""
+    teacher = ctx.distillation.record if ctx.distillation is not None and distill_lambda else {}
+    return {"arch": arch.to_dict(), "budget": budget.model_dump(), "seed": seed, "encoder_weights": encoder,
+            "distill_lambda": distill_lambda, "teacher_fingerprint": teacher.get("fingerprint"),
+            "teacher_sha256": teacher.get("teacher_sha256"), "graph_version": GRAPH_VERSION}
+
+
+def kept_training(keep: Path, recipe: dict[str, Any], model: torch.nn.Module, label: str) -> TrainResult | None:
+    """The network trained earlier with `recipe`, loaded into `model` from `keep`; None (said why, when there
+    was one) when there is none to reuse."""
+    try:
+        kept = json.loads((keep / KEPT_RECIPE).read_text())
+    except (OSError, ValueError):
+        return None
+    weights = keep / "model.pt"
+    why = None
+    if kept.get("recipe") != recipe:
+        why = "it was trained with another recipe"
+    elif not weights.is_file() or sha256_file(weights) != kept.get("sha256"):
+        why = "its model.pt is missing or changed"
+    else:
+        try:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            result = TrainResult(**{**kept["result"], "history": [tuple(h) for h in kept["result"]["history"]]})
+        except Exception as exc:  # any unreadable file: train again
+            why = f"it cannot be loaded ({type(exc).__name__}: {exc})"
+    if why is not None:
+        console.print(f"{label}: not reusing the network kept in {keep}: {why}; training again", markup=False,
+                      soft_wrap=True)
+        return None
+    console.print(f"{label}: reusing the network trained earlier ({result.steps} steps in {result.seconds:.0f} s), "
+                  f"kept in {keep}; delete that folder to train again", markup=False, soft_wrap=True)
+    return result
+
+
+def keep_training(keep: Path, recipe: dict[str, Any], model: torch.nn.Module, result: TrainResult) -> None:
+    """The trained network and its recipe into `keep`, model.pt first: a rerun after a later failure resumes."""
+    keep.mkdir(parents=True, exist_ok=True)
+    weights = atomic_save(keep / "model.pt", lambda f: torch.save(model.state_dict(), f))
+    atomic_write_text(keep / KEPT_RECIPE, json.dumps({"recipe": recipe, "sha256": sha256_file(weights),
+                                                      "result": dataclasses.asdict(result)}, indent=2))
+
+
 def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, out: Path, label: str,
-            seed: int) -> Retrained:
+            seed: int, keep: Path | None = None) -> Retrained:
     """Train `trial`'s architecture afresh with `budget` (its encoder start from `ctx`, its distillation
-    lambda) and deploy it into `out` through the shared pipeline, so its figures mean what the trial's mean."""
+    lambda) and deploy it into `out` through the shared pipeline, so its figures mean what the trial's mean.
+
+    `keep`: a folder that keeps the trained network and its recipe, so that a rerun after a failure later on
+    (the device, the export) reuses it instead of training again; reused when the recipe is the same."""
     config = ctx.config
     arch = Arch.from_dict(arch_of(trial))
     source = ctx.weights_for(arch.backbone)
     model = initial_network(arch, source.file, seed)
     figures = {"params": count_params(model), **graph_figures(model, config.deploy_height, config.deploy_width)}
     distill_lambda = float(trial.params.get("distill_lambda", config.distill_lambda)) if config.distill else 0.0
-    result = train_candidate(ctx, model, arch, budget, label, seed, distill_lambda)
+    recipe = training_recipe(ctx, arch, budget, seed, source.record(), distill_lambda)
+    result = kept_training(keep, recipe, model, label) if keep is not None else None
+    if result is None:
+        result = train_candidate(ctx, model, arch, budget, label, seed, distill_lambda)
+        if keep is not None:
+            keep_training(keep, recipe, model, result)
     atomic_save(out / "model.pt", lambda f: torch.save(model.state_dict(), f))  # kept even if export fails
     deployed = deploy(ctx, model, arch, out, label)
     record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},

@@ -50,6 +50,7 @@ KEYS: dict[str, type | tuple[type, ...]] = {
     "fail_reason": str,
     "distill": dict,  # the teacher's record and the trial's lambda
     "train_val_si_rmse": float,  # the last validation si-RMSE while training
+    "budget": dict,  # `Budget.model_dump()`: the training recipe the trial got (`nas finalize` compares its own)
     "stage_seconds": dict,  # stage -> seconds
     "max_si_rmse": float,  # the accuracy floor the trial was judged by
     # `TrialRecord`: a deployed model's figures
@@ -180,6 +181,11 @@ def record_distill(trial: optuna.Trial, distill: dict[str, Any]) -> None:
     _set(trial, distill=distill)
 
 
+def record_budget(trial: optuna.Trial, budget: dict[str, Any]) -> None:
+    """The training budget the trial trains with (`Budget.model_dump()`)."""
+    _set(trial, budget=budget)
+
+
 def record_validation(trial: optuna.Trial, val_si_rmse: float) -> None:
     _set(trial, train_val_si_rmse=val_si_rmse)
 
@@ -275,6 +281,11 @@ def screened_by_of(trial: Trial) -> str | None:
 
 def stage_seconds_of(trial: Trial) -> dict[str, float]:
     return trial.user_attrs.get("stage_seconds") or {}
+
+
+def budget_of(trial: Trial) -> dict[str, Any] | None:
+    """The training budget the trial got (`Budget.model_dump()`); None for trials recorded before it was kept."""
+    return trial.user_attrs.get("budget")
 
 
 def encoder_weights_of(trial: Trial) -> dict[str, Any]:

@@ -117,11 +117,13 @@ def encoder_weights(config: RunConfig, backbones: list[str]) -> dict[str, Weight
 
 
 def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget: Budget | None = None,
-                    weights: dict[str, WeightSource] | None = None, fresh_latency: bool = False) -> TrialContext:
+                    weights: dict[str, WeightSource] | None = None, fresh_latency: bool = False,
+                    busy_wait_s: float = 0.0) -> TrialContext:
     """Decode (once) and open the splits, connect the meter, make the teacher's depth ready.
 
     `weights`: each backbone's starting weights (`encoder_weights`); None: every encoder starts random.
     `fresh_latency`: time every model anew instead of serving its graph's cached figure (a model to ship).
+    `busy_wait_s`: how long the meter waits for a device another runner is timing on (`LatencyMeter`).
     """
     budget = budget or config.train_budget
     deploy_wh = (config.deploy_width, config.deploy_height)
@@ -130,7 +132,8 @@ def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget
         train_frames = open_split(config.data_root, "train", cache_dir, deploy_wh, budget.train_limit)
         val_frames = open_split(config.data_root, "validation", cache_dir, deploy_wh, budget.val_limit)
     meter = LatencyMeter(devices, config.storage_url, config.results, holder=worker_id(),
-                         trust_new_host_keys=config.trust_new_host_keys, use_cache=not fresh_latency)
+                         trust_new_host_keys=config.trust_new_host_keys, use_cache=not fresh_latency,
+                         busy_wait_s=busy_wait_s)
     distillation = None
     if config.distill:
         from nas.teacher.distill import prepare_distillation  # the teacher's own imports only when distilling
@@ -147,11 +150,12 @@ class Session:
     `backbones`: whose starting weights to resolve (default: every backbone of the space); `weights`: already
     resolved ones instead. `budget`: the training recipe the teacher's cache is made for (default: the
     config's). `fresh_latency`: time every model anew (a model to ship) instead of serving cached figures.
+    `busy_wait_s`: how long a device busy with another runner is waited for (a search moves on at once).
     """
 
     def __init__(self, config: RunConfig, *, backbones: Iterable[str] | None = None,
                  weights: dict[str, WeightSource] | None = None, budget: Budget | None = None,
-                 fresh_latency: bool = False):
+                 fresh_latency: bool = False, busy_wait_s: float = 0.0):
         self.config = config
         self.space, self.devices = check_inputs(config)
         if weights is None:
@@ -159,6 +163,7 @@ class Session:
         self.weights = weights
         self.budget = budget or config.train_budget
         self.fresh_latency = fresh_latency
+        self.busy_wait_s = busy_wait_s
         self._context: TrialContext | None = None
 
     def prepare_data(self) -> Path:
@@ -171,7 +176,7 @@ class Session:
         if self._context is None:
             self.prepare_data()
             self._context = prepare_context(self.config, self.space, self.devices, self.budget, self.weights,
-                                            fresh_latency=self.fresh_latency)
+                                            fresh_latency=self.fresh_latency, busy_wait_s=self.busy_wait_s)
         return self._context
 
     def close(self) -> None:

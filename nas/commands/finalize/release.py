@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 
 from nas.arch import Arch
-from nas.config import BUDGETS, RunConfig
+from nas.config import BUDGETS, Budget, RunConfig
 from nas.infra.console import err as console
 from nas.data.dataset import DepthSplit, load_split
 from nas.errors import ConfigError
@@ -20,8 +20,8 @@ from nas.report.depth_previews import depth_previews
 from nas.report.model_page import search_figures, write_model_page
 from nas.trial.pipeline import retrain, trial_weights_setting
 from nas.trial.session import Session
-from nas.trial.record import (arch_of, attrs, best_feasible, encoder_weights_of, has_arch, most_accurate,
-                              ranked_trials, score_of, si_rmse_of, study_floor)
+from nas.trial.record import (arch_of, attrs, best_feasible, budget_of, encoder_weights_of, has_arch, latency_of,
+                              most_accurate, ranked_trials, score_of, si_rmse_of, study_floor)
 from nas.trial.study import load_study
 
 
@@ -60,6 +60,7 @@ def write_model_report(out: Path, record: dict) -> Path:
         f"`.tflite` {record['tflite_bytes'] / 1e6:.2f} MB",
         f"- Training: budget {record['budget']}, {record['train_steps']} steps in {record['train_seconds']:.0f} s",
         f"- Search trial's figures: score {record['search_score']}, si-RMSE {record['search_si_rmse']}",
+        *([f"- **Warning:** {record['worse_than_search']['line']}"] if record.get("worse_than_search") else []),
         *([f"- The study's accuracy floor, si-RMSE ≤ {record['max_si_rmse']:g}: "
            + ("met" if record["meets_max_si_rmse"] else "**not met** by the final model")]
           if "max_si_rmse" in record else []),
@@ -115,7 +116,8 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     budget = BUDGETS[config.budget]
     # The shipped file is timed anew, not served its graph's figure from the search: one timing during a
     # search can stray (benchmarks/latency_repeatability.md), and this is the figure users quote.
-    with Session(config, backbones=[arch.backbone], budget=budget, fresh_latency=True) as session:
+    with Session(config, backbones=[arch.backbone], budget=budget, fresh_latency=True,
+                 busy_wait_s=BUSY_WAIT_S) as session:
         weights = session.weights
         if (recorded := encoder_weights_of(trial).get("sha256")) and \
                 weights[arch.backbone].sha256 != recorded:
@@ -128,16 +130,97 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
                       f"{config.budget}")
         # Built in a hidden sibling and swapped in at the end: --out holds the previous release or the whole
         # new one, never a half (a full disk, a crash, Ctrl-C).
-        with staged_folder(final) as out:
-            retrained = retrain(ctx, trial, budget, out, "final model", config.seed)
-            release_files(out, config, study, trial, retrained, ctx)
+        seed = config.seed + trial.number  # the search trained trial N with seed + N: the same start
+        keep = trained_folder(config, trial, seed)
+        try:
+            with staged_folder(final) as out:
+                retrained = retrain(ctx, trial, budget, out, "final model", seed, keep=keep)
+                release_files(out, config, study, trial, retrained, ctx, seed)
+        except BaseException:
+            if (keep / "model.pt").is_file():
+                console.print(f"the trained network is kept in {keep}: a rerun of this command reuses it",
+                              markup=False, soft_wrap=True)
+            raise
     deployed = retrained.deployed
     console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
                   f"{deployed.latency.median_ms:.1f} ms -> {final}", markup=False)
+    if worse := worse_than_search(deployed.score, deployed.metrics["si_rmse"], deployed.latency.median_ms, trial,
+                                  budget):
+        console.print(f"warning: {worse_line(worse, trial.number)}", style="bold red", markup=False, soft_wrap=True)
     if (floor := study_floor(study)) is not None and deployed.metrics["si_rmse"] > floor:
         console.print(f"warning: the final model's si-RMSE {deployed.metrics['si_rmse']:.4f} is above the study's "
                       f"max_si_rmse {floor:g}", markup=False)
     return final
+
+
+# How long `nas finalize` waits for a device another runner is timing on (another study's worker, a finalize
+# beside it): a timed run lasts minutes at most (measure_timeout_s), and what waits is minutes of training.
+BUSY_WAIT_S = 1800.0
+# A final model whose Final Score is below this share of its search trial's is called out (`worse_than_search`).
+WORSE_THAN_SEARCH = 0.9
+
+
+def trained_folder(config: RunConfig, trial: optuna.trial.FrozenTrial, seed: int) -> Path:
+    """Where the final training of `trial` is kept for a rerun: by study, trial, budget and seed."""
+    return config.results / "cache" / "final" / f"{config.study}-trial{trial.number}-{config.budget}-seed{seed}"
+
+
+def smaller_budget(final: Budget, search: dict | None) -> list[str]:
+    """How `final` trains less than the search's budget did (steps, batch, resolution, training images)."""
+    if not search:
+        return []
+    less = []
+    if final.steps < search.get("steps", 0):
+        less.append(f"{final.steps} steps against {search['steps']}")
+    if final.batch_size < search.get("batch_size", 0):
+        less.append(f"batch {final.batch_size} against {search['batch_size']}")
+    if final.train_width * final.train_height < search.get("train_width", 0) * search.get("train_height", 0):
+        less.append(f"{final.train_width}×{final.train_height} against {search['train_width']}×"
+                    f"{search['train_height']}")
+    if final.train_limit and (not search.get("train_limit") or final.train_limit < search["train_limit"]):
+        less.append(f"{final.train_limit} training images against {search.get('train_limit') or 'all'}")
+    return less
+
+
+def worse_than_search(score: float, si_rmse: float, latency_ms: float, trial: optuna.trial.FrozenTrial,
+                      budget: Budget) -> dict | None:
+    """When the final model's Final Score is below `WORSE_THAN_SEARCH` of its search trial's: the ratio, both
+    figures and the likely reason (a smaller budget than the search's, a less accurate run, a slower timing);
+    None otherwise."""
+    search = score_of(trial)
+    if search is None or search <= 0 or score >= WORSE_THAN_SEARCH * search:
+        return None
+    recorded = budget_of(trial)
+    less = smaller_budget(budget, recorded)
+    search_si, search_ms = si_rmse_of(trial), latency_of(trial)
+    causes = []
+    if search_si is not None and si_rmse > search_si:
+        causes.append(f"si-RMSE {si_rmse:.4f} against {search_si:.4f}")
+    if search_ms is not None and latency_ms > search_ms:
+        causes.append(f"latency {latency_ms:.1f} ms against {search_ms:.1f} ms")
+    figures = f" ({', '.join(causes)})" if causes else ""
+    searched = recorded.get("name", "?") if recorded else None
+    if less:
+        reason = (f"a smaller budget than the search's: {budget.name} against {searched} ({', '.join(less)}); "
+                  f"finalize with --budget {searched} or larger")
+    elif recorded is None:
+        reason = ("a worse training run, or a smaller budget than the search's (the trial's budget was not "
+                  "recorded; this study predates it)")
+    elif causes and all(c.startswith("latency") for c in causes):
+        reason = "a slower timing on the device (another load on it, or another device than the search's)"
+    else:
+        reason = (f"a worse training run: budget {budget.name} is no smaller than the search's ({searched}), so the "
+                  "training itself went worse; finalize again with a larger budget")
+    return {"ratio": round(score / search, 4), "final_score": score, "search_score": search,
+            "budget": budget.name, "search_budget": searched, "smaller_budget": bool(less),
+            "figures": figures.strip(" ()"), "reason": reason}
+
+
+def worse_line(worse: dict, trial: int) -> str:
+    """The warning's words: how much worse, in which figures, and the likely reason."""
+    figures = f" ({worse['figures']})" if worse["figures"] else ""
+    return (f"the final model's Final Score {worse['final_score']:.4f} is {worse['ratio']:.0%} of its search "
+            f"trial {trial}'s {worse['search_score']:.4f}{figures}; likely reason: {worse['reason']}")
 
 
 RELEASE_MARKS = ("metrics.json", "model.tflite", "model.pt")
@@ -152,7 +235,7 @@ def check_release_folder(folder: Path) -> None:
 
 
 def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optuna.trial.FrozenTrial, retrained,
-                  ctx) -> None:
+                  ctx, seed: int) -> None:
     """metrics.json, report.md, report.html and previews.png of the retrained model, into `out`."""
     result, deployed, trial_record = retrained.train, retrained.deployed, retrained.record
     distill_lambda = retrained.distill_lambda
@@ -163,8 +246,12 @@ def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optu
         "resolution": f"{config.deploy_width}×{config.deploy_height}",
         "search_score": score_of(trial), "search_si_rmse": si_rmse_of(trial),
         "search_trial": search_figures(attrs(trial)),
+        "search_budget": budget_of(trial), "seed": seed,
         "distill_lambda": distill_lambda, "created": datetime.now(timezone.utc).isoformat(),
     }
+    if worse := worse_than_search(deployed.score, deployed.metrics["si_rmse"], deployed.latency.median_ms, trial,
+                                  BUDGETS[config.budget]):
+        record["worse_than_search"] = {**worse, "line": worse_line(worse, trial.number)}
     if (floor := study_floor(study)) is not None:  # the study's accuracy floor, judged again
         record.update(max_si_rmse=floor, meets_max_si_rmse=deployed.metrics["si_rmse"] <= floor)
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))

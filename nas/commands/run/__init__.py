@@ -58,7 +58,8 @@ def run_cmd(config_file: ConfigFile = None,
     started = datetime.now()  # Optuna stamps trials with naive local time too
     with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
         study_obj = run_search(config)
-    out.print(summary_table(study_obj))  # whole in a log file too: nas.infra.console widens non-terminal output
+    # Fitted to the terminal, whole figures only; a log file is 200 columns wide (nas.infra.console).
+    out.print(summary_table(study_obj, out.width))
     if line := standing_line(study_obj):
         out.print(line, highlight=False, markup=False)
     location = config.artifacts_location

@@ -6,6 +6,7 @@ import numpy as np
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 from rich.table import Table
+from rich.text import Text
 
 from nas.config import RunConfig
 from nas.infra.outage import optimize_through_outages
@@ -121,29 +122,78 @@ def search(session: Session) -> optuna.Study:
     return study
 
 
-def summary_table(study: optuna.Study, top: int = 5) -> Table:
-    """The best complete trials (the Pareto front's, for a Pareto study) that meet the study's accuracy floor,
-    and the best seed preset."""
-    floor = study_floor(study)
-    title = f"study {study.study_name}: best trials" + (f" with si-RMSE ≤ {floor:g}" if floor is not None else "")
-    table = Table(title=title, expand=False)
-    for column in ("trial", "score", "si-RMSE", "RMSE m", "latency ms", "precision", "backbone", "scale", "params",
-                   "MMACs", "preset"):
-        table.add_column(column, justify="left" if column in ("precision", "backbone", "scale", "preset") else "right",
-                         no_wrap=True)
+# The closing table's columns in the order shown, and the order a narrow terminal drops them in: the least
+# telling first. trial, score, si-RMSE and latency always stay; below their width the rows are stacked instead.
+SUMMARY_COLUMNS = ("trial", "score", "si-RMSE", "RMSE m", "latency ms", "precision", "backbone", "scale", "params",
+                   "MMACs", "preset")
+DROPPED_FIRST = ("MMACs", "params", "scale", "RMSE m", "precision", "preset", "backbone")
+LEFT_ALIGNED = ("precision", "backbone", "scale", "preset")
+
+
+def summary_rows(study: optuna.Study, top: int = 5) -> list[dict[str, str]]:
+    """The closing table's rows as text, column name -> cell: the best complete trials (the Pareto front's, for a
+    Pareto study) that meet the study's accuracy floor, and the best seed preset."""
     shown = contenders(study)[:top]
     if (preset := best_preset(study)) is not None and preset.number not in {t.number for t in shown}:
         shown.append(preset)
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if infeasible := sum(1 for t in complete if not is_feasible(t)):
-        table.caption = f"{infeasible} complete trial(s) above max_si_rmse {floor:g} are not ranked"
+    rows = []
     for t in shown:
         a, arch = attrs(t), arch_of(t)
-        table.add_row(str(t.number), f"{a.get('final_score', float('nan')):.3f}", f"{a.get('si_rmse', np.nan):.4f}",
-                      f"{a.get('rmse', np.nan):.3f}", f"{a.get('latency_ms', np.nan):.1f}", precision_of(t),
-                      arch.get("backbone", "?"), arch.get("input_scale", "?"), f"{a.get('params', 0):,}",
-                      f"{a.get('macs', 0) / 1e6:,.0f}", a.get("preset", ""))
+        cells = (str(t.number), f"{a.get('final_score', float('nan')):.3f}", f"{a.get('si_rmse', np.nan):.4f}",
+                 f"{a.get('rmse', np.nan):.3f}", f"{a.get('latency_ms', np.nan):.1f}", precision_of(t),
+                 arch.get("backbone", "?"), arch.get("input_scale", "?"), f"{a.get('params', 0):,}",
+                 f"{a.get('macs', 0) / 1e6:,.0f}", a.get("preset", ""))
+        rows.append(dict(zip(SUMMARY_COLUMNS, cells)))
+    return rows
+
+
+def table_width(columns: list[str], rows: list[dict[str, str]]) -> int:
+    """The width rich gives a table of these columns with its default box: each column as wide as its widest
+    cell or header, one space of padding on each side, one rule between columns and at both edges."""
+    cells = sum(max([len(c)] + [len(r[c]) for r in rows]) for c in columns)
+    return cells + 3 * len(columns) + 1
+
+
+def summary_table(study: optuna.Study, width: int | None = None, top: int = 5) -> Table | Text:
+    """The best trials that meet the study's accuracy floor, and the best seed preset, fitted to `width` columns
+    (None: no limit). A figure is never cut: a narrow terminal drops the least telling columns first (the caption
+    names them), and one too narrow for trial, score, si-RMSE and latency gets one stacked entry per trial."""
+    floor = study_floor(study)
+    title = f"study {study.study_name}: best trials" + (f" with si-RMSE ≤ {floor:g}" if floor is not None else "")
+    rows = summary_rows(study, top)
+    columns = list(SUMMARY_COLUMNS)
+    dropped: list[str] = []
+    for name in DROPPED_FIRST:
+        if width is None or table_width(columns, rows) <= width:
+            break
+        columns.remove(name)
+        dropped.append(name)
+    notes = []
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if infeasible := sum(1 for t in complete if not is_feasible(t)):
+        notes.append(f"{infeasible} complete trial(s) above max_si_rmse {floor:g} are not ranked")
+    if width is not None and table_width(columns, rows) > width:
+        return stacked_summary(title, rows, notes)
+    if dropped:
+        notes.append(f"not shown at {width} columns: {', '.join(reversed(dropped))}")
+    table = Table(title=title, expand=False)
+    for column in columns:
+        table.add_column(column, justify="left" if column in LEFT_ALIGNED else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    if notes:
+        table.caption = "; ".join(notes)
     return table
+
+
+def stacked_summary(title: str, rows: list[dict[str, str]], notes: list[str]) -> Text:
+    """The closing table as one entry per trial, for a terminal too narrow for its columns: lines break between
+    figures, never inside one."""
+    lines = [title]
+    for row in rows:
+        figures = [f"{name} {row[name]}" for name in SUMMARY_COLUMNS[1:] if row[name]]
+        lines.append(f"trial {row['trial']}: " + ", ".join(figures))
+    return Text("\n".join(lines + notes))
 
 
 def standing_line(study: optuna.Study) -> str | None:
