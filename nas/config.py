@@ -242,12 +242,16 @@ def _describe(error: ValidationError) -> str:
 def read_yaml(path: Path) -> Any:
     """Parsed YAML of `path`, or ConfigError naming the file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(path, "file does not exist")
+    if path.is_dir():
+        raise ConfigError(path, "is a folder, not a file")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read the file ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from exc
 

@@ -212,3 +212,51 @@ def test_a_report_that_fails_leaves_the_earlier_report_whole(tmp_path: Path, mon
         write.write_study_report(config, out)
     assert {name: (out / name).read_bytes() for name in files_under(out)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "results"]  # no staging folder left
+
+
+# ---- names and files that are not UTF-8 ----------------------------------------------------------------------
+
+def _data_with_a_name_that_is_not_utf8(root: Path) -> Path:
+    """A tiny data set whose first training pair is renamed `\\xff\\xfe.png` (bytes no UTF-8 decoder reads)."""
+    from helpers.teacher import tiny_data
+
+    tiny_data(root, train=6, val=2)
+    for sub in ("rgb", "depth"):
+        folder = root / "train" / sub
+        first = sorted(folder.iterdir())[0]
+        os.rename(os.fsencode(first), os.path.join(os.fsencode(folder), b"\xff\xfe" + os.fsencode(first.suffix)))
+    return root
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--data", "d", "--space", SMOKE_SPACE, "--results", "r", "--budget", "smoke", "--pretrained", "none"],
+    ["teacher", "cache", "--data", "d", "--out", "t", "--budget", "smoke"],  # the teacher's data fingerprint
+])
+def test_a_data_file_name_that_is_not_utf8_is_refused_before_any_work(tmp_path: Path, command: list[str]) -> None:
+    _data_with_a_name_that_is_not_utf8(tmp_path / "d")
+    before = files_under(tmp_path)
+    code, text = invoke(tmp_path, command)
+    assert code == 2, text
+    assert text.count("error:") == 1 and "error: d: 2 problem(s) in the data set" in text, text
+    assert r"d/train/rgb/\xff\xfe.png: file name is not UTF-8; rename it" in text
+    assert r"d/train/depth/\xff\xfe.png: file name is not UTF-8; rename it" in text
+    assert files_under(tmp_path) == before  # no results folder, no study, no teacher folder
+
+
+def test_data_check_names_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    _data_with_a_name_that_is_not_utf8(tmp_path / "d")
+    code, text = invoke(tmp_path, ["data", "check", "d"])
+    assert code == 1 and r"d/train/rgb/\xff\xfe.png: file name is not UTF-8" in text and "OK" not in text, text
+
+
+@pytest.mark.parametrize("command", [
+    ["devices", "check", "hw.yaml"],
+    ["run", "--hardware", "hw.yaml", "--space", SMOKE_SPACE, "--results", "r", "--pretrained", "none"],
+])
+def test_a_hardware_profile_that_is_not_utf8_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "hw.yaml").write_bytes(b"name: caf\xe9\nkind: local\n")  # Latin-1, not UTF-8
+    code, text = invoke(tmp_path, command)
+    assert code == 2, text
+    one_error_line(text)
+    assert "error: hw.yaml: not UTF-8 text (byte 9: invalid continuation byte); save the file as UTF-8" in text
+    assert files_under(tmp_path) == ["hw.yaml"]
