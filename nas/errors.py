@@ -51,3 +51,8 @@ class StageError(NasRuntimeError):
 
 class TeacherError(NasRuntimeError):
     """The teacher failed while it ran: an output of the wrong shape, a cache that misses images."""
+
+
+def not_utf8(path: str | Path, exc: UnicodeDecodeError) -> ConfigError:
+    """The one line for a text file (config, space, profile, arch JSON) that is not UTF-8."""
+    return ConfigError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8")
