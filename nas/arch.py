@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,11 @@ UPSAMPLE_TYPES = ("nearest", "bilinear", "pixelshuffle", "transpose")
 HEAD_TYPES = ("relu", "softplus", "sigmoid")
 # An input scale is a ratio in (0, 1] ("1", "0.5", "0.25") of the deployment input, or "HxW", a fixed internal
 # size (LiteDepth's 128x160) with each side a multiple of 32 so every encoder level has a whole size.
+MIN_INTERNAL_SIDE = 8  # pixels: the smallest internal image a network runs at (`nas.models.depthnet.internal_size`)
+MAX_DEPLOY_SIDE = 8192  # pixels: the largest deployment image side a run accepts (`deploy_height`, `deploy_width`)
+# A ratio this small gives an internal image under MIN_INTERNAL_SIDE even at the largest deployment size.
+MIN_INPUT_RATIO = MIN_INTERNAL_SIDE / MAX_DEPLOY_SIDE
+MAX_DECODER_CHANNELS = 4096  # per decoder stage; the widest preset has 256
 
 
 def input_scale_problem(text: str) -> str | None:
@@ -34,7 +40,12 @@ def input_scale_problem(text: str) -> str | None:
         ratio = float(text)
     except ValueError:
         return f"input scale {text!r} is neither a ratio such as '0.5' nor a size such as '128x160'"
-    return None if 0 < ratio <= 1 else f"input scale {text!r}: a ratio must lie in (0, 1]"
+    if not 0 < ratio <= 1:
+        return f"input scale {text!r}: a ratio must lie in (0, 1]"
+    if ratio < MIN_INPUT_RATIO:
+        return (f"input scale {text!r}: the internal image would be under {MIN_INTERNAL_SIDE} pixels at any "
+                f"deployment size up to {MAX_DEPLOY_SIDE}; the smallest ratio is 1/{MAX_DEPLOY_SIDE // MIN_INTERNAL_SIDE}")
+    return None
 # Numeric precision of the deployed `.tflite`: float32, or full-integer int8 weights and activations
 # (float32 input and output kept, so the runner and the evaluation see the same interface).
 PRECISIONS = ("fp32", "int8")
@@ -88,6 +99,8 @@ class Arch:
             raise ArchError(f"depth must be an integer, got {self.depth!r}")
         if isinstance(self.max_depth, bool) or not isinstance(self.max_depth, numbers.Real):
             raise ArchError(f"max_depth must be a number of metres, got {self.max_depth!r}")
+        if not math.isfinite(self.max_depth) or self.max_depth <= 0:  # NaN would also print as bare `NaN` JSON
+            raise ArchError(f"max_depth must be a finite number of metres above 0, got {self.max_depth!r}")
         if not isinstance(self.decoder_channels, (list, tuple)) or not all(map(is_int, self.decoder_channels)):
             raise ArchError(f"decoder_channels must be a list of integers, got {self.decoder_channels!r}")
         for name in ("skips", "blocks"):
@@ -120,6 +133,8 @@ class Arch:
         for i, (ch, block) in enumerate(zip(self.decoder_channels, self.blocks)):
             if ch < 4:
                 raise ArchError(f"decoder stage {i} has {ch} channels; at least 4 are needed")
+            if ch > MAX_DECODER_CHANNELS:
+                raise ArchError(f"decoder stage {i} has {ch} channels; at most {MAX_DECODER_CHANNELS}")
             if block == "rfdb" and ch % 2:
                 raise ArchError(f"decoder stage {i}: RFDB splits its {ch} channels in halves;"
                                 " the width must be even")

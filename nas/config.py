@@ -12,7 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nas.errors import ConfigError
+from nas.arch import MAX_DEPLOY_SIDE
+from nas.errors import ConfigError, not_utf8
 from nas.infra.db import hide_password
 from nas.metrics import ScoreRule
 
@@ -95,11 +96,12 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 class RunConfig(BaseModel):
     """Everything `nas run` needs; field names are the config-file keys and the CLI flags."""
 
-    model_config = ConfigDict(extra="forbid")
+    # No float setting means anything as NaN or infinity (`.nan`, `.inf` in YAML): "a finite number" for all.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     data: Path | None = Field(None, description="data set root; none: synthetic data under results/data")
     space: Path = REPO_ROOT / "search_spaces" / "mai2021.yaml"
     hardware: Path = REPO_ROOT / "hardware" / "local.yaml"
-    study: str = "depth-nas"
+    study: str = Field("depth-nas", min_length=1)
     storage: str | None = Field(None, description="Optuna storage URL; none: sqlite:///RESULTS/nas.db")
     trials: int = Field(6, ge=1)
     timeout: float | None = Field(None, gt=0)
@@ -121,9 +123,9 @@ class RunConfig(BaseModel):
         default_factory=lambda: ["litedepth"],
         description="seed presets the study starts from: all (every preset in every precision of the space), "
                     "none, or names (`litedepth`, `fastdepth-int8`, ...); presets outside the space are skipped")
-    deploy_height: int = Field(480, ge=32)
-    deploy_width: int = Field(640, ge=32)
-    score_alpha: float = 10.0
+    deploy_height: int = Field(480, ge=32, le=MAX_DEPLOY_SIDE)
+    deploy_width: int = Field(640, ge=32, le=MAX_DEPLOY_SIDE)
+    score_alpha: float = Field(10.0, gt=0)
     score_c: float = Field(1.0, gt=0)
     max_si_rmse: float | None = Field(
         None, gt=0, description="accuracy floor: a complete trial whose TFLite si-RMSE is above it is infeasible "
@@ -166,6 +168,13 @@ class RunConfig(BaseModel):
     pretrained: Literal["auto", "none", "imagenet"] | Path = Field(
         "auto", description="encoder starting weights: auto (ImageNet where the Hugging Face cache has them, else "
                             "random), none, imagenet (download if needed), or a folder of <backbone>.safetensors/.pth")
+
+    @field_validator("study")
+    @classmethod
+    def _study_name(cls, value: str) -> str:
+        if value != value.strip():
+            raise ValueError(f"{value!r} has spaces around it; a study name is looked up exactly")
+        return value
 
     @field_validator("baselines")
     @classmethod
@@ -231,23 +240,30 @@ class RunConfig(BaseModel):
         return self.artifacts or (self.results / "artifacts").as_posix()
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, flags: set[str] = frozenset()) -> str:
+    """One line: each bad setting and what is wrong; a setting given as a command-line flag named as the flag."""
     parts = []
     for e in error.errors():
         where = ".".join(str(p) for p in e["loc"]) or "file"
-        parts.append(f"{where}: {e['msg']}")
+        if e["loc"] and e["loc"][0] in flags:
+            where = "--" + where.replace("_", "-")
+        parts.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
 def read_yaml(path: Path) -> Any:
     """Parsed YAML of `path`, or ConfigError naming the file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(path, "file does not exist")
+    if path.is_dir():
+        raise ConfigError(path, "is a folder, not a file")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8") from None
+        raise not_utf8(path, exc) from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read the file ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from exc
 
@@ -279,8 +295,10 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(config_file, "expected a mapping of settings at the top level")
         values.update(flatten_sections(data, config_file))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    values.update(flags)
     try:
         return RunConfig(**values)
     except ValidationError as exc:
-        raise ConfigError(config_file, _describe(exc)) from None
+        from_file = any(not e["loc"] or e["loc"][0] not in flags for e in exc.errors())
+        raise ConfigError(config_file if from_file else None, _describe(exc, set(flags))) from None

@@ -8,13 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def shown_path(path: str | Path) -> str:
+    """`path` as it can be printed: the bytes of a name that is not UTF-8 (kept by Python as surrogates, which
+    no terminal can write) shown as `\\xff` escapes."""
+    text = str(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte: escape it as it is
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class NasError(Exception):
     """An error whose `str()` names the file concerned (if any) and what is wrong."""
 
     def __init__(self, path: str | Path | None, message: str):
         self.path = None if path is None else Path(path)
         self.message = message
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        super().__init__(f"{shown_path(self.path)}: {message}" if self.path else message)
 
 
 class ConfigError(NasError):
@@ -41,3 +51,8 @@ class StageError(NasRuntimeError):
 
 class TeacherError(NasRuntimeError):
     """The teacher failed while it ran: an output of the wrong shape, a cache that misses images."""
+
+
+def not_utf8(path: str | Path, exc: UnicodeDecodeError) -> ConfigError:
+    """The one line for a text file (config, space, profile, arch JSON) that is not UTF-8."""
+    return ConfigError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from nas.arch import PRECISIONS, Arch
+from nas.arch import PRECISIONS, Arch, ArchError
+from nas.errors import ConfigError, not_utf8
 
 PRESETS: dict[str, Arch] = {
     # Cheapest first (MACs at 640×480): `--enqueue-baselines` runs them in this order.
@@ -51,15 +52,27 @@ def preset_variants(precisions: Sequence[str] = PRECISIONS) -> dict[str, Arch]:
 
 
 def resolve_arch(name_or_json: str) -> Arch:
-    """A preset name, an arch JSON string, or the path of an arch JSON file."""
+    """A preset name, an arch JSON string, or the path of an arch JSON file; ConfigError names the file (or says
+    "arch JSON" for a string) and what is wrong."""
     from pathlib import Path
 
     if name_or_json in PRESETS:
         return PRESETS[name_or_json]
-    text = name_or_json
-    if not text.lstrip().startswith("{"):
-        path = Path(text)
-        if not path.is_file():
-            raise ValueError(f"{text!r} is neither a preset ({', '.join(PRESETS)}), arch JSON, nor a file")
-        text = path.read_text()
-    return Arch.from_json(text)
+    if name_or_json.lstrip().startswith("{"):
+        try:
+            return Arch.from_json(name_or_json)
+        except ArchError as exc:
+            raise ConfigError(None, f"arch JSON: {exc}") from None
+    path = Path(name_or_json)
+    if not path.is_file():
+        raise ConfigError(None, f"{name_or_json!r} is neither a preset ({', '.join(PRESETS)}), arch JSON, nor a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    try:
+        return Arch.from_json(text)
+    except ArchError as exc:
+        raise ConfigError(path, str(exc)) from None

@@ -18,6 +18,7 @@ presets enqueued by name are trained whatever their size.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(Arch))
 TRAINING_PARAMS = ("distill_lambda",)  # read by the objective; the learning rate is the budget's
 MAX_STAGES = 5  # decoder stages at the deepest encoder (depth 5)
 PARAM_KEYS = {"choices", "low", "high", "step", "log", "per_stage", "stage_choices", "when"}
+SCALARS = (str, int, float, bool, type(None))  # what one Optuna categorical choice can be
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -196,11 +202,18 @@ def _parse_param(path: Path, name: str, spec: Any, earlier: set[str]) -> Param:
         stage_choices = tuple(tuple(c) for c in stage_choices)
     if choices is not None and (not isinstance(choices, list) or not choices):
         raise bad("choices must be a non-empty list")
+    for value in [*(choices or ()), *(c for stage in (stage_choices or ()) for c in stage)]:
+        if not isinstance(value, SCALARS):
+            kind = "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else "not a value"
+            raise bad(f"choice {value!r} is {kind}; each choice is one value (a name or a number)"
+                      + ("; one list per decoder stage goes under stage_choices" if name in PER_STAGE_FIELDS else ""))
     has_range = "low" in spec or "high" in spec
     if (choices is not None or stage_choices is not None) == has_range:
         raise bad("give either choices (or stage_choices) or low/high")
-    if has_range and not all(isinstance(spec.get(k), (int, float)) for k in ("low", "high")):
-        raise bad("low and high must both be numbers")
+    if has_range and not all(_is_number(spec.get(k)) and math.isfinite(spec[k]) for k in ("low", "high")):
+        raise bad(f"low and high must both be finite numbers, got {spec.get('low')!r} and {spec.get('high')!r}")
+    if "step" in spec and not (_is_number(spec["step"]) and math.isfinite(spec["step"]) and spec["step"] > 0):
+        raise bad(f"step must be a finite number above 0, got {spec['step']!r}")
     if has_range and spec["low"] > spec["high"]:
         raise bad("low is above high")
     when = spec.get("when")
@@ -235,6 +248,12 @@ def _check_values(path: Path, param: Param) -> None:
     if param.name == "depth":
         if bad := [d for d in options if d not in (3, 4, 5)]:
             raise ConfigError(path, f"parameter 'depth': choices must be 3, 4 or 5, got {bad}")
+        return
+    if param.name == "distill_lambda":  # the weight of the distillation loss
+        if bad := [v for v in options + [param.low, param.high]
+                   if v is not None and not (_is_number(v) and math.isfinite(v) and v >= 0)]:
+            raise ConfigError(path, f"parameter 'distill_lambda': the distillation weight must be a finite number "
+                                    f"of 0 or more, got {bad[0]!r}")
         return
     if param.name not in ARCH_FIELDS:
         return

@@ -17,13 +17,10 @@ arch_app = typer.Typer(help="Seed architectures and arch JSON: list, show, expor
 
 
 def _resolve_arch(name_or_json: str) -> Arch:
-    """A preset, arch JSON or JSON file; one that cannot be read is bad input."""
+    """A preset, arch JSON or JSON file; one that cannot be read is bad input (ConfigError naming the file)."""
     from nas.presets import resolve_arch
 
-    try:
-        return resolve_arch(name_or_json)
-    except ValueError as exc:  # ArchError included
-        raise ConfigError(None, str(exc)) from None
+    return resolve_arch(name_or_json)
 
 
 @arch_app.command("list")

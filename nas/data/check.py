@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, shown_path
 from nas.data.layout import REQUIRED_SPLITS, SPLITS, list_images
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -21,7 +21,17 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        return f"{shown_path(self.path)}: {self.message}"
+
+
+def _name_problem(path: Path) -> str | None:
+    """A file name that is not UTF-8 (its bytes kept as surrogates): caches, fingerprints and records, which are
+    text, cannot hold it."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not UTF-8; rename it (and its RGB or depth partner) with a UTF-8 name"
+    return None
 
 
 def _inspect(path: Path) -> tuple[str, tuple[int, int]] | str:
@@ -66,6 +76,9 @@ def check_dataset(root: Path, splits: tuple[str, ...] = SPLITS) -> list[Problem]
             if not folder.is_dir():
                 problems.append(Problem(folder, "folder is missing"))
         rgb, depth = list_images(rgb_dir), list_images(depth_dir)
+        for path in sorted([*rgb.values(), *depth.values()]):
+            if problem := _name_problem(path):
+                problems.append(Problem(path, problem))
         if split in REQUIRED_SPLITS and rgb_dir.is_dir() and depth_dir.is_dir() and not (rgb.keys() & depth.keys()):
             problems.append(Problem(root / split, "no RGB/depth pairs"))
         for stem in sorted(rgb.keys() - depth.keys()):

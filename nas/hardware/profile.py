@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nas.config import read_yaml
 from nas.errors import ConfigError
 from nas.hardware.kinds import backend_kinds
 
@@ -182,16 +182,9 @@ def _describe(err: ValidationError, index: int | None) -> str:
 def load_hardware(path: str | Path) -> list[DeviceProfile]:
     """Read a profile file: one device, or a pool under `devices:`. Raises ConfigError."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "hardware profile not found") from None
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read hardware profile: {exc.strerror or exc}") from None
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, f"not valid YAML: {exc}") from None
+    if not path.exists():
+        raise ConfigError(path, "hardware profile not found")
+    data: Any = read_yaml(path)  # not UTF-8, not YAML, unreadable: one line naming the file
     if not isinstance(data, dict):
         raise ConfigError(path, "expected a mapping (one device) or `devices: [...]` (a pool)")
 

@@ -135,7 +135,14 @@ class SshBackend(Backend):
             raise DeviceError(f"{name}: cannot connect to {prof.address}: timed out after "
                               f"{timeout:g} s", retry=True) from None
         except _LINK_ERRORS as exc:
+            silent = self._silent_port(client, started, timeout)
             client.close()
+            if silent:
+                raise DeviceError(
+                    f"{name}: cannot connect to {prof.address}: timed out after {timeout:g} s waiting for "
+                    f"{silent}; the port accepts connections but no SSH server answers there: check that "
+                    f"{prof.host}:{prof.port} is the device's sshd (host and port in the profile) and that no "
+                    "firewall or proxy holds the connection", retry=True) from None
             raise DeviceError(f"{name}: cannot connect to {prof.address}: {exc}", retry=True) from None
         transport = client.get_transport()
         assert transport is not None
@@ -157,6 +164,16 @@ class SshBackend(Backend):
             raise DeviceError(f"{name}: preparing {prof.workdir} failed: {exc}", retry=True) from None
         finally:
             self._timed("connect", started)
+
+    @staticmethod
+    def _silent_port(client: paramiko.SSHClient, started: float, timeout: float) -> str | None:
+        """What a connection that ran out of time waited for (the server's greeting, or the key exchange), or
+        None when it did not time out there. Paramiko reports a server that never speaks as 'Error reading SSH
+        protocol banner' or, when its own wait ends first, 'No existing session'."""
+        transport = client.get_transport()
+        if transport is None or transport.initial_kex_done or time.perf_counter() - started < timeout:
+            return None
+        return "the SSH key exchange" if transport.remote_version else "the SSH server's greeting"
 
     def _open_sftp(self, client: paramiko.SSHClient) -> paramiko.SFTPClient:
         """The SFTP session uploads go through; a server without the subsystem gets a fix, not "Channel closed"."""

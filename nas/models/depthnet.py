@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.arch import Arch
+from nas.arch import MIN_INTERNAL_SIDE, Arch
 from nas.models.decoder import UNetDecoder
 from nas.models.encoder import Encoder
 from nas.models.head import DepthHead
@@ -35,7 +35,7 @@ def internal_size(input_scale: str, height: int, width: int) -> tuple[int, int]:
         h, w = input_scale.split("x")
         return int(h), int(w)
     scale = float(input_scale)
-    return max(round(height * scale), 8), max(round(width * scale), 8)
+    return max(round(height * scale), MIN_INTERNAL_SIDE), max(round(width * scale), MIN_INTERNAL_SIDE)
 
 
 class DepthNet(nn.Module):

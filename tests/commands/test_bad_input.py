@@ -212,3 +212,169 @@ def test_a_report_that_fails_leaves_the_earlier_report_whole(tmp_path: Path, mon
         write.write_study_report(config, out)
     assert {name: (out / name).read_bytes() for name in files_under(out)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "results"]  # no staging folder left
+
+
+# ---- names and files that are not UTF-8 ----------------------------------------------------------------------
+
+def _data_with_a_name_that_is_not_utf8(root: Path) -> Path:
+    """A tiny data set whose first training pair is renamed `\\xff\\xfe.png` (bytes no UTF-8 decoder reads)."""
+    from helpers.teacher import tiny_data
+
+    tiny_data(root, train=6, val=2)
+    for sub in ("rgb", "depth"):
+        folder = root / "train" / sub
+        first = sorted(folder.iterdir())[0]
+        os.rename(os.fsencode(first), os.path.join(os.fsencode(folder), b"\xff\xfe" + os.fsencode(first.suffix)))
+    return root
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--data", "d", "--space", SMOKE_SPACE, "--results", "r", "--budget", "smoke", "--pretrained", "none"],
+    ["teacher", "cache", "--data", "d", "--out", "t", "--budget", "smoke"],  # the teacher's data fingerprint
+])
+def test_a_data_file_name_that_is_not_utf8_is_refused_before_any_work(tmp_path: Path, command: list[str]) -> None:
+    _data_with_a_name_that_is_not_utf8(tmp_path / "d")
+    before = files_under(tmp_path)
+    code, text = invoke(tmp_path, command)
+    assert code == 2, text
+    assert text.count("error:") == 1 and "error: d: 2 problem(s) in the data set" in text, text
+    assert r"d/train/rgb/\xff\xfe.png: file name is not UTF-8; rename it" in text
+    assert r"d/train/depth/\xff\xfe.png: file name is not UTF-8; rename it" in text
+    assert files_under(tmp_path) == before  # no results folder, no study, no teacher folder
+
+
+def test_data_check_names_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    _data_with_a_name_that_is_not_utf8(tmp_path / "d")
+    code, text = invoke(tmp_path, ["data", "check", "d"])
+    assert code == 1 and r"d/train/rgb/\xff\xfe.png: file name is not UTF-8" in text and "OK" not in text, text
+
+
+@pytest.mark.parametrize("command", [
+    ["devices", "check", "hw.yaml"],
+    ["run", "--hardware", "hw.yaml", "--space", SMOKE_SPACE, "--results", "r", "--pretrained", "none"],
+])
+def test_a_hardware_profile_that_is_not_utf8_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "hw.yaml").write_bytes(b"name: caf\xe9\nkind: local\n")  # Latin-1, not UTF-8
+    code, text = invoke(tmp_path, command)
+    assert code == 2, text
+    one_error_line(text)
+    assert "error: hw.yaml: not UTF-8 text (byte 9: invalid continuation byte); save the file as UTF-8" in text
+    assert files_under(tmp_path) == ["hw.yaml"]
+
+
+# ---- a search space with a list for a choice, or bounds that make no sense -------------------------------------
+
+@pytest.mark.parametrize("param, words", [
+    ("backbone:\n    choices: [[1, 2]]", "parameter 'backbone': choice [1, 2] is a list; each choice is one value"),
+    ("distill_lambda:\n    choices: [[1, 2]]", "parameter 'distill_lambda': choice [1, 2] is a list"),
+    ("skips:\n    per_stage: true\n    choices: [[add, concat]]", "parameter 'skips': choice ['add', 'concat'] is a list"),
+    ("head:\n    choices: [{relu: 1}]", "parameter 'head': choice {'relu': 1} is a mapping"),
+    ("distill_lambda:\n    low: -5\n    high: 1", "parameter 'distill_lambda': the distillation weight must be a finite "
+                                                 "number of 0 or more, got -5"),
+    ("distill_lambda:\n    choices: [0.5, .nan]", "parameter 'distill_lambda': the distillation weight must be a finite"),
+    ("max_depth:\n    low: -5\n    high: 10", "parameter 'max_depth': choice -5 is invalid (max_depth must be a finite "
+                                             "number of metres above 0"),
+    ("max_depth:\n    choices: [.nan]", "parameter 'max_depth': choice nan is invalid (max_depth must be a finite"),
+    ("max_depth:\n    low: 1\n    high: .inf", "parameter 'max_depth': low and high must both be finite numbers"),
+    ("input_scale:\n    choices: ['0.0001']", "parameter 'input_scale': choice '0.0001' is invalid (input scale "
+                                              "'0.0001': the internal image would be under 8 pixels"),
+    ("decoder_channels:\n    per_stage: true\n    choices: [100000]", "parameter 'decoder_channels': choice 100000 is "
+                                                                     "invalid (decoder stage 0 has 100000 channels; "
+                                                                     "at most 4096)"),
+])
+def test_a_space_with_a_bad_choice_or_bound_is_one_line(tmp_path: Path, param: str, words: str) -> None:
+    (tmp_path / "s.yaml").write_text(f"name: s\nparams:\n  {param}\n")
+    code, text = invoke(tmp_path, ["run", "--space", "s.yaml", "--results", "r", "--budget", "smoke", "--trials", "1",
+                                   "--pretrained", "none"])
+    assert code == 2, text
+    one_error_line(text)
+    assert f"error: s.yaml: {words}" in text, text
+    assert files_under(tmp_path) == ["s.yaml"]
+
+
+# ---- settings out of bounds: the config file's key, or the flag -------------------------------------------------
+
+@pytest.mark.parametrize("setting, words", [
+    ("score_alpha: .nan", "score_alpha: Input should be a finite number"),
+    ("score_alpha: .inf", "score_alpha: Input should be a finite number"),
+    ("score_alpha: -1", "score_alpha: Input should be greater than 0"),
+    ("distill_lambda: .inf", "distill_lambda: Input should be a finite number"),
+    ("deploy_height: 100000", "deploy_height: Input should be less than or equal to 8192"),
+    ("study: ''", "study: String should have at least 1 character"),
+    ("study: ' demo'", "study: ' demo' has spaces around it"),
+    ("data:\n  deploy_width: 100000", "deploy_width: Input should be less than or equal to 8192"),
+])
+def test_a_config_value_out_of_bounds_is_one_line_naming_the_file_and_key(tmp_path: Path, setting: str,
+                                                                          words: str) -> None:
+    (tmp_path / "c.yaml").write_text(setting + "\n")
+    code, text = invoke(tmp_path, ["run", "--config", "c.yaml", "--results", "r", "--space", SMOKE_SPACE])
+    assert code == 2, text
+    one_error_line(text)
+    assert f"error: c.yaml: {words}" in text, text
+    assert files_under(tmp_path) == ["c.yaml"]
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--study", "", "--results", "r", "--space", SMOKE_SPACE],
+    ["report", "--study", "", "--results", "r"],
+    ["finalize", "--study", " x ", "--results", "r"],
+])
+def test_a_bad_study_flag_is_one_line_naming_the_flag(tmp_path: Path, command: list[str]) -> None:
+    code, text = invoke(tmp_path, command)
+    assert code == 2, text
+    one_error_line(text)
+    assert text.startswith("error: --study: "), text
+    assert files_under(tmp_path) == []
+
+
+# ---- arch JSON: wrong types, values that make no sense, not UTF-8 ------------------------------------------------
+
+@pytest.mark.parametrize("content, words", [
+    (b'{"decoder_channels": 5}', "decoder_channels must be a list of integers, got 5"),
+    (b'{"max_depth": -5}', "max_depth must be a finite number of metres above 0, got -5"),
+    (b'{"max_depth": NaN}', "max_depth must be a finite number of metres above 0, got nan"),
+    (b'{"max_depth": Infinity}', "max_depth must be a finite number of metres above 0, got inf"),
+    (b'{"input_scale": "0.0001"}', "input scale '0.0001': the internal image would be under 8 pixels"),
+    (b'{"decoder_channels": [100000, 128, 64, 32, 16]}', "decoder stage 0 has 100000 channels; at most 4096"),
+    (b'{"head": "caf\xe9"}', "not UTF-8 text (byte 13: invalid continuation byte); save the file as UTF-8"),
+])
+@pytest.mark.parametrize("command", [["arch", "show", "--json"], ["arch", "export", "--out", "out"]])
+def test_a_bad_arch_json_file_is_one_line_naming_it(tmp_path: Path, command: list[str], content: bytes,
+                                                    words: str) -> None:
+    (tmp_path / "a.json").write_bytes(content)
+    code, text = invoke(tmp_path, [*command[:2], "a.json", *command[2:]])
+    assert code == 2, text
+    one_error_line(text)
+    assert f"error: a.json: {words}" in text, text
+    assert "NaN" not in text
+    assert files_under(tmp_path) == ["a.json"]
+
+
+def test_a_bad_arch_json_string_says_arch_json(tmp_path: Path) -> None:
+    code, text = invoke(tmp_path, ["arch", "show", '{"max_depth": NaN}', "--json"])
+    assert code == 2 and text == "error: arch JSON: max_depth must be a finite number of metres above 0, got nan", text
+
+
+# ---- an SSH port that accepts and never answers -------------------------------------------------------------
+
+def test_an_ssh_port_that_never_answers_times_out_naming_host_and_port(tmp_path: Path) -> None:
+    import socket
+
+    from helpers.devices import write_profile
+
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)  # accepts (the kernel completes the handshake) and never says a word
+        port = mute.getsockname()[1]
+        (tmp_path / "known_hosts").write_text("")
+        write_profile(tmp_path / "hw.yaml", {"name": "mute", "kind": "ssh", "host": "127.0.0.1", "port": port,
+                                             "user": "nobody", "known_hosts": str(tmp_path / "known_hosts"),
+                                             "connect_timeout_s": 1, "retries": 1, "retry_backoff_s": 0.1})
+        code, table = invoke(tmp_path, ["devices", "check", "hw.yaml"])
+    text = " ".join(table.replace("│", " ").split())  # the detail column, its wrapped lines joined
+    assert code == 1, text  # devices check: an unusable device
+    assert f"cannot connect to nobody@127.0.0.1:{port}: timed out after 1 s waiting for the SSH server's greeting" \
+        in text, text
+    assert f"check that 127.0.0.1:{port} is the device's sshd" in text
+    assert "No existing session" not in text
+    assert files_under(tmp_path) == ["hw.yaml", "known_hosts"]
