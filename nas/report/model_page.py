@@ -124,6 +124,23 @@ def _score_formula(record: dict[str, Any]) -> str:
     return ScoreRule(alpha=record.get("score_alpha", 10.0), c=record.get("score_c", 1.0)).formula
 
 
+def _int8_drift(record: dict[str, Any]) -> str:
+    """Where an int8 model lost accuracy against its float32 twin (only when it lost more than the margin)."""
+    drift = record.get("int8_drift")
+    if not drift:
+        return ""
+    rows = "".join(f"<tr><td class=\"text\">{escape(str(r['layer']))}</td><td class=\"text\">{escape(str(r['op']))}</td>"
+                   f"<td>{_fmt(r['rel_rmse'], '.4f')}</td><td>{_fmt(r['growth'], '+.4f')}</td></tr>"
+                   for r in drift.get("worst", []))
+    curve = ", ".join(f"{p['images']} images: {_fmt(p['si_rmse'], '.4f')}" for p in drift.get("calibration", []))
+    return ("<h2>int8 accuracy loss</h2>\n"
+            f"<p>si-RMSE {_fmt(drift.get('si_rmse_int8'), '.4f')} against {_fmt(drift.get('si_rmse_fp32'), '.4f')} "
+            f"for the float32 twin (margin {_fmt(drift.get('margin'), 'g')}). The layers where the error grows "
+            "most (relative RMS error against the float32 model's tensor, and its growth over the layer's "
+            "inputs):</p>\n<table><tr><th>layer</th><th>op</th><th>rel. RMS</th><th>growth</th></tr>"
+            f"{rows}</table>" + (f"\n<p>si-RMSE by calibration-set size: {escape(curve)}.</p>" if curve else ""))
+
+
 def render_model_page(record: dict[str, Any], out: Path, preview_png: str | None, preview_caption: str) -> str:
     """The page's HTML; `preview_png` is a file name in `out` (None: `preview_caption` says why there is none)."""
     header = (f"<h1>Final model: trial {_fmt(record.get('trial'))} of study {escape(str(record.get('study')))}</h1>\n"
@@ -136,7 +153,7 @@ def render_model_page(record: dict[str, Any], out: Path, preview_png: str | None
     if worse := record.get("worse_than_search"):  # the final model scores well below its search trial
         header += f"\n<p class=\"warning\"><strong>Worse than its search trial:</strong> {escape(worse['line'])}</p>"
     arch = f"<h2>Architecture</h2>\n<pre>{escape(json.dumps(record.get('arch', {}), indent=2))}</pre>"
-    body = "\n".join((header, _figures_table(record), _training(record), _parity(record),
+    body = "\n".join((header, _figures_table(record), _training(record), _parity(record), _int8_drift(record),
                       _previews(preview_png, preview_caption), arch, _files(out)))
     title = f"nas finalize: study {record.get('study')}, trial {record.get('trial')}"
     return PAGE.substitute(title=escape(title), body=body)

@@ -150,6 +150,7 @@ class Deployed:
     parity: dict[str, Any]
     stage_seconds: dict[str, float] = field(default_factory=dict)
     fp32_metrics: dict[str, float] | None = None  # int8 models: the float32 model of the same conversion
+    fp32_path: Path | None = None  # int8 models: that float32 model's file
 
 
 def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path, label: str) -> Deployed:
@@ -182,7 +183,7 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     seconds["measure"] = time.perf_counter() - t0
     score = cfg.score_rule.score(metrics["si_rmse"], latency.median_ms)
     return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, exported.parity, seconds,
-                    fp32_metrics)
+                    fp32_metrics, exported.fp32_path if arch.precision == "int8" else None)
 
 
 def trial_weights_setting(config: RunConfig, trial: optuna.trial.FrozenTrial) -> str | Path:

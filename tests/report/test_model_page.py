@@ -128,3 +128,15 @@ def test_previews_use_the_test_split_or_say_they_fall_back_to_validation(tmp_pat
     assert name == "test" and len(split) == PREVIEW_IMAGES and split.rgb.shape[1:] == (48, 64, 3)
     split, name = preview_split(config.model_copy(update={"data": without_test}))
     assert name.startswith("validation") and "test split is empty" in name and len(split) == 2
+
+
+def test_page_shows_where_an_int8_model_lost_accuracy_only_when_it_did(tmp_path):
+    drift = {"si_rmse_int8": 0.31, "si_rmse_fp32": 0.25, "gap": 0.06, "margin": 0.01,
+             "worst": [{"layer": "decoder/conv_3", "op": "CONV_2D", "rel_rmse": 0.2143, "growth": 0.1871,
+                        "shape": [1, 60, 80, 16]}],
+             "layers": [], "calibration": [{"images": 8, "si_rmse": 0.33}, {"images": 32, "si_rmse": 0.31}]}
+    without = write_model_page(tmp_path, record(), None, "no previews").read_text()
+    assert "int8 accuracy loss" not in without
+    html = write_model_page(tmp_path, {**record(), "int8_drift": drift}, None, "no previews").read_text()
+    assert "int8 accuracy loss" in html and "decoder/conv_3" in html and "+0.1871" in html
+    assert "8 images: 0.3300, 32 images: 0.3100" in html

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 
+import numpy as np
 import optuna
 
 from nas.arch import Arch
@@ -18,6 +20,7 @@ from nas.infra.files import atomic_write_text, staged_folder
 from nas.export.tflite_convert import TFLiteModel
 from nas.report.depth_previews import depth_previews
 from nas.report.model_page import search_figures, write_model_page
+from nas.trial.display import rounded
 from nas.trial.pipeline import retrain, trial_weights_setting
 from nas.trial.session import Session
 from nas.trial.record import (arch_of, attrs, best_feasible, budget_of, encoder_weights_of, has_arch, latency_of,
@@ -59,7 +62,8 @@ def write_model_report(out: Path, record: dict) -> Path:
         f"- Parameters {record['params']:,}, MACs {record['macs'] / 1e6:,.0f} M, "
         f"`.tflite` {record['tflite_bytes'] / 1e6:.2f} MB",
         f"- Training: budget {record['budget']}, {record['train_steps']} steps in {record['train_seconds']:.0f} s",
-        f"- Search trial's figures: score {record['search_score']}, si-RMSE {record['search_si_rmse']}",
+        f"- Search trial's figures: score {rounded(record['search_score'])}, si-RMSE "
+        f"{rounded(record['search_si_rmse'])}",
         *([f"- **Warning:** {record['worse_than_search']['line']}"] if record.get("worse_than_search") else []),
         *([f"- The study's accuracy floor, si-RMSE ≤ {record['max_si_rmse']:g}: "
            + ("met" if record["meets_max_si_rmse"] else "**not met** by the final model")]
@@ -72,7 +76,7 @@ def write_model_report(out: Path, record: dict) -> Path:
         "```",
         "",
         f"Files: `model.tflite` ({record['precision']}, float32 input and output: ship this), `model.onnx`, "
-        "`model.pt` (PyTorch weights), `metrics.json`, `preview.png` (input | ground truth | prediction), "
+        "`model.pt` (PyTorch weights), `metrics.json`, `preview.png` (input | ground truth | prediction | error), "
         "`report.html` (this report as a page: search trial against final model, parity checks, and `previews.png`, "
         "input | ground truth | prediction | error on test images).",
     ]
@@ -234,6 +238,25 @@ def check_release_folder(folder: Path) -> None:
                                   "release replaces --out as a whole, so pass a new or empty folder")
 
 
+def int8_drift(deployed, ctx) -> dict[str, Any] | None:
+    """Where an int8 model's accuracy went, when it lost more than the margin against its float32 twin on the
+    validation frames (`nas.export.int8_drift`): the layers where the error grows most and the si-RMSE at
+    three calibration-set sizes; printed, and kept in metrics.json and on the page."""
+    if deployed.fp32_metrics is None or deployed.fp32_path is None:
+        return None
+    from nas.export.int8_drift import PROBE_IMAGES, format_drift, locate_int8_drift
+
+    with console.status("locating the int8 model's accuracy loss"):
+        report = locate_int8_drift(deployed.tflite_path, deployed.fp32_path,
+                                   np.asarray(ctx.val_frames.rgb[:PROBE_IMAGES]),
+                                   si_rmse_int8=deployed.metrics["si_rmse"],
+                                   si_rmse_fp32=deployed.fp32_metrics["si_rmse"], onnx_path=deployed.onnx_path,
+                                   calibration=ctx.calibration_images)
+    if report is not None:
+        console.print(format_drift(report), markup=False, highlight=False)
+    return report
+
+
 def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optuna.trial.FrozenTrial, retrained,
                   ctx, seed: int) -> None:
     """metrics.json, report.md, report.html and previews.png of the retrained model, into `out`."""
@@ -254,6 +277,8 @@ def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optu
         record["worse_than_search"] = {**worse, "line": worse_line(worse, trial.number)}
     if (floor := study_floor(study)) is not None:  # the study's accuracy floor, judged again
         record.update(max_si_rmse=floor, meets_max_si_rmse=deployed.metrics["si_rmse"] <= floor)
+    if drift := int8_drift(deployed, ctx):
+        record["int8_drift"] = drift
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     write_model_report(out, record)
     with console.status("drawing previews on test images"):
