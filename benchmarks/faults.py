@@ -70,6 +70,7 @@ SCENARIOS = ("db_outage", "disk_export", "disk_frames", "ssh_stall", "kill_rerun
 FAULT_CAUSES = re.compile(r"database|disk|space|no longer running|device|conversion server|interrupted|"
                           r"unreachable|heartbeat|SIGTERM|lease", re.IGNORECASE)
 TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # nas.infra.files.atomic_path's temporaries
+STARTED: list[subprocess.Popen] = []  # every worker, so that a stopped benchmark leaves none running
 # Each worker runs `nas run` with the conversion deadlines of the command line (see the module's docstring).
 LAUNCHER = ("import sys\nfrom nas.export.conversion_server import CONVERSIONS as C\n"
             "C.reply_margin_s = float(sys.argv.pop(1)); cap = float(sys.argv.pop(1)); run = C.run\n"
@@ -204,6 +205,7 @@ class Study:
                                       cwd=self.work, env=env, stdout=out, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         self.workers.append(worker)
+        STARTED.append(worker)
         self.logs.append(log)
         return worker
 
@@ -445,6 +447,11 @@ def main() -> None:
                     results[name] = globals()[name](work, url, args, devices, *extra)
                 except Exception as exc:  # one scenario's breakage is a figure too; the others still run
                     results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                finally:
+                    for worker in STARTED:
+                        if worker.poll() is None:
+                            os.killpg(worker.pid, signal.SIGKILL)
+                            worker.wait()
             results[name]["seconds"] = round(time.monotonic() - t0, 1)
             print(f"{name}: {json.dumps(results[name])}", flush=True)
             # after every scenario: a run stopped part-way keeps the figures it has
