@@ -9,7 +9,7 @@ Each fault is injected at the moment named, from outside the workers, as the wor
   owns drops every connection and refuses new ones, as a restarting server does), then comes back.
 - `disk_export`: the workers' temporary folder (a small tmpfs) fills up while a trial exports; freed once
   a trial has failed of it.
-- `disk_frames`: the frame cache (a small tmpfs) is full when a worker starts decoding frames; freed, then
+- `disk_frames`: the frame cache (a `--frames-size` tmpfs) is full when a worker starts decoding frames; freed, then
   the workers start again.
 - `ssh_stall`: the SSH device stops answering mid-measurement (SIGSTOP to its sshd session processes) for
   `--stall-s`, then comes back (SIGCONT).
@@ -166,7 +166,7 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Write a ballast file in `folder` until its file system is full; the file."""
     ballast = folder / "ballast"
-    with open(ballast, "wb") as out:
+    with open(ballast, "wb", buffering=0) as out:  # unbuffered: nothing left to flush onto the full disk
         try:
             while True:
                 out.write(bytes(1 << 16))
@@ -339,7 +339,7 @@ def disk_export(work: Path, url: str, args: argparse.Namespace, devices: list[di
 
 
 def disk_frames(work: Path, url: str, args: argparse.Namespace, devices: list[dict]) -> dict[str, Any]:
-    with tmpfs(work / "results" / "cache" / "frames", "1m") as frames:
+    with tmpfs(work / "results" / "cache" / "frames", args.frames_size) as frames:
         ballast = fill(frames)
         study = Study(work, url, args.trials, args, devices)
         first = study.start()
@@ -418,6 +418,8 @@ def main() -> None:
     parser.add_argument("--conversion-timeout-s", type=float, default=90.0, help="the workers' conversion deadline")
     parser.add_argument("--reply-margin-s", type=float, default=10.0, help="the conversion server's reply margin")
     parser.add_argument("--tmp-size", default="64m", help="the workers' temporary folder in disk_export")
+    parser.add_argument("--frames-size", default="64m", help="the frame cache in disk_frames (the smoke budget's "
+                        "8 training frames take 12.3 MB decoded)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--quick", action="store_true", help="shorter faults: 10 s outage, 10 s stall")
     parser.add_argument("--out", type=Path, default=None)
