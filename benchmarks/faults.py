@@ -414,18 +414,19 @@ def main() -> None:
                                                               "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--trials", type=int, default=2, help="trained trials each scenario's study is to reach")
     parser.add_argument("--outage-s", type=float, default=30.0, help="how long PostgreSQL is away")
-    parser.add_argument("--stall-s", type=float, default=20.0, help="how long the SSH device does not answer")
+    parser.add_argument("--stall-s", type=float, default=20.0,
+                        help="how long the SSH device does not answer (its measure deadline is 10 s)")
     parser.add_argument("--conversion-timeout-s", type=float, default=90.0, help="the workers' conversion deadline")
     parser.add_argument("--reply-margin-s", type=float, default=10.0, help="the conversion server's reply margin")
     parser.add_argument("--tmp-size", default="64m", help="the workers' temporary folder in disk_export")
     parser.add_argument("--frames-size", default="64m", help="the frame cache in disk_frames (the smoke budget's "
                         "8 training frames take 12.3 MB decoded)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
-    parser.add_argument("--quick", action="store_true", help="shorter faults: 10 s outage, 10 s stall")
+    parser.add_argument("--quick", action="store_true", help="shorter faults: 10 s outage, 15 s stall")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
-        args.outage_s, args.stall_s = min(args.outage_s, 10.0), min(args.stall_s, 10.0)
+        args.outage_s, args.stall_s = min(args.outage_s, 10.0), min(args.stall_s, 15.0)
     if os.geteuid() != 0:
         sys.exit("benchmarks/faults.py mounts small tmpfs file systems: run it as root")
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -439,7 +440,7 @@ def main() -> None:
         for name in chosen:
             work = Path(root) / name
             work.mkdir()
-            devices = [ssh_device(sshd, work, name="ssh", measure_timeout_s=20, step_timeout_s=20),
+            devices = [ssh_device(sshd, work, name="ssh", measure_timeout_s=10, step_timeout_s=10),
                        local_device(name="local")]
             t0 = time.monotonic()
             print(f"{name}: running", flush=True)
