@@ -67,9 +67,11 @@ def running_elsewhere(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     Killed workers' trials are failed (and retried) first, not counted: this machine's at once, other
     machines' once their heartbeat is `grace_s` old.
     """
-    for dead in fail_trials_of_dead_workers(study):
-        console.print(f"trial {dead.number} failed: its worker {worker_of(dead)} is no longer running; "
-                      "retried once", markup=False)
+    for dead in fail_trials_of_dead_workers(study):  # a retry is not retried again (max_retry 1)
+        again = ("not retried again (it was a retry)"
+                 if optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(dead) else "retried once")
+        console.print(f"trial {dead.number} failed: its worker {worker_of(dead)} is no longer running; {again}",
+                      markup=False)
     optuna.storages.fail_stale_trials(study)
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
 
@@ -98,7 +100,7 @@ def wait_for_others(study: optuna.Study, target: int, grace_s: float, poll_s: fl
                 by = (datetime.now() + timedelta(seconds=grace_s)).strftime("%H:%M:%S")
                 console.print(f"waiting for trial {trial.number} of worker {worker_of(trial) or '?'}: the target "
                               f"needs it; if that worker is dead, its heartbeat expires by {by} and the trial "
-                              "is retried here", markup=False)
+                              "is retried", markup=False)
         time.sleep(poll_s)
 
 
