@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from nas.arch import Arch, ArchError
 from nas.infra.console import err as console
 from nas.infra.db import worker_id
 from nas.infra.signals import Terminated
+from nas.infra.workers import trial_scratch
 from nas.models.pretrained import WeightSource
 from nas.trial.latency_model import arch_figures
 from nas.trial.pipeline import TrialContext, deploy, initial_network, time_untrained, train_candidate
@@ -197,7 +197,7 @@ class TrialObjective:
     def _deploy_and_record(self, c: Candidate, model: torch.nn.Module) -> TrialRecord:
         """Export, score and time the trained model, store its files, then its record and its accuracy verdict."""
         cfg, trial, arch = self.ctx.config, c.trial, c.arch
-        with tempfile.TemporaryDirectory(prefix=f"nas-trial-{trial.number}-") as tmp:
+        with trial_scratch(trial.number) as tmp:  # named with the pid: a rerun removes it if this worker is killed
             workdir = Path(tmp)
             deployed = deploy(self.ctx, model, arch, workdir, c.label)
             c.stage_seconds.update(deployed.stage_seconds)

@@ -10,6 +10,7 @@ what counts towards `--trials` (`is_trained`) are trial-level rules, so they are
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
@@ -21,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.arch import Arch
 from nas.errors import ConfigError
 from nas.infra.files import sha256_file
+from nas.infra.workers import worker_gone
 
 if TYPE_CHECKING:
     from nas.trial.pipeline import Deployed
@@ -215,6 +217,35 @@ def fail_orphaned_trials(study: optuna.Study, worker: str, reason: str) -> list[
         study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
         study.tell(trial.number, state=TrialState.FAIL)
     return [t.number for t in orphans]
+
+
+def fail_trials_of_dead_workers(study: optuna.Study) -> list[FrozenTrial]:
+    """Fail the running trials whose worker ran on this machine and no longer runs (killed), with the reason,
+    and retry each as a stale heartbeat would (the storage's `RetryHeartbeatStaleTrialCallback`: enqueued
+    once, its `failed_trial` system attribute naming the dead one); the trials failed here.
+
+    Optuna's heartbeat would fail them too, but only `grace_s` after the kill: a prompt rerun on the same
+    machine would count them as running elsewhere meanwhile. A trial of another machine's worker is left to
+    the heartbeat.
+    """
+    storage, failed = study._storage, []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = worker_of(trial)
+        started = trial.datetime_start.timestamp() if trial.datetime_start is not None else None
+        if not worker_gone(worker, started):
+            continue
+        try:  # the reason first: a finished trial takes no attributes; another rerun may fail it first
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"its worker {worker} is no longer running")
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        dead = copy.deepcopy(storage.get_trial(trial._trial_id))
+        retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+        if retry is not None:
+            retry(study, dead)
+        failed.append(dead)
+    return failed
 
 
 # --- readers ----------------------------------------------------------------------------------------------

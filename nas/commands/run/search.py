@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta
+
 import numpy as np
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,11 +18,13 @@ from nas.errors import ConfigError
 from nas.infra.console import err as console
 from nas.infra.third_party import current_log, verbose
 from nas.infra.db import worker_id
+from nas.infra.workers import remove_dead_scratch
 from nas.trial.objective import TrialObjective
 from nas.trial.baselines import enqueue_baselines
 from nas.trial.session import Session
 from nas.trial.progress import StudyProgress
 from nas.trial.record import (arch_of, attrs, best_preset, best_searched, contenders, fail_orphaned_trials,
+                              fail_trials_of_dead_workers, worker_of,
                               is_feasible, precision_of, preset_of, score_of, screened_before_training, study_floor,
                               trained_count)
 from nas.trial.study import artifact_store, open_study
@@ -35,7 +40,9 @@ class StopAtTrainedTrials:
 
     With many workers on one study, the trials other workers are running count too: a worker does not
     start a trial the target no longer needs (should one of theirs fail, its worker goes on). Trials of
-    dead workers are failed first (heartbeat), so they never hold the target up.
+    dead workers are failed first (this machine's at once, others' by the heartbeat), so they never hold
+    the target up. `stopped` says the run stopped here (not for lack of attempts or time), `gave_up` that it
+    stopped for too many screened or failed candidates.
     """
 
     def __init__(self, target: int, max_screened: int, max_failed: int):
@@ -44,19 +51,58 @@ class StopAtTrainedTrials:
         self.max_failed = max_failed
         self.screened_this_run = 0
         self.failed_this_run = 0
+        self.stopped = self.gave_up = False
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.screened_this_run += screened_before_training(trial)
         self.failed_this_run += trial.state == optuna.trial.TrialState.FAIL
-        if (trained_count(study) + running_elsewhere(study) >= self.target
-                or self.screened_this_run >= self.max_screened or self.failed_this_run >= self.max_failed):
+        self.gave_up = self.screened_this_run >= self.max_screened or self.failed_this_run >= self.max_failed
+        if trained_count(study) + len(running_elsewhere(study)) >= self.target or self.gave_up:
+            self.stopped = True
             study.stop()
 
 
-def running_elsewhere(study: optuna.Study) -> int:
-    """Trials other workers are running now (called between trials, so none is this worker's)."""
-    optuna.storages.fail_stale_trials(study)  # a killed worker's trial is failed (and retried), not counted
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+def running_elsewhere(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials other workers are running now (called between trials, so none is this worker's).
+
+    Killed workers' trials are failed (and retried) first, not counted: this machine's at once, other
+    machines' once their heartbeat is `grace_s` old.
+    """
+    for dead in fail_trials_of_dead_workers(study):  # a retry is not retried again (max_retry 1)
+        again = ("not retried again (it was a retry)"
+                 if optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(dead) else "retried once")
+        console.print(f"trial {dead.number} failed: its worker {worker_of(dead)} is no longer running; {again}",
+                      markup=False)
+    optuna.storages.fail_stale_trials(study)
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+
+
+def wait_for_others(study: optuna.Study, target: int, grace_s: float, poll_s: float,
+                    deadline: float | None) -> bool:
+    """Whether this worker should run trials: True when the target needs more than the study holds and its
+    other workers run; False once the target is reached (or the time is up).
+
+    When only trials running elsewhere stand between the study and its target, wait for them, saying
+    so once per trial: a run does not end short of the target while a trial it needs may yet fail.
+    """
+    told: set[int] = set()
+    while True:
+        running = running_elsewhere(study)
+        trained = trained_count(study)
+        if trained >= target:
+            return False
+        if trained + len(running) < target:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        for trial in running:
+            if trial.number not in told:
+                told.add(trial.number)
+                by = (datetime.now() + timedelta(seconds=grace_s)).strftime("%H:%M:%S")
+                console.print(f"waiting for trial {trial.number} of worker {worker_of(trial) or '?'}: the target "
+                              f"needs it; if that worker is dead, its heartbeat expires by {by} and the trial "
+                              "is retried", markup=False)
+        time.sleep(poll_s)
 
 
 def run_search(config: RunConfig) -> optuna.Study:
@@ -83,6 +129,9 @@ def search(session: Session) -> optuna.Study:
                           + "; ".join(conflicts) + "): Optuna cannot change a parameter's choices within a study, "
                           "so every new trial would fail. Run the new space under another --study name, or "
                           "resume this study with the space it was started with")
+    if removed := remove_dead_scratch():
+        console.print(f"removed {len(removed)} scratch folder(s) of killed workers from {removed[0].parent}",
+                      markup=False)
     session.prepare_data()
     write_study_note(study, config, space, devices)
     if config.baselines != "none":
@@ -111,10 +160,19 @@ def search(session: Session) -> optuna.Study:
     objective = TrialObjective(ctx, store, progress)
 
     def optimize(timeout: float | None) -> None:
-        # n_trials bounds the attempts of this run: failed trials use it up too, so a broken device ends the run.
-        attempts = config.trials - trained_count(study) + max_screened
-        study.optimize(objective, n_trials=attempts, timeout=timeout, catch=(Exception,), gc_after_trial=True,
-                       callbacks=[stopper, progress])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll_s = min(5.0, float(config.heartbeat_s))
+        while wait_for_others(study, config.trials, config.grace_s, poll_s, deadline):
+            # n_trials bounds the attempts of this run: failed trials use it up too, so a broken device ends it.
+            attempts = config.trials - trained_count(study) + max_screened
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            stopper.stopped = False
+            study.optimize(objective, n_trials=attempts, timeout=left, catch=(Exception,), gc_after_trial=True,
+                           callbacks=[stopper, progress])
+            if not stopper.stopped or stopper.gave_up:  # out of attempts or time, or too many failures
+                return
 
     me = worker_id()
     optimize_through_outages(optimize, lambda reason: fail_orphaned_trials(study, me, reason), config.storage_url,
