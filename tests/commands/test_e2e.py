@@ -43,6 +43,8 @@ def search(tmp_path_factory):
 def test_run_records_every_contract_field(search):
     work, _, proc = search
     assert "best trials" in proc.stdout and "optuna-dashboard" in proc.stdout
+    # What the budget's figures are worth, and the way to a usable model.
+    assert "coarse blob" in proc.stdout and "nas finalize --study e2e --budget full" in proc.stdout
     # Output to a pipe (a log file, CI): the table is whole, not squeezed into 80 columns of "…".
     header = next(line for line in proc.stdout.splitlines() if "trial" in line and "score" in line)
     assert all(name in header for name in ("si-RMSE", "latency ms", "backbone", "precision")) and "…" not in header

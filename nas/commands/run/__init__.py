@@ -47,6 +47,7 @@ def run_cmd(config_file: ConfigFile = None,
                  "study is created")] = None) -> None:
     """Create or resume a study and run trials (the embedded default needs no arguments)."""
     from nas.commands.run.search import run_search, standing_line, summary_table
+    from nas.trial.study_note import quality_note
 
     config = load_config(config_file, data=data, space=space, hardware=hardware, study=study, storage=storage,
                          trials=trials, timeout=timeout, budget=budget, teacher=teacher,
@@ -69,6 +70,8 @@ def run_cmd(config_file: ConfigFile = None,
         browse += f"   or: optuna-dashboard {config.storage_shown} --artifact-dir {location}\n"
     out.print(f"{browse}"
               f"ship the best: nas finalize --study {config.study} --storage {config.storage_shown}", highlight=False)
+    out.print(quality_note(config.budget, config.study, config.data is None).replace("`", ""), highlight=False,
+              markup=False)  # what the budget's figures are worth, and how to get a usable model
     if log is not None and log.is_file():
         out.print(f"other programs' output (TensorFlow, LiteRT, Optuna): {log}", highlight=False, markup=False)
     if reason := run_failure(study_obj, started):
