@@ -30,8 +30,14 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
+_routed: Path | None = None  # the log this process routed its own loggers to (children only inherit the path)
+
+
 def current_log() -> Path | None:
-    """The file other programs' output goes to in this process, or None (verbose, or not routed yet)."""
+    """The file other programs' output goes to in this process, or None (verbose, or not routed yet): the one
+    this process chose, else the one its parent passed down."""
+    if _routed is not None:
+        return _routed
     value = os.environ.get(LOG_ENV)
     return Path(value) if value else None
 
@@ -39,12 +45,14 @@ def current_log() -> Path | None:
 def route_to_log(folder: Path, command: str) -> Path | None:
     """Send other programs' output to `folder/<command>-<time>-<pid>.log` from now on; the file's path, or None
     when the user asked for everything on the terminal. Idempotent within a process."""
+    global _routed
     if verbose():
         return None
-    if (log := current_log()) is not None:
-        return log
+    if _routed is not None:
+        return _routed
     log = folder / f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     os.environ[LOG_ENV] = str(log)
+    _routed = log
     # TensorFlow's C++ logging, here and in every conversion child: errors still reach the log via stderr.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import optuna  # first: at import it installs a stderr handler of its own, replaced below

@@ -74,12 +74,15 @@ def test_pareto_objective_has_two_named_minimised_metrics(tmp_path):
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
 
 
-def test_load_study_names_a_missing_study(tmp_path):
+def test_load_study_names_a_missing_study_or_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'nas.db'}"
-    with pytest.raises(ConfigError, match=f"no study 'nope' in {url}"):
+    with pytest.raises(ConfigError, match="no study database at"):  # and creates none (tests/commands)
         load_study(url, "nope")
+    assert not (tmp_path / "nas.db").exists()
     config = load_config(None, storage=url, study="there", results=tmp_path)
     open_study(config)
+    with pytest.raises(ConfigError, match=f"no study 'nope' in {url}"):
+        load_study(url, "nope")
     assert load_study(url, "there").study_name == "there"
 
 
@@ -188,5 +191,5 @@ def test_a_studys_accuracy_floor_is_set_when_it_is_created_and_kept(tmp_path):
     assert open_study(config("open", None)).user_attrs["max_si_rmse"] is None
     with pytest.raises(ConfigError, match="created with max_si_rmse none, this run asks for 0.2"):
         open_study(config("open", 0.2))
-    with pytest.raises(ConfigError, match="max_si_rmse: Input should be greater than 0"):
+    with pytest.raises(ConfigError, match="--max-si-rmse: Input should be greater than 0"):  # named as the flag
         config("bad", 0.0)
