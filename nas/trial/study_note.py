@@ -66,7 +66,7 @@ def quality_note(budget_name: str, study: str, synthetic: bool) -> str:
                    "model: at this budget every prediction is a coarse blob. That is the budget, not the tool.")
     how = (f"For a usable model, retrain the best architecture with `nas finalize --study {study} --budget full` "
            f"({full.steps} steps × batch {full.batch_size} at {full.train_width}×{full.train_height}), on a machine "
-           "with a GPU (training uses CUDA when PyTorch sees one)"
+           "with a GPU (training runs on it when PyTorch sees one)"
            + (", on real data (`--data`, MAI 2021 layout) instead of the synthetic scenes" if synthetic
               else ", on the study's real data")
            + ", with pretrained encoders (`--pretrained imagenet`, or `auto` with the weights in the Hugging Face "
