@@ -40,21 +40,17 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import optuna
 import psutil
-import sqlalchemy
 import yaml
 from sqlalchemy.engine import make_url
 
@@ -63,6 +59,8 @@ from common import results_path, write_result
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the tests' real sshd and device profiles
 from helpers.devices import local_device, running_sshd, ssh_device  # noqa: E402
+from helpers.disk import small_disk  # noqa: E402
+from helpers.outage import DroppingRelay, fresh_database  # noqa: E402
 
 State = optuna.trial.TrialState
 SCENARIOS = ("db_outage", "disk_export", "disk_frames", "ssh_stall", "kill_rerun", "wedged_server")
@@ -79,88 +77,6 @@ LAUNCHER = ("import sys\nfrom nas.export.conversion_server import CONVERSIONS as
 
 
 # --- the world the workers live in ---------------------------------------------------------------------------
-
-@contextmanager
-def database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for one scenario, dropped afterwards; its URL."""
-    name = f"nas_faults_{uuid.uuid4().hex[:10]}"
-    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-
-class Relay:
-    """A TCP relay to PostgreSQL this script can take down (every connection dropped, new ones refused)."""
-
-    def __init__(self, upstream: tuple[str, int]):
-        self.upstream, self.up, self.lock, self.open = upstream, threading.Event(), threading.Lock(), []
-        self.up.set()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.upstream)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.open += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for s in (source, sink):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def down(self) -> None:
-        self.up.clear()
-        with self.lock:
-            for s in self.open:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            self.open = []
-
-    def url(self, database_url: str) -> str:
-        return make_url(database_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
-
-
-@contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A small real file system at `path` (root: mount)."""
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill(folder: Path) -> Path:
@@ -309,14 +225,14 @@ def two_workers(study: Study) -> None:
 
 def db_outage(work: Path, url: str, args: argparse.Namespace, devices: list[dict]) -> dict[str, Any]:
     parsed = make_url(url)
-    relay = Relay((parsed.host or "127.0.0.1", parsed.port or 5432))
+    relay = DroppingRelay((parsed.host or "127.0.0.1", parsed.port or 5432))
     study = Study(work, relay.url(url), args.trials, args, devices, outage_s=int(args.outage_s * 4 + 60),
                   grace_s=int(max(60, args.outage_s * 2)))
     two_workers(study)
     study.wait("a trial to export", study.scratch)
-    relay.down()
+    relay.go_down()
     time.sleep(args.outage_s)
-    relay.up.set()
+    relay.come_back()
     end = time.time()
     codes = study.finish()
     study.storage = url  # read past the relay
@@ -324,7 +240,7 @@ def db_outage(work: Path, url: str, args: argparse.Namespace, devices: list[dict
 
 
 def disk_export(work: Path, url: str, args: argparse.Namespace, devices: list[dict]) -> dict[str, Any]:
-    with tmpfs(work / "tmp", args.tmp_size) as tmp:
+    with small_disk(work / "tmp", args.tmp_size) as tmp:
         study = Study(work, url, args.trials, args, devices)
         two_workers(study)
         study.wait("a trial to export", study.scratch)
@@ -339,7 +255,7 @@ def disk_export(work: Path, url: str, args: argparse.Namespace, devices: list[di
 
 
 def disk_frames(work: Path, url: str, args: argparse.Namespace, devices: list[dict]) -> dict[str, Any]:
-    with tmpfs(work / "results" / "cache" / "frames", args.frames_size) as frames:
+    with small_disk(work / "results" / "cache" / "frames", args.frames_size) as frames:
         ballast = fill(frames)
         study = Study(work, url, args.trials, args, devices)
         first = study.start()
@@ -444,7 +360,7 @@ def main() -> None:
                        local_device(name="local")]
             t0 = time.monotonic()
             print(f"{name}: running", flush=True)
-            with database(args.postgres) as url:
+            with fresh_database(args.postgres, "nas_faults") as url:
                 try:
                     extra = (sshd,) if name == "ssh_stall" else ()
                     results[name] = globals()[name](work, url, args, devices, *extra)

@@ -26,40 +26,23 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 import yaml
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from common import results_path, write_result
 from nas.config import load_config
 from nas.commands.run.search import run_search
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # a fresh PostgreSQL database per run, as the tests make one
+from helpers.outage import fresh_database  # noqa: E402
 State = optuna.trial.TrialState
-
-
-@contextmanager
-def database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for one run, dropped afterwards; its URL."""
-    name = f"nas_bench_{uuid.uuid4().hex[:10]}"
-    engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
 
 
 def smoke_settings(work: Path, storage: str, study: str, trials: int, **extra: Any) -> dict[str, Any]:
@@ -186,12 +169,12 @@ def main() -> None:
     result: dict[str, Any] = {"trials": args.trials}
     with tempfile.TemporaryDirectory(prefix="nas-sqlite-") as tmp:
         result["db_time_sqlite"] = database_time(f"sqlite:///{tmp}/nas.db", args.trials)
-    with database(args.postgres) as url:
+    with fresh_database(args.postgres, "nas_bench") as url:
         result["db_time_postgres"] = database_time(url, args.trials)
     for workers in (1, 2):
-        with database(args.postgres) as url:
+        with fresh_database(args.postgres, "nas_bench") as url:
             result[f"throughput_{workers}_worker"] = throughput(url, workers, args.trials)
-    with database(args.postgres) as url:
+    with fresh_database(args.postgres, "nas_bench") as url:
         result["sigkill_to_retry"] = kill_to_retry(url)
     write_result("workers", result, path=out)
     print(json.dumps(result, indent=2))

@@ -5,13 +5,13 @@ The helpers behind them live in `helpers/` (tests import helpers from there, nev
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.browser import CHROMEDRIVER, CHROMIUM
 from helpers.devices import POSTGRES_URL, Sshd, running_sshd
+from helpers.outage import fresh_database
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -74,22 +74,8 @@ def postgres_url() -> str:
 @pytest.fixture()
 def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
     """An empty PostgreSQL database of its own (Optuna's tables not created yet), dropped afterwards."""
-    import sqlalchemy
-    from sqlalchemy.engine import make_url
-
-    from nas.infra.db import make_engine
-
-    name = f"nas_test_{uuid.uuid4().hex[:12]}"
-    engine = make_engine(postgres_url)
-    admin = engine.execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with fresh_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture()

@@ -7,14 +7,13 @@ test, which drops every open connection and refuses new ones for a while, as a r
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 from helpers.devices import local_device, wrapper_python, write_profile
+from helpers.outage import DroppingRelay
 from helpers.workers import start_worker, trials_of, wait_for, write_config
 from sqlalchemy.engine import make_url
 
@@ -22,67 +21,6 @@ from nas.errors import NasRuntimeError
 from nas.infra.outage import wait_for_database
 
 State = optuna.trial.TrialState
-
-
-class DroppingRelay:
-    """A TCP relay to PostgreSQL that can go down (drop every connection, refuse new ones) and come back."""
-
-    def __init__(self, upstream: tuple[str, int]):
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = threading.Event()
-        self.up.set()
-        self.open: list[socket.socket] = []
-        self.dropped = 0
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                client.close()  # a server that is restarting: the connection ends at once
-                continue
-            server = socket.create_connection(self.upstream)
-            with self.lock:
-                self.open += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for s in (source, sink):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def go_down(self) -> None:
-        self.up.clear()
-        with self.lock:
-            for s in self.open:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            self.dropped += len(self.open) // 2
-            self.open = []
-
-    def come_back(self) -> None:
-        self.up.set()
-
-    def url(self, database_url: str) -> str:
-        return make_url(database_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
 
 
 def test_waiting_for_the_database_backs_off_until_it_answers_or_the_limit(postgres_url: str) -> None:
