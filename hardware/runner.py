@@ -208,6 +208,7 @@ def environment(runtime: Optional[str], version: Optional[str], sysfs: str = "/s
         "cpu": read_cpu(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "kernel": platform.release(),
         "python": platform.python_version(),
         "temperature_c": read_temperature(sysfs),
         "throttled": read_throttled(),

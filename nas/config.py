@@ -88,7 +88,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "training": ("budget", "teacher", "distill", "distill_lambda", "pretrained"),
     "data": ("data", "deploy_height", "deploy_width", "synth_train", "synth_val", "synth_test", "synth_seed",
              "calibration_images"),
-    "device": ("hardware", "trust_new_host_keys", "parity_tolerance", "parity_rtol"),
+    "device": ("hardware", "trust_new_host_keys", "parity_tolerance", "parity_rtol", "reference_every",
+               "reference_tolerance"),
     "workers": ("storage", "results", "artifacts", "heartbeat_s", "grace_s", "outage_s"),
 }
 
@@ -134,6 +135,13 @@ class RunConfig(BaseModel):
                                 "created; none: no floor, the Final Score alone decides")
     parity_tolerance: float = Field(1e-3, gt=0)  # metres, plus parity_rtol × depth
     parity_rtol: float = Field(1e-4, ge=0)
+    # A pool that agrees with itself (`nas.hardware.agreement`): every device times the reference model at a
+    # worker's start and every `reference_every` latency measurements; one off by more than
+    # `reference_tolerance` from its own first figure or the pool's median is taken out until it agrees again.
+    reference_every: int = Field(10, ge=0, description="latency measurements between the pool's reference "
+                                                       "checks (each device times the reference model); 0: no checks")
+    reference_tolerance: float = Field(0.10, gt=0, lt=1, description="share a device's reference figure may be "
+                                       "off its own first figure or the pool's median before it is taken out")
     synth_train: int = Field(160, ge=1)
     synth_val: int = Field(16, ge=1)
     synth_test: int = Field(16, ge=0)

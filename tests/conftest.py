@@ -34,7 +34,7 @@ def sshd_without_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 16x16 float32 conv net as .tflite: each invoke takes microseconds."""
-    from nas.hardware.check import build_reference_model
+    from nas.hardware.reference import build_reference_model
 
     return build_reference_model(tmp_path_factory.mktemp("model") / "tiny.tflite", 16, 16, 8)
 
@@ -42,7 +42,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second tiny model with other bytes (another sha256)."""
-    from nas.hardware.check import build_reference_model
+    from nas.hardware.reference import build_reference_model
 
     return build_reference_model(tmp_path_factory.mktemp("model_b") / "tiny_b.tflite", 16, 16, 4)
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, and_, insert, or_, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, and_, delete, insert, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -110,3 +110,11 @@ class LatencyCache:
                     created_at=time.time()))
         except IntegrityError:
             pass
+
+    def forget(self, device: str, since: float, until: float) -> int:
+        """Drop a device's entries stored between two times (epoch seconds), so those models are timed again;
+        how many were dropped."""
+        stmt = delete(CACHE).where(and_(CACHE.c.device == device, CACHE.c.created_at >= since,
+                                        CACHE.c.created_at <= until))
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount or 0)

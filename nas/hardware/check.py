@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,11 @@ from rich.table import Table
 from rich.text import Text
 
 from nas.infra.console import out
-from nas.infra.files import atomic_write_bytes, sha256_file
-from nas.infra.third_party import native_stderr_to_log
+from nas.infra.files import sha256_file
 from nas.hardware.backend import Backend, MeasurementError
 from nas.hardware.meter import default_holder, make_backend
 from nas.hardware.pool import LeaseHeartbeat, LeasePool
+from nas.hardware.reference import build_reference_model, reference_model
 from nas.infra.db import make_engine
 from nas.infra.storage import check_database, check_writable_folder
 from nas.hardware.profile import DeviceProfile, load_hardware
@@ -31,52 +29,6 @@ from nas.hardware.throttle import describe_throttled
 
 # Styled cells: the consoles print text as it is (no markup), so messages with brackets survive.
 OK, WARN, FAIL = Text("ok", style="green"), Text("warn", style="yellow"), Text("FAIL", style="red")
-
-
-def build_reference_model(path: Path, height: int = 96, width: int = 128, channels: int = 16) -> Path:
-    """Write a small float32 conv net as `.tflite` (TensorFlow converter; seeded weights).
-
-    It is the same kind of graph a trial exports (convs, ReLU, a depthwise conv, a resize), small
-    enough to time in milliseconds on a Pi 4; tests use a 16x16 one that runs in microseconds.
-    """
-    import numpy as np
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with native_stderr_to_log():  # TensorFlow's start-up probes (CUDA, oneDNN) print from C++
-        import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-
-    def weights(*shape: int) -> tf.Tensor:
-        return tf.constant((rng.standard_normal(shape) * 0.1).astype(np.float32))
-
-    w_in, w_dw, w_pw, w_out = (weights(3, 3, 3, channels), weights(3, 3, channels, 1),
-                               weights(1, 1, channels, channels), weights(1, 1, channels, 1))
-
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
-    def net(x: tf.Tensor) -> tf.Tensor:
-        y = tf.nn.relu(tf.nn.conv2d(x, w_in, 2, "SAME"))
-        y = tf.nn.relu(tf.nn.depthwise_conv2d(y, w_dw, [1, 1, 1, 1], "SAME"))
-        y = tf.nn.relu(tf.nn.conv2d(y, w_pw, 1, "SAME"))
-        y = tf.image.resize(y, [height, width], method="nearest")
-        return tf.nn.conv2d(y, w_out, 1, "SAME")
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
-    with native_stderr_to_log():  # the MLIR converter reports its passes from C++
-        data = converter.convert()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-    return path
-
-
-def reference_model(results_dir: Path | None) -> Path:
-    """The reference model, built once and kept under results/hardware/ when there is one."""
-    folder = Path(results_dir) / "hardware" if results_dir else Path(tempfile.mkdtemp(prefix="nas-"))
-    path = folder / "reference-96x128.tflite"
-    if not path.is_file():
-        build_reference_model(path)
-    return path
 
 
 def _sustained_row(run: dict[str, Any], table: Table) -> bool:

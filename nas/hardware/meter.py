@@ -24,7 +24,9 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from nas.errors import NasRuntimeError
 from nas.infra.files import sha256_file
+from nas.hardware.agreement import OK, OUT, Agreement, ReferenceFigure, epoch_of
 from nas.hardware.backend import (Backend, BackendOptions, DeviceBusy, DeviceError, LeaseLost, MeasurementError,
                                   create_backend)
 from nas.hardware.cache import LatencyCache, MeasureSetup
@@ -32,6 +34,7 @@ from nas.hardware.health import HealthMarks
 from nas.hardware.pool import LeaseHeartbeat, LeasePool
 from nas.infra.db import make_engine
 from nas.hardware.profile import DeviceProfile
+from nas.hardware.reference import reference_model_apart
 from nas.hardware.throttle import throttled_now
 
 Progress = Callable[[str], None]
@@ -82,14 +85,23 @@ class LatencyResult:
     cpu_cur_freq_khz: int | None = None
     cpu_cur_freq_before_khz: int | None = None
     cpu_max_freq_khz: int | None = None
+    # The device's kernel release (`uname -r`); None in records taken before the runner reported it.
+    kernel: str | None = None
 
     def __post_init__(self) -> None:
         if self.threads_curve is not None:  # JSON (the cache, Optuna attrs) gives string keys back
             self.threads_curve = {int(k): float(v) for k, v in self.threads_curve.items()}
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What the device was when it gave this figure: CPU, kernel, runtime and its version, governor and
+        temperature. Figures of devices with different fingerprints are compared knowing it."""
+        return {"cpu": self.cpu, "kernel": self.kernel, "runtime": self.runtime,
+                "runtime_version": self.runtime_version, "cpu_governor": self.cpu_governor,
+                "temperature_c": self.temperature_c}
+
     def as_record(self) -> dict[str, Any]:
-        """JSON-safe dict, ready for Optuna user attrs."""
-        return dataclasses.asdict(self)
+        """JSON-safe dict, ready for Optuna user attrs; carries the device's `fingerprint`."""
+        return {**dataclasses.asdict(self), "fingerprint": self.fingerprint()}
 
     @classmethod
     def from_record(cls, record: dict[str, Any], cached: bool) -> LatencyResult:
@@ -136,12 +148,20 @@ class LatencyMeter:
     process holds (it times on the device, outside the lease pool) is waited for that long, tried every
     `busy_poll_s` (each try starts a runner, which loads its runtime: seldom, not to slow the one timing),
     before it counts as failing; 0 (a search) retries it `retries` times and moves on.
+
+    `reference_every` > 0 keeps the pool in agreement (`nas.hardware.agreement`): at first contact with a
+    device (again after an unhealthy mark ran out) and every `reference_every` calls of `measure()`, each
+    healthy device times the reference model (`reference_model`, default: built once under results/hardware/
+    in a child process); one off by more than `reference_tolerance` is taken out for its `unhealthy_s`, its
+    figures since its last agreeing check are flagged and dropped from the cache, and it must agree again to
+    come back. 0 (the default here; `nas run` passes its settings) checks nothing.
     """
 
     def __init__(self, devices: Sequence[DeviceProfile], storage_url: str, results_dir: Path,
                  holder: str | None = None, trust_new_host_keys: bool = False, *,
                  lease_wait_s: float = 1800.0, poll_s: float = 2.0, use_cache: bool = True,
-                 busy_wait_s: float = 0.0, busy_poll_s: float = 10.0):
+                 busy_wait_s: float = 0.0, busy_poll_s: float = 10.0, reference_every: int = 0,
+                 reference_tolerance: float = 0.10, reference_model: Path | None = None):
         if not devices:
             raise ValueError("LatencyMeter needs at least one device")
         self.devices = list(devices)
@@ -163,6 +183,12 @@ class LatencyMeter:
         self._setups: dict[str, MeasureSetup] = {}  # measurement setup seen per device key
         self._lock = threading.Lock()
         self._beat: LeaseHeartbeat | None = None  # keeps the current lease alive
+        self.reference_every = reference_every
+        self.agreement = Agreement(self.engine, reference_tolerance) if reference_every > 0 else None
+        self._reference_path = Path(reference_model) if reference_model is not None else None
+        self._calls = 0  # measure() calls, for the agreement checks
+        self._agreed: set[str] = set()  # devices whose reference figure agreed since the last round was due
+        self._taken_out: set[str] = set()  # devices out for disagreeing, to say when they are back
 
     # ---- public -----------------------------------------------------------------------------
 
@@ -252,6 +278,12 @@ class LatencyMeter:
     # ---- steps ------------------------------------------------------------------------------
 
     def _measure(self, path: Path, sha: str, note: Progress) -> LatencyResult:
+        if self.agreement is not None:
+            self._calls += 1
+            if self._calls > 1 and (self._calls - 1) % self.reference_every == 0:
+                self._agreed.clear()  # a round is due: every device times the reference model again
+            self._expire_marks(note)
+            self._check_agreement(note)
         if self.use_cache:
             hit = self._known_hit(sha)
             if hit is not None:
@@ -293,6 +325,7 @@ class LatencyMeter:
                 if exc.blame == "device":
                     self.health.mark(dev.key, str(exc), dev.unhealthy_s)
                     self._setups.pop(dev.key, None)
+                    self._agreed.discard(dev.key)
                     note(f"{dev.name} marked unhealthy for {dev.unhealthy_s:g} s: {exc}")
                 else:
                     note(f"{dev.name} skipped for this model: {exc}")
@@ -309,10 +342,83 @@ class LatencyMeter:
         names = {d.key: d.name for d in self.devices}
         for key in self.health.expire():
             self._setups.pop(key, None)
+            self._agreed.discard(key)  # probed again, and timed on the reference model before it is used
             backend = self._backends.get(key)
             if backend is not None:
                 backend.close()
             note(f"{names.get(key, key)}: unhealthy mark expired, probing it again")
+
+    def _reference(self) -> Path:
+        """The reference model's file, built (once, in a child process) on first need."""
+        if self._reference_path is None:
+            try:
+                self._reference_path = reference_model_apart(self.results_dir)
+            except NasRuntimeError as exc:
+                raise MeasurementError(str(exc)) from None
+        return self._reference_path
+
+    def _check_agreement(self, note: Progress) -> None:
+        """Each healthy device not checked since the round was due times the reference model, leased in turn,
+        and is judged. A device that cannot be checked now (busy, a transient failure) is checked at the next
+        measurement; one that fails for good is marked unhealthy as a measurement would mark it."""
+        for dev in self.devices:
+            if dev.key in self._agreed or self.health.reason(dev.key) is not None:
+                continue
+            path = self._reference()
+            try:
+                dev = self.pool.acquire([dev], self.lease_wait_s, self.poll_s, note)
+            except MeasurementError as exc:
+                note(f"{dev.name}: reference check put off: {exc}")
+                continue
+            try:
+                with LeaseHeartbeat(self.pool, dev.key, dev.lease_s) as beat:
+                    self._beat = beat
+                    result = self._with_retries(dev, path, sha256_file(path), note, reference=True)
+                self._judge(dev, result, note)
+            except LeaseLost as exc:
+                note(f"{dev.name}: reference check put off: {exc}")
+            except DeviceError as exc:
+                if exc.blame == "transient":
+                    note(f"{dev.name}: reference check put off: {exc}")
+                    continue
+                self.health.mark(dev.key, str(exc), dev.unhealthy_s)
+                self._setups.pop(dev.key, None)
+                note(f"{dev.name} marked unhealthy for {dev.unhealthy_s:g} s: {exc}")
+            finally:
+                self._beat = None
+                try:
+                    self.pool.release(dev.key)
+                except Exception as exc:  # the lease expires anyway
+                    note(f"{dev.name}: could not release lease ({exc}); it will expire")
+
+    def _judge(self, dev: DeviceProfile, result: LatencyResult, note: Progress) -> None:
+        """Store a reference figure with its verdict; a disagreeing device is taken out of the pool, its
+        figures since its last agreeing check flagged and dropped from the cache."""
+        assert self.agreement is not None
+        setup = self._setups[dev.key].digest()
+        reason = self.agreement.judge(dev.key, setup, result.median_ms)
+        since = self.agreement.last_ok(dev.key)  # read before this figure is stored
+        self.agreement.record(ReferenceFigure(
+            device=dev.key, name=dev.name, holder=self.holder, time=result.measure_start,
+            median_ms=result.median_ms, setup=setup, fingerprint=result.fingerprint(),
+            verdict=OUT if reason else OK, reason=reason))
+        if reason is None:
+            self._agreed.add(dev.key)
+            if dev.key in self._taken_out:
+                self._taken_out.discard(dev.key)
+                note(f"{dev.name} is back in the pool: reference {result.median_ms:.2f} ms agrees again")
+            return
+        flagged = "no earlier figures to flag"
+        if since is not None:
+            self.agreement.flag(dev.key, dev.name, since.time, result.measure_end, reason)
+            dropped = self.cache.forget(dev.key, epoch_of(since.time), epoch_of(result.measure_end))
+            clock = datetime.fromisoformat(since.time).astimezone(timezone.utc).strftime("%H:%M:%S")
+            flagged = (f"its figures since {clock} UTC flagged"
+                       + (f" ({dropped} cached figure(s) to time again)" if dropped else ""))
+        self.health.mark(dev.key, f"{dev.name} taken out of the pool: {reason}", dev.unhealthy_s)
+        self._setups.pop(dev.key, None)
+        self._taken_out.add(dev.key)
+        note(f"{dev.name} taken out of the pool: {reason}; {flagged}; probed again in {dev.unhealthy_s:g} s")
 
     def _known_hit(self, sha: str) -> LatencyResult | None:
         """A cached figure for a device whose measurement setup this process already knows."""
@@ -347,7 +453,7 @@ class LatencyMeter:
                             threads_fixed=dev.threads_fixed,
                             governor=str(env.get("cpu_governor") or "unknown"))
 
-    def _with_retries(self, dev: DeviceProfile, path: Path, sha: str, note: Progress
+    def _with_retries(self, dev: DeviceProfile, path: Path, sha: str, note: Progress, reference: bool = False
                       ) -> LatencyResult:
         """One leased session, reconnecting with back-off when the link drops or the device is busy.
 
@@ -359,7 +465,7 @@ class LatencyMeter:
         self._busy_since = None
         while True:
             try:
-                return self._session(dev, backend, path, sha, note)
+                return self._session(dev, backend, path, sha, note, reference)
             except DeviceError as exc:
                 if not exc.retry:
                     raise
@@ -425,7 +531,9 @@ class LatencyMeter:
         return env
 
     def _session(self, dev: DeviceProfile, backend: Backend, path: Path, sha: str,
-                 note: Progress) -> LatencyResult:
+                 note: Progress, reference: bool = False) -> LatencyResult:
+        """One timing on a leased device; `reference`: the reference model, always timed afresh and never
+        stored in the latency cache."""
         self._renew(dev, "before connecting")
         backend.connect()
         setup = self._setups.get(dev.key)
@@ -435,7 +543,7 @@ class LatencyMeter:
             # there and gives its version and the board, parts of the cache key.
             env = self._when_cool(dev, note, lambda: self._probe(dev, backend))
             setup = self._setups[dev.key] = self._setup(dev, backend, env)
-        if self.use_cache:
+        if self.use_cache and not reference:
             # Also after a lookup before leasing: another worker may have timed it meanwhile.
             record = self.cache.get(sha, dev.key, setup)
             if record is not None:
@@ -475,11 +583,11 @@ class LatencyMeter:
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(f"{dev.name}: runner output incomplete ({exc!r}): {out}") from None
         result.board = setup.board
-        if not result.contended:
+        if not result.contended and not reference:
             self.cache.put(sha, dev.key, setup, result.as_record())
         backend.discard_model(ref)
-        self._log({"event": "measured", "model": str(path), **result.as_record()})
-        note(f"{dev.name}: median {result.median_ms:.2f} ms, p90 {result.p90_ms:.2f} ms")
+        self._log({"event": "reference" if reference else "measured", "model": str(path), **result.as_record()})
+        note(f"{dev.name}: {'reference model: ' if reference else ''}median {result.median_ms:.2f} ms, p90 {result.p90_ms:.2f} ms")
         return result
 
     @staticmethod
@@ -501,7 +609,7 @@ class LatencyMeter:
             repeat_medians_ms=out.get("repeat_medians_ms"), threads_curve=out.get("threads_curve"),
             cpu_governor=out.get("cpu_governor"), cpu_cur_freq_khz=out.get("cpu_cur_freq_khz"),
             cpu_cur_freq_before_khz=out.get("cpu_cur_freq_before_khz"),
-            cpu_max_freq_khz=out.get("cpu_max_freq_khz"))
+            cpu_max_freq_khz=out.get("cpu_max_freq_khz"), kernel=out.get("kernel"))
 
     def _log(self, entry: dict[str, Any]) -> None:
         """Append to results/hardware/measurements.jsonl: an audit trail (never secrets)."""

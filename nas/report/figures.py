@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from optuna.trial import FrozenTrial  # noqa: E402
 
+from nas.hardware.agreement import ReferenceFigure  # noqa: E402
 from nas.metrics import ScoreRule
 from nas.trial.record import backbone_of, is_feasible, latency_of, precision_of, preset_of, score_of, si_rmse_of  # noqa: E402
 from nas.report.trials import pareto_front  # noqa: E402
@@ -182,3 +183,26 @@ def _save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
         fig.tight_layout()
     atomic_save(path, lambda f: fig.savefig(f, dpi=DPI, format="png"))
     plt.close(fig)
+
+
+def reference_figure(figures: list[ReferenceFigure], path: Path) -> None:
+    """Each device's reference figures over time, one line per device; figures judged out are red crosses."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    names = sorted({f.name for f in figures})
+    for i, name in enumerate(names):
+        mine = [f for f in figures if f.name == name]
+        times = [datetime.fromisoformat(f.time) for f in mine]
+        ax.plot(times, [f.median_ms for f in mine], marker="o", markersize=4, color=plt.get_cmap("tab10")(i % 10),
+                label=name)
+        out = [(t, f.median_ms) for t, f in zip(times, mine) if f.verdict != "ok"]
+        if out:
+            ax.scatter([t for t, _ in out], [ms for _, ms in out], marker="x", s=60, color="tab:red", zorder=4)
+    if any(f.verdict != "ok" for f in figures):
+        ax.scatter([], [], marker="x", color="tab:red", label="taken out of the pool")
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel("reference model, median ms")
+    ax.set_title("reference figures per device")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    _save(fig, path)

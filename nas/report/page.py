@@ -19,6 +19,7 @@ from nas.trial.display import when
 from nas.trial.record import attrs, is_feasible, precision_of, preset_of, score_of
 from nas.report.figures import ParetoDrawn
 from nas.report.cost import STAGES, StudyCost
+from nas.report.devices import DeviceRow
 from nas.report.importance import METHOD, top_count
 from nas.report.proxy import proxy_section
 from nas.report.trials import arch_line
@@ -48,6 +49,11 @@ class ReportContent:
     proxy_check: dict[str, Any] | None = None  # the study attribute `proxy_check`, when `nas proxy-check` ran
     max_si_rmse: float | None = None  # the study's accuracy floor; `best` meets it
     quality: str = ""  # what the study's budget means (`nas.trial.study_note.quality_note`), with `code` spans
+    devices: list[DeviceRow] = field(default_factory=list)  # complete trials by device
+    reference_png: str | None = None  # each device's reference figures over time
+    reference_count: int = 0  # reference figures in the study database
+    reference_out: int = 0  # of them, judged out
+    flagged_windows: int = 0
 
 
 PAGE = Template("""<!DOCTYPE html>
@@ -248,7 +254,38 @@ def _cost(c: ReportContent) -> str:
     return "\n".join(parts)
 
 
+def _fingerprint(print_: dict[str, Any]) -> str:
+    if not print_:
+        return "–"
+    temp = print_.get("temperature_c")
+    parts = [print_.get("cpu"), f"kernel {print_['kernel']}" if print_.get("kernel") else None,
+             " ".join(str(v) for v in (print_.get("runtime"), print_.get("runtime_version")) if v),
+             f"governor {print_['cpu_governor']}" if print_.get("cpu_governor") else None,
+             f"{temp:.1f} °C" if isinstance(temp, (int, float)) else None]
+    return escape(", ".join(str(p) for p in parts if p))
+
+
+def _devices(c: ReportContent) -> str:
+    if not c.devices and not c.reference_count:
+        return ""
+    parts = ["<h2 id=\"devices\">Devices</h2>"]
+    if c.devices:
+        rows = "".join(f"<tr><td class=\"text\">{escape(d.device)}</td><td>{d.trials}</td>"
+                       f"<td>{_fmt(d.median_latency_ms, '.2f')}</td><td>{d.flagged}</td>"
+                       f"<td class=\"text\">{_fingerprint(d.fingerprint)}</td></tr>" for d in c.devices)
+        parts.append("<p>Complete trials by the device that timed them. A flagged trial was timed while its device "
+                     "disagreed with the pool (between its last agreeing reference figure and the one that took it "
+                     "out): compare its latency with care.</p>"
+                     "<table><tr><th>device</th><th>trials</th><th>median latency ms</th><th>flagged</th>"
+                     f"<th>fingerprint of the latest measurement</th></tr>{rows}</table>")
+    if c.reference_png:
+        parts.append(_figure(c.reference_png, "reference figures per device",
+                             f"{c.reference_count} timing(s) of the reference model; {c.reference_out} judged out "
+                             f"(red crosses), {c.flagged_windows} window(s) of figures flagged."))
+    return "\n".join(parts)
+
+
 def render_page(c: ReportContent) -> str:
     body = "\n".join(part for part in (_header(c), _quality(c), _pareto(c), _history(c), _importances(c), _table(c),
-                                       proxy_section(c.proxy_check), _previews(c), _cost(c)) if part)
+                                       _devices(c), proxy_section(c.proxy_check), _previews(c), _cost(c)) if part)
     return PAGE.substitute(title=escape(f"nas report: {c.study_name}"), body=body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from nas.trial.record import first_feasible, scored_trials, study_budget, study_
 from nas.trial.study_note import quality_note
 from nas.trial.study import artifact_store, load_study, open_storage
 from nas.report.cost import study_cost
-from nas.report.figures import history_figure, importance_figure, pareto_figure
+from nas.report.devices import device_rows, read_reference
+from nas.report.figures import history_figure, importance_figure, pareto_figure, reference_figure
 from nas.report.importance import score_importances
 from nas.report.page import ReportContent, render_page
 from nas.report.previews import copy_previews
@@ -90,6 +92,13 @@ def _write(config: RunConfig, study: optuna.Study, out: Path) -> None:
     if content.importances:
         importance_figure(content.importances, out / "importances.png")
         content.importance_png = "importances.png"
+    figures, windows = read_reference(config.storage_url)
+    content.devices = device_rows(scored, windows)
+    content.reference_count, content.flagged_windows = len(figures), len(windows)
+    content.reference_out = sum(f.verdict != "ok" for f in figures)
+    if figures:
+        reference_figure(figures, out / "reference.png")
+        content.reference_png = "reference.png"
     store = artifact_store(config, create=False)
     shown = list({t.number: t for t in content.table + content.preview_trials}.values())
     content.previews = copy_previews(shown, open_storage(config.storage_url, heartbeat=False), store, out,
@@ -101,5 +110,6 @@ def _write(config: RunConfig, study: optuna.Study, out: Path) -> None:
     summary = {"study": config.study, "trials": len(rows), "states": content.cost.states, "best": best_row,
                "max_si_rmse": floor,
                "pareto_front_trials": [n for _, _, n in front], "importances": content.importances,
+               "devices": [asdict(d) for d in content.devices],
                "report": "report.html"}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))

@@ -25,6 +25,7 @@ from nas.infra.files import sha256_file
 from nas.infra.workers import worker_gone
 
 if TYPE_CHECKING:
+    from nas.hardware.agreement import FlaggedWindow
     from nas.trial.pipeline import Deployed
     from nas.trial.screen import LatencyEstimate
 
@@ -322,6 +323,23 @@ def budget_of(trial: Trial) -> dict[str, Any] | None:
 def encoder_weights_of(trial: Trial) -> dict[str, Any]:
     """The encoder weights the trial started from (`WeightSource.record()`); {} when not recorded."""
     return trial.user_attrs.get("encoder_weights") or {}
+
+
+def latency_flag_of(trial: Trial, windows: Iterable[FlaggedWindow]) -> str | None:
+    """Why the trial's latency figure is suspect: the reason of the flagged window (`nas.hardware.agreement`)
+    its device and `measure_start` fall in, or None. A finished trial's attributes cannot change, so the flag
+    is read against the study's windows, not stored on the trial."""
+    a = attrs(trial)
+    latency = a.get("latency") or {}
+    name = latency.get("device") or a.get("device")
+    when = latency.get("measure_start") or a.get("measure_start")
+    return next((w.reason for w in windows if w.covers(name, when)), None)
+
+
+def latency_fingerprint_of(trial: Trial) -> dict[str, Any]:
+    """The device's fingerprint when it timed the trial (CPU, kernel, runtime, governor, temperature); empty in
+    records taken before measurements carried one."""
+    return dict((attrs(trial).get("latency") or {}).get("fingerprint") or {})
 
 
 def measured_latency_ms(attrs: Mapping[str, Any]) -> float | None:

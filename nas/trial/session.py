@@ -133,7 +133,8 @@ def prepare_context(config: RunConfig, space: SearchSpace, devices: list, budget
         val_frames = open_split(config.data_root, "validation", cache_dir, deploy_wh, budget.val_limit)
     meter = LatencyMeter(devices, config.storage_url, config.results, holder=worker_id(),
                          trust_new_host_keys=config.trust_new_host_keys, use_cache=not fresh_latency,
-                         busy_wait_s=busy_wait_s)
+                         busy_wait_s=busy_wait_s, reference_every=config.reference_every,
+                         reference_tolerance=config.reference_tolerance)
     distillation = None
     if config.distill:
         from nas.teacher.distill import prepare_distillation  # the teacher's own imports only when distilling

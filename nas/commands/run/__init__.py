@@ -44,7 +44,13 @@ def run_cmd(config_file: ConfigFile = None,
         pretrained: Pretrained = None,
         max_si_rmse: Annotated[Optional[float], typer.Option(
             help="accuracy floor: trials with a higher TFLite si-RMSE are infeasible (never the best); set when the "
-                 "study is created")] = None) -> None:
+                 "study is created")] = None,
+        reference_every: Annotated[Optional[int], typer.Option(
+            help="latency measurements between checks that the pool's devices agree on the reference model "
+                 "(default 10; 0: no checks)")] = None,
+        reference_tolerance: Annotated[Optional[float], typer.Option(
+            help="share a device's reference figure may be off its own first one or the pool's median before "
+                 "the device is taken out (default 0.10)")] = None) -> None:
     """Create or resume a study and run trials (the embedded default needs no arguments)."""
     from nas.commands.run.search import run_search, standing_line, summary_table
     from nas.trial.study_note import quality_note
@@ -54,7 +60,8 @@ def run_cmd(config_file: ConfigFile = None,
                          distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
                          results=results, artifacts=artifacts, baselines="all" if enqueue_baselines else _baselines(baselines),
                          trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained,
-                         max_si_rmse=max_si_rmse)
+                         max_si_rmse=max_si_rmse, reference_every=reference_every,
+                         reference_tolerance=reference_tolerance)
     log = route_to_log(config.results / "logs", "run")
     started = datetime.now()  # Optuna stamps trials with naive local time too
     with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
