@@ -303,6 +303,11 @@ def test_a_space_with_a_bad_choice_or_bound_is_one_line(tmp_path: Path, param: s
     ("study: ''", "study: String should have at least 1 character"),
     ("study: ' demo'", "study: ' demo' has spaces around it"),
     ("data:\n  deploy_width: 100000", "deploy_width: Input should be less than or equal to 8192"),
+    # Issue #29: the agreement margin is a share strictly between 0 and 1.
+    ("reference_tolerance: 0", "reference_tolerance: Input should be greater than 0"),
+    ("reference_tolerance: 1", "reference_tolerance: Input should be less than 1"),
+    ("device:\n  reference_tolerance: 1.5", "reference_tolerance: Input should be less than 1"),
+    ("reference_every: -1", "reference_every: Input should be greater than or equal to 0"),
 ])
 def test_a_config_value_out_of_bounds_is_one_line_naming_the_file_and_key(tmp_path: Path, setting: str,
                                                                           words: str) -> None:
@@ -324,6 +329,14 @@ def test_a_bad_study_flag_is_one_line_naming_the_flag(tmp_path: Path, command: l
     assert code == 2, text
     one_error_line(text)
     assert text.startswith("error: --study: "), text
+    assert files_under(tmp_path) == []
+
+
+def test_an_agreement_margin_flag_out_of_bounds_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    code, text = invoke(tmp_path, ["run", "--reference-tolerance", "1.5", "--results", "r", "--space", SMOKE_SPACE])
+    assert code == 2, text
+    one_error_line(text)
+    assert text.startswith("error: --reference-tolerance: Input should be less than 1"), text
     assert files_under(tmp_path) == []
 
 

@@ -175,9 +175,9 @@ def test_a_slowed_device_is_taken_out_flagged_and_comes_back(sshd: Sshd, tiny_mo
     hogs: list[subprocess.Popen] = []
     clock = Clock()
     try:
-        # 0.9: far above the noise of a machine shared with other work, far below a CPU shared four ways.
+        # 0.75: far above the noise of a machine shared with other work, far below a CPU shared six ways.
         with LatencyMeter(devices, sqlite_url, tmp_path / "results", holder="test", reference_every=1,
-                          reference_tolerance=0.9, reference_model=slow_reference) as meter:
+                          reference_tolerance=0.75, reference_model=slow_reference) as meter:
             meter.health = HealthMarks(clock)
             first = meter.measure(tiny_model, messages.append)
             assert first.device == ssh["name"] and not meter.unhealthy  # both devices agreed at the start
@@ -187,17 +187,18 @@ def test_a_slowed_device_is_taken_out_flagged_and_comes_back(sshd: Sshd, tiny_mo
             assert first.kernel and first.as_record()["fingerprint"]["kernel"] == first.kernel
 
             hogs = [subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", "while True: pass"])
-                    for _ in range(3)]
+                    for _ in range(5)]
             spinning(hogs)
             second = meter.measure(tiny_model_b, messages.append)  # the round before it finds the SSH device slow
             assert second.device == local["name"], "\n".join(messages)  # the trial lost nothing: timed on the other device
             why = meter.unhealthy[ssh["name"]]
-            assert why.startswith(f"{ssh['name']} taken out of the pool: reference ") and "off its first figure" in why
+            assert why.startswith(f"{ssh['name']} taken out of the pool: reference "), why
+            assert "off its first figure" in why or "off the pool's median of 1 other device(s)" in why, why
             out_line = next(m for m in messages if m.startswith(f"{ssh['name']} taken out of the pool"))
             assert "UTC flagged (1 cached figure(s) to time again)" in out_line, out_line
             figures, windows = read_agreement(meter.engine)
             judged = [f for f in figures if f.name == ssh["name"]]
-            assert [f.verdict for f in judged] == ["ok", "out"] and judged[1].median_ms > 1.9 * judged[0].median_ms
+            assert [f.verdict for f in judged] == ["ok", "out"] and judged[1].median_ms > judged[0].median_ms
             assert len(windows) == 1 and windows[0].name == ssh["name"]
             assert windows[0].covers(first.device, first.measure_start)  # the first trial's figure is suspect
             with meter.engine.connect() as conn:
