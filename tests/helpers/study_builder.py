@@ -54,6 +54,8 @@ class FakeTrial:
     pruned_before_training: bool = False
     screened_by: str | None = None  # "compute_cap" | "latency_bound", for a trial screened before training
     distill_lambda: float = 0.5
+    device: str = "local-cpu"
+    measure_start: str | None = None  # ISO, UTC: the measurement record (`latency`) with a fingerprint, if given
 
 
 def make_config(results: Path, study: str = "demo", objective: str = "score",
@@ -80,10 +82,15 @@ def _attrs(fake: FakeTrial, minutes: int) -> dict:
     if fake.state == TrialState.COMPLETE:
         attrs.update(si_rmse=fake.si_rmse, rmse=3 * fake.si_rmse, log10=fake.si_rmse / 4, rel=fake.si_rmse / 2,
                      latency_ms=fake.latency_ms, latency_p90_ms=fake.latency_ms * 1.08,
-                     latency_std_ms=fake.latency_ms * 0.03, device="local-cpu", threads=4,
+                     latency_std_ms=fake.latency_ms * 0.03, device=fake.device, threads=4,
                      tflite_bytes=1_200_000, final_score=final_score(fake.si_rmse, fake.latency_ms / 1000),
                      stage_seconds={"train": 95.0 + minutes, "export": 21.5, "evaluate": 3.2, "measure": 7.9},
                      parity={"tflite_vs_onnx": {"max_abs_err_m": 2e-5}})
+        if fake.measure_start:
+            attrs.update(measure_start=fake.measure_start, latency={
+                "device": fake.device, "median_ms": fake.latency_ms, "measure_start": fake.measure_start,
+                "fingerprint": {"cpu": "Cortex-A72", "kernel": "6.6.31", "runtime": "ai_edge_litert",
+                                "runtime_version": "2.3.0", "cpu_governor": "performance", "temperature_c": 51.5}})
     else:
         attrs["fail_reason"] = fake.fail_reason
         if fake.pruned_before_training:

@@ -411,3 +411,43 @@ def test_figures_and_times_are_rounded_for_display_only(tmp_path):
     html = assert_self_contained(write_study_report(config, tmp_path / "report"))
     assert "140.45613" not in html and "0.291345" not in html
     assert re.search(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC</p>", html)
+
+
+def test_the_report_groups_trials_by_device_with_their_reference_figures(tmp_path):
+    """Issue #29: a Devices section (trials, median latency, flagged trials, fingerprint) and reference.png."""
+    from nas.hardware.agreement import Agreement, ReferenceFigure
+    from nas.infra.db import make_engine
+
+    def at(minute: int) -> str:
+        return f"2026-01-01T10:{minute:02d}:00.000+00:00"
+
+    config = make_config(tmp_path / "results", study="pool")
+    build_study(config, [
+        FakeTrial(searched("mobilenetv1_100"), si_rmse=0.30, latency_ms=10.0, device="pi-a", measure_start=at(5)),
+        FakeTrial(searched("mobilenetv1_100", "1"), si_rmse=0.32, latency_ms=14.0, device="pi-a",
+                  measure_start=at(20)),
+        FakeTrial(searched("mobilenetv1_100", "128x160"), si_rmse=0.35, latency_ms=9.0, device="pi-b",
+                  measure_start=at(6))])
+    engine = make_engine(config.storage_url)
+    agreement = Agreement(engine, 0.1)
+    for device, minute, ms, verdict in (("a", 0, 9.0, "ok"), ("b", 1, 9.1, "ok"), ("a", 10, 14.0, "out")):
+        agreement.record(ReferenceFigure(device=device, name=f"pi-{device}", holder="w", time=at(minute),
+                                         median_ms=ms, setup="s", fingerprint={}, verdict=verdict))
+    agreement.flag("a", "pi-a", at(0), at(10), "reference 14.00 ms is 56% off its first figure")
+    engine.dispose()
+    out = write_study_report(config, tmp_path / "report")
+    html = assert_self_contained(out)
+    section = html[html.index('<h2 id="devices">'):]
+    rows = re.findall(r"<tr><td class=\"text\">(pi-[ab])</td><td>(\d+)</td><td>([\d.]+)</td><td>(\d+)</td>"
+                      r"<td class=\"text\">([^<]*)</td></tr>", section)
+    assert [r[:4] for r in rows] == [("pi-a", "2", "12.00", "1"), ("pi-b", "1", "9.00", "0")]
+    assert "Cortex-A72, kernel 6.6.31, ai_edge_litert 2.3.0, governor performance, 51.5 °C" in rows[0][4]
+    assert 'src="reference.png"' in section and "3 timing(s) of the reference model; 1 judged out" in section
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(d["device"], d["flagged"]) for d in summary["devices"]] == [("pi-a", 1), ("pi-b", 0)]
+
+
+def test_a_study_without_reference_figures_has_no_reference_figure(demo_report):
+    out, html = demo_report
+    assert '<h2 id="devices">' in html and "reference.png" not in html
+    assert not (out / "reference.png").exists()
