@@ -10,6 +10,7 @@ contract (`backend.py`), whatever their kind.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import socket
@@ -395,7 +396,8 @@ class LatencyMeter:
         """Store a reference figure with its verdict; a disagreeing device is taken out of the pool, its
         figures since its last agreeing check flagged and dropped from the cache."""
         assert self.agreement is not None
-        setup = self._setups[dev.key].digest()
+        # The measurement setup and the reference model's bytes: a figure under another of either starts afresh.
+        setup = hashlib.sha256(f"{self._setups[dev.key].digest()}:{result.tflite_sha256}".encode()).hexdigest()
         reason = self.agreement.judge(dev.key, setup, result.median_ms)
         since = self.agreement.last_ok(dev.key)  # read before this figure is stored
         self.agreement.record(ReferenceFigure(

@@ -4,11 +4,14 @@
 `reference_every` trials to see that the devices still agree (`nas.hardware.agreement`). Building it needs
 TensorFlow's converter. A worker has torch loaded, and TensorFlow imported after torch in one process can
 crash, so the meter builds it in a child process (`python -m nas.hardware.reference PATH`) and keeps the
-file: it is built once per results folder.
+file under results/hardware/, with a copy in this machine's cache (`~/.cache/nas/reference/`, keyed by this
+builder and the TensorFlow version) so a new results folder does not build it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -16,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from nas.errors import NasRuntimeError
-from nas.infra.files import atomic_write_bytes
+from nas.infra.files import atomic_copy, atomic_write_bytes
 from nas.infra.third_party import native_stderr_to_log
 
 REFERENCE_NAME = "reference-96x128.tflite"
@@ -71,13 +74,29 @@ def reference_model(results_dir: Path | None) -> Path:
     return path
 
 
+def machine_copy() -> Path:
+    """Where this machine keeps a built reference model: named by this builder's source and TensorFlow's
+    version, so another version of either builds afresh."""
+    try:
+        tf_version = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        tf_version = "none"
+    key = hashlib.sha256(Path(__file__).read_bytes() + tf_version.encode()).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "nas" / "reference" / f"{key}-{REFERENCE_NAME}"
+
+
 def reference_model_apart(results_dir: Path | None, timeout_s: float = 600.0) -> Path:
     """The reference model, built once in a child process (never TensorFlow in this one) and kept under
-    results/hardware/; NasRuntimeError with the child's last words when it cannot be built."""
+    results/hardware/ and in this machine's cache; NasRuntimeError with the child's last words when it
+    cannot be built."""
     path = _folder(results_dir) / REFERENCE_NAME
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = machine_copy()
+    if kept.is_file():
+        return atomic_copy(kept, path)
     try:
         done = subprocess.run([sys.executable, "-m", "nas.hardware.reference", str(path)], capture_output=True,
                               text=True, timeout=timeout_s, check=False)
@@ -86,6 +105,11 @@ def reference_model_apart(results_dir: Path | None, timeout_s: float = 600.0) ->
     if done.returncode != 0 or not path.is_file():
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise NasRuntimeError(path, f"could not build the reference model: {last}")
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        atomic_copy(path, kept)
+    except (OSError, NasRuntimeError):
+        pass  # a machine cache that cannot be written only means the next results folder builds it again
     return path
 
 

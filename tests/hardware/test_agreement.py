@@ -116,19 +116,28 @@ def test_the_cache_forgets_a_window_of_one_device(sqlite_url: str) -> None:
     engine.dispose()
 
 
-def test_the_reference_model_is_built_in_a_child_process(tmp_path: Path) -> None:
-    """The worker has torch loaded: the builder runs TensorFlow in its own process and writes the file once."""
-    from nas.hardware.reference import REFERENCE_NAME, reference_model_apart
+def test_the_reference_model_is_built_in_a_child_process_once_per_machine(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker has torch loaded: the builder runs TensorFlow in its own process, writes the file into the
+    results folder and this machine's cache, and another results folder copies it instead of building."""
+    from nas.hardware import reference
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     code = ("import sys; from pathlib import Path; from nas.hardware.reference import reference_model_apart; "
-            f"p = reference_model_apart(Path({str(tmp_path)!r})); "
+            f"p = reference_model_apart(Path({str(tmp_path / 'one')!r})); "
             "assert 'tensorflow' not in sys.modules; print(p)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    path = tmp_path / "hardware" / REFERENCE_NAME
+    path = tmp_path / "one" / "hardware" / reference.REFERENCE_NAME
     assert done.stdout.strip() == str(path) and path.stat().st_size > 1000
+    kept = reference.machine_copy()
+    assert kept.is_relative_to(tmp_path / "cache") and kept.read_bytes() == path.read_bytes()
     stamp = path.stat().st_mtime_ns
-    assert reference_model_apart(tmp_path) == path and path.stat().st_mtime_ns == stamp  # kept, not rebuilt
+    monkeypatch.setattr(reference.subprocess, "run", lambda *a, **k: pytest.fail("built again"))
+    assert reference.reference_model_apart(tmp_path / "one") == path and path.stat().st_mtime_ns == stamp
+    other = reference.reference_model_apart(tmp_path / "two")
+    assert other == tmp_path / "two" / "hardware" / reference.REFERENCE_NAME
+    assert other.read_bytes() == path.read_bytes()
 
 
 # ---- a real pool: this machine and the test sshd ---------------------------------------------------------------
@@ -218,3 +227,18 @@ def test_a_slowed_device_is_taken_out_flagged_and_comes_back(sshd: Sshd, tiny_mo
         for hog in hogs:
             hog.kill()
             hog.wait()
+
+
+def test_the_pool_is_checked_at_the_start_and_every_k_measurements(tiny_model: Path, tiny_model_b: Path,
+                                                                   tmp_path: Path, sqlite_url: str) -> None:
+    devices = load_hardware(write_profile(tmp_path / "pool.yaml", {"devices": [local_device(), local_device()]}))
+    with LatencyMeter(devices, sqlite_url, tmp_path / "results", reference_every=3,
+                      reference_model=tiny_model_b) as meter:
+        for _ in range(7):  # the first measurement times, the six after it are cache hits
+            meter.measure(tiny_model)
+        figures, _ = read_agreement(meter.engine)
+    # At call 1 (first contact), call 4 and call 7: each device times the reference model, never served cached.
+    assert sorted((f.name, f.verdict) for f in figures) == sorted([(d.name, "ok") for d in devices] * 3)
+    with LatencyMeter(devices, f"sqlite:///{tmp_path / 'off.db'}", tmp_path / "results") as meter:
+        meter.measure(tiny_model)  # reference_every 0 (the meter's default): no checks, no tables
+        assert meter.agreement is None and read_agreement(meter.engine) == ([], [])
