@@ -189,7 +189,8 @@ class LatencyMeter:
         self._reference_path = Path(reference_model) if reference_model is not None else None
         self._calls = 0  # measure() calls, for the agreement checks
         self._agreed: set[str] = set()  # devices whose reference figure agreed since the last round was due
-        self._taken_out: set[str] = set()  # devices out for disagreeing, to say when they are back
+        # Devices out for disagreeing, with the reason: used again only once a reference figure agrees.
+        self._taken_out: dict[str, str] = {}
 
     # ---- public -----------------------------------------------------------------------------
 
@@ -294,12 +295,12 @@ class LatencyMeter:
         lost: dict[str, int] = {}  # leases lost during this measurement, per device
         while True:
             self._expire_marks(note)
-            healthy = [d for d in self.devices
-                       if self.health.reason(d.key) is None and d.key not in skipped]
+            healthy = [d for d in self.devices if self.health.reason(d.key) is None and d.key not in skipped
+                       and d.key not in self._taken_out]
             if not healthy:
                 marks = self.health.active()
                 reasons = list(marks.values())
-                reasons += [why for k, why in skipped.items() if k not in marks]
+                reasons += [why for k, why in {**self._taken_out, **skipped}.items() if k not in marks]
                 raise MeasurementError("no healthy device left: " + "; ".join(reasons))
             if self.use_cache:
                 # Devices that already timed this file first: a cache hit costs no device time.
@@ -406,8 +407,7 @@ class LatencyMeter:
             verdict=OUT if reason else OK, reason=reason))
         if reason is None:
             self._agreed.add(dev.key)
-            if dev.key in self._taken_out:
-                self._taken_out.discard(dev.key)
+            if self._taken_out.pop(dev.key, None) is not None:
                 note(f"{dev.name} is back in the pool: reference {result.median_ms:.2f} ms agrees again")
             return
         flagged = "no earlier figures to flag"
@@ -417,9 +417,9 @@ class LatencyMeter:
             clock = datetime.fromisoformat(since.time).astimezone(timezone.utc).strftime("%H:%M:%S")
             flagged = (f"its figures since {clock} UTC flagged"
                        + (f" ({dropped} cached figure(s) to time again)" if dropped else ""))
-        self.health.mark(dev.key, f"{dev.name} taken out of the pool: {reason}", dev.unhealthy_s)
+        why = self._taken_out[dev.key] = f"{dev.name} taken out of the pool: {reason}"
+        self.health.mark(dev.key, why, dev.unhealthy_s)
         self._setups.pop(dev.key, None)
-        self._taken_out.add(dev.key)
         note(f"{dev.name} taken out of the pool: {reason}; {flagged}; probed again in {dev.unhealthy_s:g} s")
 
     def _known_hit(self, sha: str) -> LatencyResult | None:
@@ -589,7 +589,8 @@ class LatencyMeter:
             self.cache.put(sha, dev.key, setup, result.as_record())
         backend.discard_model(ref)
         self._log({"event": "reference" if reference else "measured", "model": str(path), **result.as_record()})
-        note(f"{dev.name}: {'reference model: ' if reference else ''}median {result.median_ms:.2f} ms, p90 {result.p90_ms:.2f} ms")
+        what = "reference model: " if reference else ""
+        note(f"{dev.name}: {what}median {result.median_ms:.2f} ms, p90 {result.p90_ms:.2f} ms")
         return result
 
     @staticmethod

@@ -24,6 +24,10 @@ from nas.hardware.health import HealthMarks
 from nas.infra.db import make_engine
 from nas.trial.record import latency_fingerprint_of, latency_flag_of
 
+# Other test runs on this machine time on its CPU too (the runner's lock is per machine): wait for them.
+WAIT_FOR_OTHER_RUNNERS = {"busy_wait_s": 120.0, "busy_poll_s": 0.2}
+
+
 def at(minute: int) -> str:
     return f"2026-01-01T10:{minute:02d}:00.000+00:00"
 
@@ -186,7 +190,7 @@ def test_a_slowed_device_is_taken_out_flagged_and_comes_back(sshd: Sshd, tiny_mo
     try:
         # 0.75: far above the noise of a machine shared with other work, far below a CPU shared six ways.
         with LatencyMeter(devices, sqlite_url, tmp_path / "results", holder="test", reference_every=1,
-                          reference_tolerance=0.75, reference_model=slow_reference) as meter:
+                          reference_tolerance=0.75, reference_model=slow_reference, **WAIT_FOR_OTHER_RUNNERS) as meter:
             meter.health = HealthMarks(clock)
             first = meter.measure(tiny_model, messages.append)
             assert first.device == ssh["name"] and not meter.unhealthy  # both devices agreed at the start
@@ -233,7 +237,8 @@ def test_the_pool_is_checked_at_the_start_and_every_k_measurements(tiny_model: P
                                                                    tmp_path: Path, sqlite_url: str) -> None:
     devices = load_hardware(write_profile(tmp_path / "pool.yaml", {"devices": [local_device(), local_device()]}))
     with LatencyMeter(devices, sqlite_url, tmp_path / "results", reference_every=3,
-                      reference_model=tiny_model_b) as meter:
+                      reference_model=tiny_model_b, **WAIT_FOR_OTHER_RUNNERS) as meter:
+        meter.agreement.tolerance = 1e9  # this test counts the checks: a microsecond figure's noise is no verdict
         for _ in range(7):  # the first measurement times, the six after it are cache hits
             meter.measure(tiny_model)
         figures, _ = read_agreement(meter.engine)
