@@ -426,6 +426,16 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.lock and not args.probe:
+        # Before loading the runtime (seconds on a Pi): a busy device is told at once, and the runtime's
+        # start-up never runs beside another runner's timed invokes.
+        try:
+            held = take_lock(args.lock)
+        except OSError as exc:
+            return fail(1, "cannot open lock file %s: %s" % (args.lock, exc), {})
+        if held is None:
+            return fail(EXIT_BUSY, "another runner is timing on this device (pid %s holds %s)"
+                        % (lock_holder(args.lock), args.lock), {})
     interpreter_cls, runtime, version = load_runtime()
     env = environment(runtime, version, args.sysfs_root)
     if interpreter_cls is None:
@@ -444,14 +454,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                     % (args.threads_fixed, ",".join(str(c) for c in args.threads)), env)
     if not os.path.isfile(args.model):
         return fail(EXIT_BAD_INPUT, "model not found: %s" % args.model, env)
-    if args.lock:
-        try:
-            held = take_lock(args.lock)
-        except OSError as exc:
-            return fail(1, "cannot open lock file %s: %s" % (args.lock, exc), env)
-        if held is None:
-            return fail(EXIT_BUSY, "another runner is timing on this device (pid %s holds %s)"
-                        % (lock_holder(args.lock), args.lock), env)
     temp = env["temperature_c"]
     if args.max_temp_c is not None and temp is not None and temp > args.max_temp_c:
         return fail(EXIT_TOO_HOT, "too hot: %.1f C > %.1f C" % (temp, args.max_temp_c), env)
