@@ -88,7 +88,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "training": ("budget", "teacher", "distill", "distill_lambda", "pretrained"),
     "data": ("data", "deploy_height", "deploy_width", "synth_train", "synth_val", "synth_test", "synth_seed",
              "calibration_images"),
-    "device": ("hardware", "trust_new_host_keys", "parity_tolerance", "parity_rtol"),
+    "device": ("hardware", "trust_new_host_keys", "parity_tolerance", "parity_rtol", "int8_drift_margin"),
     "workers": ("storage", "results", "artifacts", "heartbeat_s", "grace_s", "outage_s"),
 }
 
@@ -134,6 +134,9 @@ class RunConfig(BaseModel):
                                 "created; none: no floor, the Final Score alone decides")
     parity_tolerance: float = Field(1e-3, gt=0)  # metres, plus parity_rtol × depth
     parity_rtol: float = Field(1e-4, ge=0)
+    # An int8 model whose si-RMSE is worse than its float32 twin's by more than this has its loss located: the
+    # trial records the layer where the error grows most, `nas finalize` the whole table (nas/export/int8_drift.py).
+    int8_drift_margin: float = Field(0.01, gt=0, lt=1)
     synth_train: int = Field(160, ge=1)
     synth_val: int = Field(16, ge=1)
     synth_test: int = Field(16, ge=0)

@@ -151,6 +151,7 @@ class Deployed:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     fp32_metrics: dict[str, float] | None = None  # int8 models: the float32 model of the same conversion
     fp32_path: Path | None = None  # int8 models: that float32 model's file
+    int8_worst_layer: dict[str, Any] | None = None  # int8 models over the drift margin: where the error grows most
 
 
 def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path, label: str) -> Deployed:
@@ -169,10 +170,12 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
                   f"at {cfg.deploy_width}×{cfg.deploy_height}")
     with stage_spinner(label, "evaluate", "frames") as frames:
         metrics, first_pred = evaluate_tflite(tflite_path, ctx.val_frames, progress=frames)
-    fp32_metrics = None
+    fp32_metrics = worst_layer = None
     if arch.precision == "int8":
         with stage_spinner(label, "evaluate the float32 twin", "frames") as frames:
             fp32_metrics, _ = evaluate_tflite(exported.fp32_path, ctx.val_frames, progress=frames)
+        worst_layer = int8_worst_layer(ctx, metrics["si_rmse"], fp32_metrics["si_rmse"], tflite_path,
+                                       exported.fp32_path, label)
     preview = write_preview(workdir / "preview.png", ctx.val_frames.rgb[0], ctx.val_frames.depth_mm[0], first_pred)
     seconds["evaluate"] = time.perf_counter() - t0
 
@@ -183,7 +186,25 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     seconds["measure"] = time.perf_counter() - t0
     score = cfg.score_rule.score(metrics["si_rmse"], latency.median_ms)
     return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, exported.parity, seconds,
-                    fp32_metrics, exported.fp32_path if arch.precision == "int8" else None)
+                    fp32_metrics, exported.fp32_path if arch.precision == "int8" else None, worst_layer)
+
+
+def int8_worst_layer(ctx: TrialContext, si_rmse_int8: float, si_rmse_fp32: float, int8_path: Path, fp32_path: Path,
+                     label: str) -> dict[str, Any] | None:
+    """The layer where an int8 model's error grows most, when it lost more than `int8_drift_margin` to its float32
+    twin: a few seconds of LiteRT with every tensor kept, so each such trial says where its accuracy went."""
+    from nas.export.int8_drift import PROBE_IMAGES, drift_exceeds, layer_drift
+
+    if not drift_exceeds(si_rmse_int8, si_rmse_fp32, ctx.config.int8_drift_margin):
+        return None
+    rows = layer_drift(int8_path, fp32_path, np.asarray(ctx.val_frames.rgb[:PROBE_IMAGES]))
+    if not rows:
+        return None
+    worst = max(rows, key=lambda row: row["growth"])
+    console.print(f"{label}: int8 si-RMSE {si_rmse_int8:.4f} against {si_rmse_fp32:.4f} for its float32 twin; the "
+                  f"error grows most at {worst['layer']} ({worst['op']}, +{worst['growth']:.4f})", markup=False,
+                  soft_wrap=True)
+    return worst
 
 
 def trial_weights_setting(config: RunConfig, trial: optuna.trial.FrozenTrial) -> str | Path:

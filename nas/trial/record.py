@@ -61,6 +61,7 @@ KEYS: dict[str, type | tuple[type, ...]] = {
     "latency_cached": bool, "latency_contended": bool, "tflite_sha256": str, "tflite_bytes": int,
     "measure_start": str, "measure_end": str, "throttled": str, "parity": dict, "final_score": float,
     "latency": dict, "si_rmse_fp32": float, "quantization_si_rmse_delta": float,
+    "int8_worst_layer": dict,  # int8 over `int8_drift_margin`: layer, op, shape, rel_rmse, growth
 }
 
 SCORED_KEYS = ("final_score", "si_rmse", "latency_ms")  # what a complete trial's figures are drawn from
@@ -101,6 +102,7 @@ class TrialRecord:
     quantization_si_rmse_delta: float | None = None
     encoder_weights: dict[str, Any] | None = None  # WeightSource.record(): the weights the encoder started from
     latency_contended: bool = False  # timed while other processes kept the device busy (hardware/README.md)
+    int8_worst_layer: dict[str, Any] | None = None  # int8 models that lost more than the drift margin
 
     @classmethod
     def build(cls, arch: Arch, figures: dict[str, int], deployed: Deployed, stage_seconds: dict[str, float],
@@ -119,7 +121,8 @@ class TrialRecord:
             stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()}, latency=lat.as_record(),
             si_rmse_fp32=None if fp32 is None else fp32["si_rmse"],
             quantization_si_rmse_delta=None if fp32 is None else deployed.metrics["si_rmse"] - fp32["si_rmse"],
-            encoder_weights=encoder_weights, latency_contended=lat.contended)
+            encoder_weights=encoder_weights, latency_contended=lat.contended,
+            int8_worst_layer=deployed.int8_worst_layer)
 
     def as_attrs(self) -> dict[str, Any]:
         """JSON-safe user attributes; fields that do not apply (None) are left out."""

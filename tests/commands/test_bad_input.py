@@ -303,6 +303,8 @@ def test_a_space_with_a_bad_choice_or_bound_is_one_line(tmp_path: Path, param: s
     ("study: ''", "study: String should have at least 1 character"),
     ("study: ' demo'", "study: ' demo' has spaces around it"),
     ("data:\n  deploy_width: 100000", "deploy_width: Input should be less than or equal to 8192"),
+    ("int8_drift_margin: 0", "int8_drift_margin: Input should be greater than 0"),
+    ("device:\n  int8_drift_margin: 1.5", "int8_drift_margin: Input should be less than 1"),
 ])
 def test_a_config_value_out_of_bounds_is_one_line_naming_the_file_and_key(tmp_path: Path, setting: str,
                                                                           words: str) -> None:
@@ -353,6 +355,15 @@ def test_a_bad_arch_json_file_is_one_line_naming_it(tmp_path: Path, command: lis
 def test_a_bad_arch_json_string_says_arch_json(tmp_path: Path) -> None:
     code, text = invoke(tmp_path, ["arch", "show", '{"max_depth": NaN}', "--json"])
     assert code == 2 and text == "error: arch JSON: max_depth must be a finite number of metres above 0, got nan", text
+
+
+@pytest.mark.parametrize("margin", ["0", "-1", "1"])
+def test_an_int8_drift_margin_outside_0_to_1_is_one_line_naming_the_flag(tmp_path: Path, margin: str) -> None:
+    code, text = invoke(tmp_path, ["arch", "export", "litedepth", "--out", "out", "--precision", "int8",
+                                   "--int8-drift-margin", margin])
+    assert code == 2, text
+    assert text == f"error: --int8-drift-margin: must be more than 0 and less than 1, got {margin}", text
+    assert files_under(tmp_path) == []
 
 
 # ---- an SSH port that accepts and never answers -------------------------------------------------------------

@@ -195,6 +195,9 @@ def test_dashboard_in_a_browser_shows_the_finished_smoke_study(search, browser, 
         assert browser.execute_script("return arguments[0].naturalWidth", preview) > 0
 
 
+DRIFT_MARGIN = 1e-6  # int8 trials over it name their worst layer: with a margin this small, nearly every one does
+
+
 @pytest.fixture(scope="module")
 def pareto_search(tmp_path_factory):
     """A two-objective study of int8 candidates: no pruning, no screen, every trial complete."""
@@ -206,7 +209,8 @@ def pareto_search(tmp_path_factory):
     (work / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
     (work / "config.yaml").write_text(
         f"space: {work / 'space.yaml'}\nbudget: smoke\ntrials: 2\nstudy: front\nobjective: pareto\n"
-        "synth_train: 10\nsynth_val: 2\nsynth_test: 1\ncalibration_images: 4\n")
+        "synth_train: 10\nsynth_val: 2\nsynth_test: 1\ncalibration_images: 4\n"
+        f"int8_drift_margin: {DRIFT_MARGIN}\n")
     proc = nas("run", "--config", work / "config.yaml", "--results", work / "results", cwd=work)
     return work, proc
 
@@ -225,6 +229,13 @@ def test_pareto_study_of_int8_models_runs_to_completion(pareto_search):
         # the quantized model is what is scored; the float32 twin of the same conversion is recorded beside it
         assert a["quantization_si_rmse_delta"] == pytest.approx(a["si_rmse"] - a["si_rmse_fp32"])
         assert a["latency"]["input_dtype"] == "float32" and a["latency"]["output_dtype"] == "float32"
+        # over the drift margin, the trial names the layer where the int8 error grows most; within it, nothing
+        worst = a.get("int8_worst_layer")
+        if a["quantization_si_rmse_delta"] > DRIFT_MARGIN:
+            assert worst["layer"] and worst["op"] and worst["rel_rmse"] >= 0, a
+            assert f"the error grows most at {worst['layer']}" in proc.stderr
+        else:
+            assert worst is None
     assert "best trials" in proc.stdout
 
 

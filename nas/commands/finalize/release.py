@@ -251,7 +251,7 @@ def int8_drift(deployed, ctx) -> dict[str, Any] | None:
                                    np.asarray(ctx.val_frames.rgb[:PROBE_IMAGES]),
                                    si_rmse_int8=deployed.metrics["si_rmse"],
                                    si_rmse_fp32=deployed.fp32_metrics["si_rmse"], onnx_path=deployed.onnx_path,
-                                   calibration=ctx.calibration_images)
+                                   calibration=ctx.calibration_images, margin=ctx.config.int8_drift_margin)
     if report is not None:
         console.print(format_drift(report), markup=False, highlight=False)
     return report
