@@ -237,3 +237,11 @@ def test_a_sustained_measurement_is_timed_afresh_and_carries_the_load(tiny_model
     # The cache keeps burst figures only: a later plain request is served without the sustained load.
     assert cached.cached and cached.sustained is None
     assert json.dumps(loaded.as_record())
+
+
+def test_the_default_sustained_load_is_a_minute_on_a_device_and_ten_seconds_here(tmp_path: Path) -> None:
+    from nas.hardware.profile import default_sustained_s
+
+    (here,) = load_hardware(write_profile(tmp_path / "local.yaml", local_device()))
+    (pi,) = load_hardware(write_profile(tmp_path / "pi.yaml", {"name": "pi", "kind": "ssh", "host": "pi.lan"}))
+    assert (default_sustained_s(here), default_sustained_s(pi)) == (10.0, 60.0)
