@@ -154,8 +154,19 @@ class Deployed:
     int8_worst_layer: dict[str, Any] | None = None  # int8 models over the drift margin: where the error grows most
 
 
-def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path, label: str) -> Deployed:
-    """Export to ONNX and TFLite (checking parity), score the TFLite model, time it on the device."""
+def sustained_seconds(ctx: TrialContext) -> float:
+    """The sustained load a model is timed under: the run's `sustained_s`, else the default of the pool's first
+    device (`nas.hardware.profile.default_sustained_s`: 60 s on a device, 10 s on this machine)."""
+    from nas.hardware.profile import default_sustained_s
+
+    return ctx.config.sustained_s or default_sustained_s(ctx.meter.devices[0])
+
+
+def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path, label: str,
+           sustained_s: float = 0.0) -> Deployed:
+    """Export to ONNX and TFLite (checking parity), score the TFLite model, time it on the device; `sustained_s`
+    > 0: the timing also runs it that long under sustained load (`latency.sustained`), afresh. The Final Score
+    is the burst figure's either way."""
     cfg = ctx.config
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -182,7 +193,8 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
     t0 = time.perf_counter()
     key = graph_key(arch, cfg) if cfg.latency_key == "graph" else None
     with stage_spinner(label, "measure"):
-        latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key)
+        latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key,
+                                    sustained_s=sustained_s)
     seconds["measure"] = time.perf_counter() - t0
     score = cfg.score_rule.score(metrics["si_rmse"], latency.median_ms)
     return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, exported.parity, seconds,
@@ -282,12 +294,13 @@ def keep_training(keep: Path, recipe: dict[str, Any], model: torch.nn.Module, re
 
 
 def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, out: Path, label: str,
-            seed: int, keep: Path | None = None) -> Retrained:
+            seed: int, keep: Path | None = None, sustained_s: float = 0.0) -> Retrained:
     """Train `trial`'s architecture afresh with `budget` (its encoder start from `ctx`, its distillation
     lambda) and deploy it into `out` through the shared pipeline, so its figures mean what the trial's mean.
 
     `keep`: a folder that keeps the trained network and its recipe, so that a rerun after a failure later on
-    (the device, the export) reuses it instead of training again; reused when the recipe is the same."""
+    (the device, the export) reuses it instead of training again; reused when the recipe is the same.
+    `sustained_s` > 0: the model is timed under sustained load too (`deploy`)."""
     config = ctx.config
     arch = Arch.from_dict(arch_of(trial))
     source = ctx.weights_for(arch.backbone)
@@ -301,7 +314,7 @@ def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, 
         if keep is not None:
             keep_training(keep, recipe, model, result)
     atomic_save(out / "model.pt", lambda f: torch.save(model.state_dict(), f))  # kept even if export fails
-    deployed = deploy(ctx, model, arch, out, label)
+    deployed = deploy(ctx, model, arch, out, label, sustained_s)
     record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},
                                source.record())
     return Retrained(arch, result, deployed, record, distill_lambda)
