@@ -54,10 +54,11 @@ def time_once(path: str, threads: int, warmup: int, runs: int) -> dict[str, Any]
     return parse_runner_output("local", "timed run", done.returncode, done.stdout, done.stderr)
 
 
-def time_as_profiled(path: str, profile: DeviceProfile) -> dict[str, Any]:
-    """One runner invocation with a device profile's setting, exactly as the meter runs it (bursts included)."""
-    argv = [sys.executable, str(RUNNER_PATH), *runner_args(profile, path)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+def time_as_profiled(path: str, profile: DeviceProfile, sustained_s: float = 0.0) -> dict[str, Any]:
+    """One runner invocation with a device profile's setting, exactly as the meter runs it (bursts included);
+    `sustained_s` > 0 adds that long of invokes without pause (the runner's `sustained` object)."""
+    argv = [sys.executable, str(RUNNER_PATH), *runner_args(profile, path, sustained_s=sustained_s)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600 + sustained_s)
     return parse_runner_output(profile.name, "timed run", done.returncode, done.stdout, done.stderr)
 
 

@@ -287,22 +287,34 @@ def sustained(interpreter: Any, seconds: float, sysfs: str, np: Any) -> Dict[str
     """Invoke without pause for `seconds`: latency and temperature over time, first against last stretch.
 
     The stretches compared are the first and last minute for runs of 10 minutes or more, else the first
-    and last tenth. Temperature and the current clock are sampled about once a second.
+    and last tenth. About once a second (and once more at the end) a sample records the time, the
+    temperature, the current clock and the median latency of the invokes since the sample before (None
+    in the first sample, taken before any invoke), so latency can be drawn over time beside the heat.
     """
     start = time.perf_counter()
-    stamps, times_ms, temps = [], [], []  # type: List[float], List[float], List[List[Any]]
-    throttled_start, next_sample = read_throttled(), 0.0
+    stamps, times_ms, samples = [], [], []  # type: List[float], List[float], List[List[Any]]
+    throttled_start, next_sample, window = read_throttled(), 0.0, []  # type: Optional[str], float, List[float]
+
+    def sample(at: float) -> None:
+        median = round(float(np.median(window)), 6) if window else None
+        samples.append([round(at, 2), read_temperature(sysfs), read_cpufreq(sysfs)["cpu_cur_freq_khz"], median])
+        del window[:]
+
     while True:
         now = time.perf_counter() - start
         if now >= seconds:
             break
         if now >= next_sample:
-            temps.append([round(now, 2), read_temperature(sysfs), read_cpufreq(sysfs)["cpu_cur_freq_khz"]])
+            sample(now)
             next_sample = now + 1.0
         began = time.perf_counter()
         interpreter.invoke()
-        times_ms.append((time.perf_counter() - began) * 1000.0)
+        took = (time.perf_counter() - began) * 1000.0
+        times_ms.append(took)
+        window.append(took)
         stamps.append(began - start)
+    if window:
+        sample(time.perf_counter() - start)
     stretch = 60.0 if seconds >= 600 else seconds / 10.0
     first = [ms for at, ms in zip(stamps, times_ms) if at < stretch] or times_ms[:1]
     last = [ms for at, ms in zip(stamps, times_ms) if at >= seconds - stretch] or times_ms[-1:]
@@ -311,7 +323,7 @@ def sustained(interpreter: Any, seconds: float, sysfs: str, np: Any) -> Dict[str
             "first_median_ms": round(first_ms, 6), "last_median_ms": round(last_ms, 6),
             "slowdown": round(last_ms / first_ms, 4) if first_ms > 0 else None,
             "median_ms": round(float(np.median(times_ms)), 6),
-            "samples": temps,  # [seconds, temperature_c, cpu_cur_freq_khz]
+            "samples": samples,  # [seconds, temperature_c, cpu_cur_freq_khz, median_ms since the sample before]
             "throttled_start": throttled_start, "throttled_end": read_throttled()}
 
 
@@ -427,6 +439,16 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.lock and not args.probe:
+        # Before loading the runtime (seconds on a Pi): a busy device is told at once, and the runtime's
+        # start-up never runs beside another runner's timed invokes.
+        try:
+            held = take_lock(args.lock)
+        except OSError as exc:
+            return fail(1, "cannot open lock file %s: %s" % (args.lock, exc), {})
+        if held is None:
+            return fail(EXIT_BUSY, "another runner is timing on this device (pid %s holds %s)"
+                        % (lock_holder(args.lock), args.lock), {})
     interpreter_cls, runtime, version = load_runtime()
     env = environment(runtime, version, args.sysfs_root)
     if interpreter_cls is None:
@@ -445,14 +467,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                     % (args.threads_fixed, ",".join(str(c) for c in args.threads)), env)
     if not os.path.isfile(args.model):
         return fail(EXIT_BAD_INPUT, "model not found: %s" % args.model, env)
-    if args.lock:
-        try:
-            held = take_lock(args.lock)
-        except OSError as exc:
-            return fail(1, "cannot open lock file %s: %s" % (args.lock, exc), env)
-        if held is None:
-            return fail(EXIT_BUSY, "another runner is timing on this device (pid %s holds %s)"
-                        % (lock_holder(args.lock), args.lock), env)
     temp = env["temperature_c"]
     if args.max_temp_c is not None and temp is not None and temp > args.max_temp_c:
         return fail(EXIT_TOO_HOT, "too hot: %.1f C > %.1f C" % (temp, args.max_temp_c), env)

@@ -88,8 +88,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "training": ("budget", "teacher", "distill", "distill_lambda", "pretrained"),
     "data": ("data", "deploy_height", "deploy_width", "synth_train", "synth_val", "synth_test", "synth_seed",
              "calibration_images"),
-    "device": ("hardware", "trust_new_host_keys", "parity_tolerance", "parity_rtol", "reference_every",
-               "reference_tolerance"),
+    "device": ("hardware", "trust_new_host_keys", "parity_tolerance", "parity_rtol", "int8_drift_margin",
+               "sustained_s", "sustained_top", "reference_every", "reference_tolerance"),
     "workers": ("storage", "results", "artifacts", "heartbeat_s", "grace_s", "outage_s"),
 }
 
@@ -135,6 +135,9 @@ class RunConfig(BaseModel):
                                 "created; none: no floor, the Final Score alone decides")
     parity_tolerance: float = Field(1e-3, gt=0)  # metres, plus parity_rtol × depth
     parity_rtol: float = Field(1e-4, ge=0)
+    # An int8 model whose si-RMSE is worse than its float32 twin's by more than this has its loss located: the
+    # trial records the layer where the error grows most, `nas finalize` the whole table (nas/export/int8_drift.py).
+    int8_drift_margin: float = Field(0.01, gt=0, lt=1)
     # A pool that agrees with itself (`nas.hardware.agreement`): every device times the reference model at a
     # worker's start and every `reference_every` latency measurements; one off by more than
     # `reference_tolerance` from its own first figure or the pool's median is taken out until it agrees again.
@@ -147,6 +150,15 @@ class RunConfig(BaseModel):
     synth_test: int = Field(16, ge=0)
     synth_seed: int = 0  # the embedded data set's seed; separate from `seed` so a new search seed reuses it
     trust_new_host_keys: bool = False
+    sustained_s: float | None = Field(
+        None, gt=0, description="seconds of sustained load (the model invoked without pause: latency and "
+                                "temperature over time) that `nas finalize` times the shipped model under, and a "
+                                "search its top trials under (sustained_top); none: 60 s on a device (kind: ssh), "
+                                "10 s on this machine (kind: local)")
+    sustained_top: int = Field(
+        0, ge=0, description="time a trial again under sustained load when it enters the study's top N by Final "
+                             "Score (one run of sustained_s per such trial; recorded and shown, not scored); "
+                             "0: never in the search")
     # Many workers: a running trial beats every heartbeat_s; one silent for grace_s (its worker was killed)
     # is failed by the next trial to start in any worker, and retried once.
     heartbeat_s: int = Field(60, ge=1, description="seconds between a running trial's heartbeats")

@@ -74,12 +74,14 @@ def arch_export(name_or_json: str,
                     "--int8-drift-margin",
                     help="int8: when its si-RMSE is worse than the float32 twin's by more than this, print the "
                          "layers where the error grows and the si-RMSE by calibration-set size (int8_drift.json); "
-                         "negative: always")] = 0.01) -> None:
+                         "between 0 and 1")] = 0.01) -> None:
     """Export a preset or arch JSON (untrained weights) to ONNX and TFLite, with the parity report."""
     import dataclasses
 
     from nas.export.pipeline import export_arch
 
+    if not 0 < drift_margin < 1:  # before any work: an export takes minutes
+        raise ConfigError(None, f"--int8-drift-margin: must be more than 0 and less than 1, got {drift_margin:g}")
     arch = _resolve_arch(name_or_json)
     if precision is not None:
         try:

@@ -24,6 +24,10 @@ Data = Annotated[Optional[Path], typer.Option(help="data set root in the MAI 202
                                                    "under RESULTS/data)")]
 Hardware = Annotated[Optional[Path], typer.Option(help="hardware profile or device pool YAML (default "
                                                        "hardware/local.yaml: this machine)")]
+SustainedS = Annotated[Optional[float], typer.Option(
+    "--sustained-s", metavar="SECONDS",
+    help="sustained load the model is timed under (invoked without pause: latency and temperature over time); "
+         "default 60 on a device (kind: ssh), 10 on this machine (kind: local)")]
 # Flags show no "<bool>" placeholder: they take no value.
 NoDistill = Annotated[bool, typer.Option("--no-distill", metavar="", help="train without a teacher (no "
                                                                           "distillation loss)")]

@@ -33,7 +33,7 @@ OK, WARN, FAIL = Text("ok", style="green"), Text("warn", style="yellow"), Text("
 
 def _sustained_row(run: dict[str, Any], table: Table) -> bool:
     """The sustained-load row: first against last stretch, temperature, throttling; False if throttled."""
-    temps = [t for _, t, _ in run.get("samples", []) if t is not None]
+    temps = [s[1] for s in run.get("samples", []) if s[1] is not None]  # [seconds, °C, kHz, median ms]
     heat = f"; {temps[0]:.1f} -> {temps[-1]:.1f} °C (max {max(temps):.1f})" if temps else "; temperature unreadable"
     ok_start, _ = describe_throttled(run.get("throttled_start"))
     ok_end, text = describe_throttled(run.get("throttled_end"))

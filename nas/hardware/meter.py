@@ -88,6 +88,9 @@ class LatencyResult:
     cpu_max_freq_khz: int | None = None
     # The device's kernel release (`uname -r`); None in records taken before the runner reported it.
     kernel: str | None = None
+    # The runner's `sustained` object when the run also invoked the model without pause for a while
+    # (`measure(sustained_s=...)`): latency and temperature over time. Never cached; None otherwise.
+    sustained: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.threads_curve is not None:  # JSON (the cache, Optuna attrs) gives string keys back
@@ -191,6 +194,7 @@ class LatencyMeter:
         self._agreed: set[str] = set()  # devices whose reference figure agreed since the last round was due
         # Devices out for disagreeing, with the reason: used again only once a reference figure agrees.
         self._taken_out: dict[str, str] = {}
+        self._sustained_s = 0.0  # the sustained load the measure() under way asks for (0: none)
 
     # ---- public -----------------------------------------------------------------------------
 
@@ -222,13 +226,15 @@ class LatencyMeter:
         if reason is not None:
             raise MeasurementError(reason)
 
-    def measure(self, tflite_path: Path, progress: Progress | None = None, key: str | None = None
-                ) -> LatencyResult:
+    def measure(self, tflite_path: Path, progress: Progress | None = None, key: str | None = None, *,
+                sustained_s: float = 0.0) -> LatencyResult:
         """Latency of one `.tflite` on a healthy device of the pool (cached figures if any).
 
         `key` names what determines the latency when it is more than these bytes: a graph key
         (architecture, precision, resolution, converter) lets every trained copy of one graph share
-        one measurement. Without it the file's sha256 is the key.
+        one measurement. Without it the file's sha256 is the key. `sustained_s` > 0: after the timed
+        bursts the runner invokes the model without pause that long (`LatencyResult.sustained`); such a
+        request is always timed afresh, never served from the cache (its burst figures are still stored).
         """
         note: Progress = progress or (lambda _msg: None)
         path = Path(tflite_path)
@@ -236,6 +242,7 @@ class LatencyMeter:
             raise MeasurementError(f"model file not found: {path}")
         with self._lock:
             started = time.perf_counter()
+            self._sustained_s = max(0.0, float(sustained_s))
             self.step_seconds = {}
             for backend in self._backends.values():
                 backend.step_seconds = {}
@@ -251,6 +258,7 @@ class LatencyMeter:
                            "time": now_iso()})
                 raise
             finally:
+                self._sustained_s = 0.0
                 for backend in self._backends.values():
                     for step, secs in backend.step_seconds.items():
                         self.step_seconds[step] = self.step_seconds.get(step, 0.0) + secs
@@ -286,7 +294,7 @@ class LatencyMeter:
                 self._agreed.clear()  # a round is due: every device times the reference model again
             self._expire_marks(note)
             self._check_agreement(note)
-        if self.use_cache:
+        if self.use_cache and not self._sustained_s:
             hit = self._known_hit(sha)
             if hit is not None:
                 note(f"{hit.device}: cached latency {hit.median_ms:.2f} ms")
@@ -545,25 +553,27 @@ class LatencyMeter:
             # there and gives its version and the board, parts of the cache key.
             env = self._when_cool(dev, note, lambda: self._probe(dev, backend))
             setup = self._setups[dev.key] = self._setup(dev, backend, env)
-        if self.use_cache and not reference:
+        if self.use_cache and not self._sustained_s and not reference:
             # Also after a lookup before leasing: another worker may have timed it meanwhile.
             record = self.cache.get(sha, dev.key, setup)
             if record is not None:
                 note(f"{dev.name}: cached latency {record['median_ms']:.2f} ms")
                 return LatencyResult.from_record(record, cached=True)
         self._renew(dev, "before the upload")
+        sustained_s = 0.0 if reference else self._sustained_s  # the reference model is timed in bursts only
         file_sha = sha256_file(path)  # `sha` is the cache key; uploads are named by content
         ref = backend.upload(path, file_sha)
         counts = dev.thread_counts
         if self._busy_since is None:  # said once: not again at every try while another runner times
             note(f"{dev.name}: timing {dev.runs} runs after {dev.warmup} warm-up, "
                  f"{'/'.join(map(str, counts))} thread{'s' if counts != (1,) else ''}"
-                 + (f", best of {dev.repeats} bursts" if dev.repeats > 1 else ""))
+                 + (f", best of {dev.repeats} bursts" if dev.repeats > 1 else "")
+                 + (f", then {sustained_s:g} s under sustained load" if sustained_s else ""))
         times: list[str] = []
 
         def timed_run() -> dict[str, Any]:
             times[:] = [now_iso()]
-            out = backend.run(ref)
+            out = backend.run(ref, sustained_s)
             times.append(now_iso())
             now = throttled_now(out.get("throttled"))
             if now:  # a throttled board is slower than it is: that figure is wrong, never cached
@@ -585,8 +595,8 @@ class LatencyMeter:
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(f"{dev.name}: runner output incomplete ({exc!r}): {out}") from None
         result.board = setup.board
-        if not result.contended and not reference:
-            self.cache.put(sha, dev.key, setup, result.as_record())
+        if not result.contended and not reference:  # the burst figures; a sustained run is never served
+            self.cache.put(sha, dev.key, setup, {**result.as_record(), "sustained": None})
         backend.discard_model(ref)
         self._log({"event": "reference" if reference else "measured", "model": str(path), **result.as_record()})
         what = "reference model: " if reference else ""
@@ -612,7 +622,8 @@ class LatencyMeter:
             repeat_medians_ms=out.get("repeat_medians_ms"), threads_curve=out.get("threads_curve"),
             cpu_governor=out.get("cpu_governor"), cpu_cur_freq_khz=out.get("cpu_cur_freq_khz"),
             cpu_cur_freq_before_khz=out.get("cpu_cur_freq_before_khz"),
-            cpu_max_freq_khz=out.get("cpu_max_freq_khz"), kernel=out.get("kernel"))
+            cpu_max_freq_khz=out.get("cpu_max_freq_khz"), sustained=out.get("sustained"),
+            kernel=out.get("kernel"))
 
     def _log(self, entry: dict[str, Any]) -> None:
         """Append to results/hardware/measurements.jsonl: an audit trail (never secrets)."""

@@ -163,6 +163,18 @@ class DeviceProfile(BaseModel):
         return f"{user}{self.host}:{self.port}"
 
 
+# Seconds of sustained load when a run does not say (`sustained_s`): a board is watched for a minute, long enough
+# for a passively cooled Pi to heat up; this machine for 10 s, which shows contention but spends little time.
+SUSTAINED_S = {"local": 10.0}
+SUSTAINED_DEVICE_S = 60.0
+
+
+def default_sustained_s(device: DeviceProfile) -> float:
+    """The sustained load a device is timed under when the run gives no `sustained_s`: 10 s for kind: local
+    (this machine), 60 s for a device (kind: ssh, or any other kind)."""
+    return SUSTAINED_S.get(device.kind, SUSTAINED_DEVICE_S)
+
+
 def _describe(err: ValidationError, index: int | None) -> str:
     """One readable line per pydantic error, with the device it belongs to."""
     where = "" if index is None else f"devices[{index}]"

@@ -177,6 +177,46 @@ def importance_figure(importances: dict[str, float], path: Path) -> None:
     _save(fig, path)
 
 
+def sustained_figure(run: dict, path: Path, title: str = "latency and temperature under sustained load") -> bool:
+    """The runner's `sustained` object drawn over time: the median latency of each sample (the invokes since the
+    sample before) and, on a second axis, the temperature; the first and last stretch's medians marked over their
+    stretches. False (and nothing written) when the run has no sample with a latency."""
+    samples = [s for s in run.get("samples") or [] if len(s) > 3]
+    timed = [(s[0], s[3]) for s in samples if s[3] is not None]
+    if not timed:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.plot([t for t, _ in timed], [ms for _, ms in timed], color="tab:blue", marker="o", ms=3, lw=1.2,
+            label="median latency per sample")
+    seconds, stretch = float(run.get("seconds") or timed[-1][0]), float(run.get("stretch_s") or 0)
+    for name, start, ms in (("first", 0.0, run.get("first_median_ms")),
+                            ("last", seconds - stretch, run.get("last_median_ms"))):
+        if ms is None:
+            continue
+        ax.hlines(ms, start, start + max(stretch, seconds * 0.02), colors="tab:red", lw=2.5)
+        ax.annotate(f"{name} {stretch:g} s: {ms:.2f} ms", (start if name == "first" else seconds, ms),
+                    textcoords="offset points", xytext=(0, 6), ha="left" if name == "first" else "right",
+                    fontsize=8, color="tab:red")
+    ax.set_xlabel("seconds of sustained load")
+    ax.set_ylabel("latency (ms)", color="tab:blue")
+    ax.set_xlim(0, max(seconds, timed[-1][0]))
+    ax.margins(y=0.2)  # room for the stretch labels
+    ax.grid(alpha=0.3)
+    temps = [(s[0], s[1]) for s in samples if s[1] is not None]
+    if temps:
+        heat = ax.twinx()
+        heat.plot([t for t, _ in temps], [c for _, c in temps], color="tab:orange", lw=1.2, label="temperature")
+        heat.set_ylabel("temperature (°C)", color="tab:orange")
+        low, high = min(c for _, c in temps), max(c for _, c in temps)
+        heat.set_ylim(low - max(2.0, (high - low) * 0.2), high + max(2.0, (high - low) * 0.2))
+    else:
+        ax.text(0.99, 0.02, "temperature unreadable on this device", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=8, color="0.4")
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
 def _save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
     """Write the PNG and free the figure; `tight=False` for figures laid out by matplotlib's constrained layout."""
     if tight:

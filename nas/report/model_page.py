@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from nas.hardware import sustained
 from nas.metrics import ScoreRule
 from nas.report.page import PAGE, _figure, _fmt
 from nas.report.trials import arch_line
@@ -21,7 +22,8 @@ from nas.infra.files import atomic_write_text
 # Release files the page links when they are in the folder.
 RELEASE_FILES = (("model.tflite", "ship this"), ("model.onnx", "ONNX"), ("model.pt", "PyTorch weights"),
                  ("metrics.json", "every figure on this page"), ("report.md", "this page in Markdown"),
-                 ("preview.png", "first validation image, as in the search"))
+                 ("preview.png", "first validation image, as in the search"),
+                 ("sustained.png", "latency and temperature under sustained load"))
 
 # The trial attributes compared, as (label, key, format); `record["search_trial"]` holds the trial's.
 FIGURES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
@@ -117,6 +119,72 @@ def _files(out: Path) -> str:
     return "<h2>Files</h2>\n<ul>" + "".join(items) + "</ul>" if items else ""
 
 
+def _threads_curve(record: dict[str, Any]) -> str:
+    """The thread curve (count → median ms) with the count the model was shipped for marked, and which rule chose
+    it; one sentence when only one count was timed."""
+    curve = {int(k): v for k, v in ((record.get("latency") or {}).get("threads_curve") or {}).items()}
+    shipped = record.get("threads")
+    if len(curve) < 2:
+        return (f"<p>Timed at {_fmt(shipped)} thread{'s' if shipped != 1 else ''} only (the profile's "
+                "<code>threads</code>).</p>") if shipped is not None else ""
+    fixed = record.get("threads_fixed")
+    if fixed is not None:
+        rule = f"the profile fixes it (<code>threads_fixed: {_fmt(fixed)}</code>)"
+    elif "threads_fixed" in record or shipped == min(curve, key=lambda n: (curve[n], n)):
+        rule = "it was the fastest count timed"
+    else:  # a release made before the rule was recorded, shipped at a count that was not the fastest
+        rule = "the profile fixed it (<code>threads_fixed</code>; not the fastest count timed)"
+    rows = "".join(f"<tr><td>{_fmt(n)}</td><td>{'<strong>' if n == shipped else ''}{_fmt(ms, '.2f')}"
+                   f"{'</strong>' if n == shipped else ''}</td><td class=\"text\">"
+                   f"{'shipped for' if n == shipped else ''}</td></tr>" for n, ms in sorted(curve.items()))
+    return (f"<p>Median latency by thread count (each count's fastest burst). The model is shipped for "
+            f"<strong>{_fmt(shipped)} threads</strong>: {rule}.</p>\n"
+            f"<table><tr><th>threads</th><th>median (ms)</th><th></th></tr>{rows}</table>")
+
+
+def _clock(record: dict[str, Any]) -> str:
+    """The CPU governor and clock the figures were timed at; what the runner could not read shows as unknown."""
+    latency = record.get("latency") or {}
+    if not latency:
+        return ""
+
+    def mhz(khz: Any) -> str:
+        return "unknown" if not khz else f"{khz / 1000:,.0f} MHz"
+
+    governor = latency.get("cpu_governor") or "unknown"
+    note = ("" if governor == "performance" else
+            " (the clock follows the load, so a burst may start slow)" if governor != "unknown" else
+            " (no cpufreq on the device: the clock cannot be checked)")
+    return (f"<p>CPU governor <strong>{escape(str(governor))}</strong>{escape(note)}; clock after timing "
+            f"{mhz(latency.get('cpu_cur_freq_khz'))} of at most {mhz(latency.get('cpu_max_freq_khz'))}"
+            + (f" on {escape(str(latency['cpu']))}" if latency.get("cpu") else "") + ".</p>")
+
+
+def _sustained(record: dict[str, Any], out: Path) -> str:
+    """The sustained-load figure and its numbers; what an older release without them says."""
+    run = record.get("sustained")
+    if not run:
+        return "<p>Not timed under sustained load (a release made before <code>nas finalize</code> did).</p>"
+    text = (f"<p>Under sustained load (the model invoked without pause): {escape(sustained.summary(run))}. The "
+            "Final Score uses the burst figure above; this shows what the device does after a while of work.</p>")
+    if (caution := sustained.warning(run)) is not None:
+        text += f"\n<p class=\"warning\"><strong>Under load:</strong> {escape(caution)}</p>"
+    if (out / "sustained.png").is_file():
+        text += "\n" + _figure("sustained.png", "latency and temperature under sustained load",
+                               "Median latency of the invokes in each sample (about one a second, blue) and the "
+                               "temperature (orange, where the device reports it); red: the first and last "
+                               "stretch's medians.")
+    return text
+
+
+def _on_the_device(record: dict[str, Any], out: Path) -> str:
+    """Threads, clock and sustained load: what the figures were timed at and how the device holds them."""
+    parts = [part for part in (_threads_curve(record), _clock(record)) if part]
+    if not parts and not record.get("sustained"):
+        return ""
+    return "<h2>On the device</h2>\n" + "\n".join(parts + [_sustained(record, out)])
+
+
 def _score_formula(record: dict[str, Any]) -> str:
     """The Final Score's formula as the release computed it (a release made before it was recorded: from C)."""
     if formula := record.get("score_formula"):
@@ -153,7 +221,8 @@ def render_model_page(record: dict[str, Any], out: Path, preview_png: str | None
     if worse := record.get("worse_than_search"):  # the final model scores well below its search trial
         header += f"\n<p class=\"warning\"><strong>Worse than its search trial:</strong> {escape(worse['line'])}</p>"
     arch = f"<h2>Architecture</h2>\n<pre>{escape(json.dumps(record.get('arch', {}), indent=2))}</pre>"
-    body = "\n".join((header, _figures_table(record), _training(record), _parity(record), _int8_drift(record),
+    body = "\n".join((header, _figures_table(record), _on_the_device(record, out), _training(record),
+                      _parity(record), _int8_drift(record),
                       _previews(preview_png, preview_caption), arch, _files(out)))
     title = f"nas finalize: study {record.get('study')}, trial {record.get('trial')}"
     return PAGE.substitute(title=escape(title), body=body)

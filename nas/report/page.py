@@ -219,6 +219,27 @@ def _table(c: ReportContent) -> str:
             "device.</p>\n" f"<table><tr>{head}</tr>\n" + "\n".join(rows) + "</table>")
 
 
+def _int8_loss(c: ReportContent) -> str:
+    """The table's int8 trials that lost more than the drift margin to their float32 twin, with the layer where
+    the error grows most (`nas finalize` locates it in full for the shipped model)."""
+    rows = []
+    for t in c.table:
+        a = attrs(t)
+        if worst := a.get("int8_worst_layer"):
+            rows.append(f"<tr><td class=\"text\">{_trial_name(t)}</td><td>{_fmt(a.get('si_rmse'), '.4f')}</td>"
+                        f"<td>{_fmt(a.get('si_rmse_fp32'), '.4f')}</td>"
+                        f"<td class=\"text\">{escape(str(worst.get('layer')))}</td>"
+                        f"<td class=\"text\">{escape(str(worst.get('op')))}</td>"
+                        f"<td>{_fmt(worst.get('growth'), '+.4f')}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>int8 accuracy loss</h2>\n<p>int8 trials of the table whose si-RMSE is worse than their float32 "
+            "twin's by more than the drift margin, and the layer where the error grows most (relative RMS error "
+            "against the float32 tensor, less that of the layer's inputs).</p>\n<table><tr><th>trial</th>"
+            "<th>si-RMSE int8</th><th>float32 twin</th><th>layer</th><th>op</th><th>growth</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def _previews(c: ReportContent) -> str:
     shown = [t for t in c.preview_trials if t.number in c.previews]
     if not shown:
@@ -287,5 +308,5 @@ def _devices(c: ReportContent) -> str:
 
 def render_page(c: ReportContent) -> str:
     body = "\n".join(part for part in (_header(c), _quality(c), _pareto(c), _history(c), _importances(c), _table(c),
-                                       _devices(c), proxy_section(c.proxy_check), _previews(c), _cost(c)) if part)
+                                       _int8_loss(c), _devices(c), proxy_section(c.proxy_check), _previews(c), _cost(c)) if part)
     return PAGE.substitute(title=escape(f"nas report: {c.study_name}"), body=body)

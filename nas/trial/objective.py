@@ -31,12 +31,15 @@ from nas.infra.signals import Terminated
 from nas.infra.workers import trial_scratch
 from nas.models.pretrained import WeightSource
 from nas.trial.latency_model import arch_figures
-from nas.trial.pipeline import TrialContext, deploy, initial_network, time_untrained, train_candidate
+from nas.hardware import MeasurementError
+from nas.hardware import sustained as under_load
+from nas.trial.pipeline import (TrialContext, deploy, initial_network, sustained_seconds, time_untrained,
+                                train_candidate)
 from nas.trial.progress import StudyProgress
 from nas.trial.record import (TrialRecord, fail_reason_of, preset_of, record_arch, record_deployed, record_distill,
                               record_estimate, record_failure, record_floor, record_prediction, record_screened,
-                              record_stage_seconds, record_upper_bound, record_validation, record_weights,
-                              record_worker, record_budget)
+                              record_stage_seconds, record_sustained, record_upper_bound, record_validation,
+                              record_weights, record_worker, record_budget, rank_among)
 from nas.trial.trial_note import write_trial_note
 from nas.trial.screen import LatencyEstimate, compute_cap_reason, estimate_latency, screen_reason, timing_can_decide
 
@@ -208,9 +211,42 @@ class TrialObjective:
             for path in (deployed.tflite_path, deployed.preview_path, arch_json):
                 upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
             record_deployed(trial, record)
+            self._time_under_load(c, record, deployed.tflite_path)
         record_floor(trial, cfg.max_si_rmse, record.si_rmse)
         above = (f" (above max_si_rmse {cfg.max_si_rmse:g}: infeasible)"
                  if cfg.max_si_rmse is not None and record.si_rmse > cfg.max_si_rmse else "")
         console.print(f"{c.label}: si-RMSE {record.si_rmse:.4f}, RMSE {record.rmse:.3f} m, {record.latency_ms:.1f} ms "
                       f"on {record.device} -> score {record.final_score:.3f}{above}", markup=False)
         return record
+
+    def _time_under_load(self, c: Candidate, record: TrialRecord, tflite_path: Path) -> None:
+        """`sustained_top` N: a trial whose Final Score enters the study's top N (among the complete trials that
+        meet the accuracy floor) is timed again under sustained load and the run recorded (`sustained`). It costs
+        one more timing plus `sustained_s` of device time per such trial; the Final Score stays the burst figure's.
+        A failure is a note: the trial's figures stand without it."""
+        cfg, trial = self.ctx.config, c.trial
+        top = cfg.sustained_top
+        if top <= 0 or (cfg.max_si_rmse is not None and record.si_rmse > cfg.max_si_rmse):
+            return
+        rank = rank_among(trial.study, record.final_score, trial.number)
+        if rank > top:
+            return
+        seconds = sustained_seconds(self.ctx)
+        console.print(f"{c.label}: in the top {top} (rank {rank}), timing {seconds:g} s under sustained load on "
+                      f"{record.device} (sustained_top: one sustained run per trial entering the top {top}, "
+                      f"a timing plus {seconds:g} s of device time each)", markup=False)
+        started = time.perf_counter()
+        try:
+            latency = self.ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{c.label}: {msg}"),
+                                             sustained_s=seconds)
+        except MeasurementError as exc:
+            console.print(f"{c.label}: not timed under sustained load: {exc}", markup=False)
+            return
+        if not latency.sustained:
+            return
+        run = {**latency.sustained, "device": latency.device, "threads": latency.threads, "rank": rank,
+               "cost_s": round(time.perf_counter() - started, 3)}
+        record_sustained(trial, run)
+        console.print(f"{c.label}: under load: {under_load.summary(run)}", markup=False)
+        if caution := under_load.warning(run):
+            console.print(f"{c.label}: warning: {caution}", markup=False)

@@ -151,10 +151,22 @@ class Deployed:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     fp32_metrics: dict[str, float] | None = None  # int8 models: the float32 model of the same conversion
     fp32_path: Path | None = None  # int8 models: that float32 model's file
+    int8_worst_layer: dict[str, Any] | None = None  # int8 models over the drift margin: where the error grows most
 
 
-def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path, label: str) -> Deployed:
-    """Export to ONNX and TFLite (checking parity), score the TFLite model, time it on the device."""
+def sustained_seconds(ctx: TrialContext) -> float:
+    """The sustained load a model is timed under: the run's `sustained_s`, else the default of the pool's first
+    device (`nas.hardware.profile.default_sustained_s`: 60 s on a device, 10 s on this machine)."""
+    from nas.hardware.profile import default_sustained_s
+
+    return ctx.config.sustained_s or default_sustained_s(ctx.meter.devices[0])
+
+
+def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path, label: str,
+           sustained_s: float = 0.0) -> Deployed:
+    """Export to ONNX and TFLite (checking parity), score the TFLite model, time it on the device; `sustained_s`
+    > 0: the timing also runs it that long under sustained load (`latency.sustained`), afresh. The Final Score
+    is the burst figure's either way."""
     cfg = ctx.config
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -169,21 +181,42 @@ def deploy(ctx: TrialContext, model: torch.nn.Module, arch: Arch, workdir: Path,
                   f"at {cfg.deploy_width}×{cfg.deploy_height}")
     with stage_spinner(label, "evaluate", "frames") as frames:
         metrics, first_pred = evaluate_tflite(tflite_path, ctx.val_frames, progress=frames)
-    fp32_metrics = None
+    fp32_metrics = worst_layer = None
     if arch.precision == "int8":
         with stage_spinner(label, "evaluate the float32 twin", "frames") as frames:
             fp32_metrics, _ = evaluate_tflite(exported.fp32_path, ctx.val_frames, progress=frames)
+        worst_layer = int8_worst_layer(ctx, metrics["si_rmse"], fp32_metrics["si_rmse"], tflite_path,
+                                       exported.fp32_path, label)
     preview = write_preview(workdir / "preview.png", ctx.val_frames.rgb[0], ctx.val_frames.depth_mm[0], first_pred)
     seconds["evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     key = graph_key(arch, cfg) if cfg.latency_key == "graph" else None
     with stage_spinner(label, "measure"):
-        latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key)
+        latency = ctx.meter.measure(tflite_path, progress=lambda msg: console.print(f"{label}: {msg}"), key=key,
+                                    sustained_s=sustained_s)
     seconds["measure"] = time.perf_counter() - t0
     score = cfg.score_rule.score(metrics["si_rmse"], latency.median_ms)
     return Deployed(onnx_path, tflite_path, preview, metrics, latency, score, exported.parity, seconds,
-                    fp32_metrics, exported.fp32_path if arch.precision == "int8" else None)
+                    fp32_metrics, exported.fp32_path if arch.precision == "int8" else None, worst_layer)
+
+
+def int8_worst_layer(ctx: TrialContext, si_rmse_int8: float, si_rmse_fp32: float, int8_path: Path, fp32_path: Path,
+                     label: str) -> dict[str, Any] | None:
+    """The layer where an int8 model's error grows most, when it lost more than `int8_drift_margin` to its float32
+    twin: a few seconds of LiteRT with every tensor kept, so each such trial says where its accuracy went."""
+    from nas.export.int8_drift import PROBE_IMAGES, drift_exceeds, layer_drift
+
+    if not drift_exceeds(si_rmse_int8, si_rmse_fp32, ctx.config.int8_drift_margin):
+        return None
+    rows = layer_drift(int8_path, fp32_path, np.asarray(ctx.val_frames.rgb[:PROBE_IMAGES]))
+    if not rows:
+        return None
+    worst = max(rows, key=lambda row: row["growth"])
+    console.print(f"{label}: int8 si-RMSE {si_rmse_int8:.4f} against {si_rmse_fp32:.4f} for its float32 twin; the "
+                  f"error grows most at {worst['layer']} ({worst['op']}, +{worst['growth']:.4f})", markup=False,
+                  soft_wrap=True)
+    return worst
 
 
 def trial_weights_setting(config: RunConfig, trial: optuna.trial.FrozenTrial) -> str | Path:
@@ -261,12 +294,13 @@ def keep_training(keep: Path, recipe: dict[str, Any], model: torch.nn.Module, re
 
 
 def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, out: Path, label: str,
-            seed: int, keep: Path | None = None) -> Retrained:
+            seed: int, keep: Path | None = None, sustained_s: float = 0.0) -> Retrained:
     """Train `trial`'s architecture afresh with `budget` (its encoder start from `ctx`, its distillation
     lambda) and deploy it into `out` through the shared pipeline, so its figures mean what the trial's mean.
 
     `keep`: a folder that keeps the trained network and its recipe, so that a rerun after a failure later on
-    (the device, the export) reuses it instead of training again; reused when the recipe is the same."""
+    (the device, the export) reuses it instead of training again; reused when the recipe is the same.
+    `sustained_s` > 0: the model is timed under sustained load too (`deploy`)."""
     config = ctx.config
     arch = Arch.from_dict(arch_of(trial))
     source = ctx.weights_for(arch.backbone)
@@ -280,7 +314,7 @@ def retrain(ctx: TrialContext, trial: optuna.trial.FrozenTrial, budget: Budget, 
         if keep is not None:
             keep_training(keep, recipe, model, result)
     atomic_save(out / "model.pt", lambda f: torch.save(model.state_dict(), f))  # kept even if export fails
-    deployed = deploy(ctx, model, arch, out, label)
+    deployed = deploy(ctx, model, arch, out, label, sustained_s)
     record = TrialRecord.build(arch, figures, deployed, {"train": result.seconds, **deployed.stage_seconds},
                                source.record())
     return Retrained(arch, result, deployed, record, distill_lambda)

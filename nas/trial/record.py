@@ -62,6 +62,10 @@ KEYS: dict[str, type | tuple[type, ...]] = {
     "latency_cached": bool, "latency_contended": bool, "tflite_sha256": str, "tflite_bytes": int,
     "measure_start": str, "measure_end": str, "throttled": str, "parity": dict, "final_score": float,
     "latency": dict, "si_rmse_fp32": float, "quantization_si_rmse_delta": float,
+    "int8_worst_layer": dict,  # int8 over `int8_drift_margin`: layer, op, shape, rel_rmse, growth
+    # `sustained_top`: the runner's sustained-load run of a trial that entered the study's top N (its device and
+    # the seconds it cost added); shown, never part of the Final Score
+    "sustained": dict,
 }
 
 SCORED_KEYS = ("final_score", "si_rmse", "latency_ms")  # what a complete trial's figures are drawn from
@@ -102,6 +106,7 @@ class TrialRecord:
     quantization_si_rmse_delta: float | None = None
     encoder_weights: dict[str, Any] | None = None  # WeightSource.record(): the weights the encoder started from
     latency_contended: bool = False  # timed while other processes kept the device busy (hardware/README.md)
+    int8_worst_layer: dict[str, Any] | None = None  # int8 models that lost more than the drift margin
 
     @classmethod
     def build(cls, arch: Arch, figures: dict[str, int], deployed: Deployed, stage_seconds: dict[str, float],
@@ -117,10 +122,12 @@ class TrialRecord:
             tflite_sha256=sha256_file(deployed.tflite_path), tflite_bytes=deployed.tflite_path.stat().st_size,
             measure_start=lat.measure_start, measure_end=lat.measure_end, throttled=lat.throttled,
             parity=deployed.parity, final_score=deployed.score,
-            stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()}, latency=lat.as_record(),
+            stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()},
+            latency={k: v for k, v in lat.as_record().items() if k != "sustained"},  # kept apart: `sustained`
             si_rmse_fp32=None if fp32 is None else fp32["si_rmse"],
             quantization_si_rmse_delta=None if fp32 is None else deployed.metrics["si_rmse"] - fp32["si_rmse"],
-            encoder_weights=encoder_weights, latency_contended=lat.contended)
+            encoder_weights=encoder_weights, latency_contended=lat.contended,
+            int8_worst_layer=deployed.int8_worst_layer)
 
     def as_attrs(self) -> dict[str, Any]:
         """JSON-safe user attributes; fields that do not apply (None) are left out."""
@@ -200,6 +207,22 @@ def record_stage_seconds(trial: optuna.Trial, stage_seconds: dict[str, float]) -
 def record_deployed(trial: optuna.Trial, record: TrialRecord) -> None:
     """The deployed model's figures (once the files they point to are stored)."""
     _set(trial, **record.as_attrs())
+
+
+def record_sustained(trial: optuna.Trial, run: dict[str, Any]) -> None:
+    """The trial's model timed under sustained load (the runner's `sustained` object), for `sustained_top`."""
+    _set(trial, sustained=run)
+
+
+def sustained_of(trial: Trial) -> dict[str, Any] | None:
+    """The trial's sustained-load run, when `sustained_top` timed it; None otherwise."""
+    return trial.user_attrs.get("sustained")
+
+
+def rank_among(study: optuna.Study, score: float, number: int) -> int:
+    """Where a trial with Final Score `score` (not complete yet) ranks among the study's complete trials that meet
+    the accuracy floor, by the one rule (score descending, then trial number): 1 is the best."""
+    return 1 + sum(1 for t in ranked_trials(study) if (-score_of(t), t.number) < (-score, number))
 
 
 def record_floor(trial: optuna.Trial, floor: float | None, si_rmse: float) -> None:

@@ -308,6 +308,12 @@ def test_a_space_with_a_bad_choice_or_bound_is_one_line(tmp_path: Path, param: s
     ("reference_tolerance: 1", "reference_tolerance: Input should be less than 1"),
     ("device:\n  reference_tolerance: 1.5", "reference_tolerance: Input should be less than 1"),
     ("reference_every: -1", "reference_every: Input should be greater than or equal to 0"),
+    ("int8_drift_margin: 0", "int8_drift_margin: Input should be greater than 0"),
+    ("device:\n  int8_drift_margin: 1.5", "int8_drift_margin: Input should be less than 1"),
+    ("sustained_s: 0", "sustained_s: Input should be greater than 0"),
+    ("device:\n  sustained_s: -30", "sustained_s: Input should be greater than 0"),
+    ("sustained_s: .nan", "sustained_s: Input should be a finite number"),
+    ("sustained_top: -1", "sustained_top: Input should be greater than or equal to 0"),
 ])
 def test_a_config_value_out_of_bounds_is_one_line_naming_the_file_and_key(tmp_path: Path, setting: str,
                                                                           words: str) -> None:
@@ -340,6 +346,26 @@ def test_an_agreement_margin_flag_out_of_bounds_is_one_line_naming_the_flag(tmp_
     assert files_under(tmp_path) == []
 
 
+@pytest.mark.parametrize("command, words", [
+    (["run", "--sustained-s", "0", "--results", "r", "--space", SMOKE_SPACE], "--sustained-s: Input should be greater than 0"),
+    (["run", "--sustained-s", "nan", "--results", "r", "--space", SMOKE_SPACE], "--sustained-s: Input should be a finite"),
+    (["run", "--sustained-top", "-2", "--results", "r", "--space", SMOKE_SPACE],
+     "--sustained-top: Input should be greater than or equal to 0"),
+    (["finalize", "--sustained-s", "-1", "--results", "r"], "--sustained-s: Input should be greater than 0"),
+    (["devices", "check", "hw.yaml", "--sustained", "0"], "--sustained: seconds of sustained load must be a finite "
+                                                          "number above 0, got 0 (leave the flag out for none)"),
+    (["devices", "check", "hw.yaml", "--sustained", "-5"], "--sustained: seconds of sustained load must be a finite"),
+])
+def test_a_sustained_load_of_no_time_is_one_line_naming_the_flag(tmp_path: Path, command: list[str],
+                                                                 words: str) -> None:
+    write_local_profile(tmp_path)
+    code, text = invoke(tmp_path, command)
+    assert code == 2, text
+    one_error_line(text)
+    assert text.startswith(f"error: {words}"), text
+    assert files_under(tmp_path) == ["hw.yaml"]
+
+
 # ---- arch JSON: wrong types, values that make no sense, not UTF-8 ------------------------------------------------
 
 @pytest.mark.parametrize("content, words", [
@@ -366,6 +392,15 @@ def test_a_bad_arch_json_file_is_one_line_naming_it(tmp_path: Path, command: lis
 def test_a_bad_arch_json_string_says_arch_json(tmp_path: Path) -> None:
     code, text = invoke(tmp_path, ["arch", "show", '{"max_depth": NaN}', "--json"])
     assert code == 2 and text == "error: arch JSON: max_depth must be a finite number of metres above 0, got nan", text
+
+
+@pytest.mark.parametrize("margin", ["0", "-1", "1"])
+def test_an_int8_drift_margin_outside_0_to_1_is_one_line_naming_the_flag(tmp_path: Path, margin: str) -> None:
+    code, text = invoke(tmp_path, ["arch", "export", "litedepth", "--out", "out", "--precision", "int8",
+                                   "--int8-drift-margin", margin])
+    assert code == 2, text
+    assert text == f"error: --int8-drift-margin: must be more than 0 and less than 1, got {margin}", text
+    assert files_under(tmp_path) == []
 
 
 # ---- an SSH port that accepts and never answers -------------------------------------------------------------

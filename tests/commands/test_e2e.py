@@ -34,6 +34,7 @@ def search(tmp_path_factory):
         f"space: {REPO / 'search_spaces' / 'smoke.yaml'}\n"
         "budget: smoke\ntrials: 2\nstudy: e2e\nsynth_train: 10\nsynth_val: 2\nsynth_test: 1\n"
         f"max_si_rmse: {FLOOR}\n"
+        "device:\n  sustained_top: 1\n  sustained_s: 0.5\n"  # the best so far is timed under load too
     )
     proc = nas("run", "--config", config, "--results", work / "results", cwd=work)
     return work, config, proc
@@ -67,6 +68,12 @@ def test_run_records_every_contract_field(search):
         assert t.constraints == {"si_rmse": pytest.approx(a["si_rmse"] - FLOOR)} and a["max_si_rmse"] == FLOOR
         names = {m.filename for m in get_all_artifact_meta(t, storage=study._storage)}
         assert "model.tflite" in names and "preview.png" in names and f"arch-{a['arch_id']}.json" in names
+    # sustained_top 1: a trial that was the best so far when it finished was timed under load; the best is one.
+    loaded = study.best_trial.user_attrs["sustained"]
+    assert loaded["seconds"] == 0.5 and loaded["invokes"] > 0 and loaded["rank"] == 1 and loaded["samples"]
+    assert "in the top 1 (rank 1), timing 0.5 s under sustained load" in proc.stdout + proc.stderr
+    assert study.best_trial.value == pytest.approx(2 ** (-10 * study.best_trial.user_attrs["si_rmse"])
+                                                   / (study.best_trial.user_attrs["latency_ms"] / 1000))
 
 
 @pytest.mark.slow
@@ -85,10 +92,10 @@ def test_rerun_resumes_without_new_trials(search):
 def test_finalize_ships_the_best_trial(search):
     work, _, _ = search
     out = work / "final"
-    nas("finalize", "--study", "e2e", "--results", work / "results", "--budget", "smoke",
-        "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, cwd=work)
+    proc = nas("finalize", "--study", "e2e", "--results", work / "results", "--budget", "smoke",
+               "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, "--sustained-s", "1", cwd=work)
     for name in ("model.tflite", "model.onnx", "metrics.json", "report.md", "report.html", "preview.png",
-                 "previews.png"):
+                 "previews.png", "sustained.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("si_rmse", "rmse", "log10", "rel", "latency_ms", "final_score", "arch"):
@@ -96,13 +103,19 @@ def test_finalize_ships_the_best_trial(search):
     assert metrics["final_score"] == pytest.approx(2 ** (-10 * metrics["si_rmse"]) / (metrics["latency_ms"] / 1000))
     assert metrics["latency_cached"] is False  # the shipped file is timed anew, not given the search's figure
     assert metrics["latency"]["repeats"] == 3  # the shipped local profile: best of 3 bursts
+    # Timed under sustained load too (the burst figure stays the Final Score's), with the device it ran on.
+    loaded = metrics["sustained"]
+    assert loaded["seconds"] == 1 and loaded["invokes"] > 0 and loaded["device"] == metrics["device"]
+    assert all(len(sample) == 4 for sample in loaded["samples"]) and "sustained" not in metrics["latency"]
+    assert "final model under load: 1 s of sustained load" in proc.stdout + proc.stderr
+    assert "Under sustained load: 1 s of sustained load" in (out / "report.md").read_text()
     assert metrics["max_si_rmse"] == FLOOR and metrics["meets_max_si_rmse"] is (metrics["si_rmse"] <= FLOOR)
     assert "Final Score" in (out / "report.md").read_text()
     assert f"accuracy floor, si-RMSE ≤ {FLOOR:g}: met" in (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     assert "Parity checks" in html and f"search trial {metrics['trial']}" in html
     images = re.findall(r'<img[^>]* src="([^"]+)"', html)
-    assert "previews.png" in images
+    assert "previews.png" in images and "sustained.png" in images and "On the device" in html
     for name in re.findall(r'(?:src|href)="([^"#]+)"', html):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
 
@@ -195,6 +208,9 @@ def test_dashboard_in_a_browser_shows_the_finished_smoke_study(search, browser, 
         assert browser.execute_script("return arguments[0].naturalWidth", preview) > 0
 
 
+DRIFT_MARGIN = 1e-6  # int8 trials over it name their worst layer: with a margin this small, nearly every one does
+
+
 @pytest.fixture(scope="module")
 def pareto_search(tmp_path_factory):
     """A two-objective study of int8 candidates: no pruning, no screen, every trial complete."""
@@ -206,7 +222,8 @@ def pareto_search(tmp_path_factory):
     (work / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
     (work / "config.yaml").write_text(
         f"space: {work / 'space.yaml'}\nbudget: smoke\ntrials: 2\nstudy: front\nobjective: pareto\n"
-        "synth_train: 10\nsynth_val: 2\nsynth_test: 1\ncalibration_images: 4\n")
+        "synth_train: 10\nsynth_val: 2\nsynth_test: 1\ncalibration_images: 4\n"
+        f"int8_drift_margin: {DRIFT_MARGIN}\n")
     proc = nas("run", "--config", work / "config.yaml", "--results", work / "results", cwd=work)
     return work, proc
 
@@ -225,6 +242,13 @@ def test_pareto_study_of_int8_models_runs_to_completion(pareto_search):
         # the quantized model is what is scored; the float32 twin of the same conversion is recorded beside it
         assert a["quantization_si_rmse_delta"] == pytest.approx(a["si_rmse"] - a["si_rmse_fp32"])
         assert a["latency"]["input_dtype"] == "float32" and a["latency"]["output_dtype"] == "float32"
+        # over the drift margin, the trial names the layer where the int8 error grows most; within it, nothing
+        worst = a.get("int8_worst_layer")
+        if a["quantization_si_rmse_delta"] > DRIFT_MARGIN:
+            assert worst["layer"] and worst["op"] and worst["rel_rmse"] >= 0, a
+            assert f"the error grows most at {worst['layer']}" in proc.stderr
+        else:
+            assert worst is None
     assert "best trials" in proc.stdout
 
 

@@ -1,9 +1,11 @@
 """Arch serialisation, trial-param round trip, search-space files."""
 
+import itertools
 import json
 
 import optuna
 import pytest
+from helpers.sampling import draws
 
 from nas.arch import Arch, ArchError
 from nas.errors import ConfigError
@@ -49,14 +51,7 @@ def test_any_fixed_size_in_multiples_of_32_and_any_ratio_are_input_scales():
 @pytest.mark.parametrize("space_file", SPACES)
 def test_sampled_params_map_back_to_the_arch(space_file):
     space = load_space(space_file)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
-    for _ in range(10):
-        trial = study.ask()
-        try:
-            arch, _ = space.sample(trial)
-        except ArchError:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            continue
+    for study, trial, arch in itertools.islice(draws(space, seed=3), 8):
         assert Arch.from_params(trial.params) == arch
         assert space.violations(arch) == []
         study.tell(trial, 0.0)

@@ -5,8 +5,9 @@ import optuna
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 import pytest
+from helpers.sampling import draws
 
-from nas.arch import BLOCK_TYPES, UPSAMPLE_TYPES, ArchError
+from nas.arch import BLOCK_TYPES, UPSAMPLE_TYPES
 from nas.export.pipeline import export_arch
 from nas.presets import PRESETS
 from nas.space import load_space
@@ -20,16 +21,10 @@ def sampled_archs(count: int = 4, seed: int = 2021):
     Small on purpose: each conversion costs about a minute here, and coverage of every block,
     upsampling, FFM and scale-1 graph is what the sample is for (the presets add five more graphs).
     """
-    space = load_space("search_spaces/mai2021.yaml")
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     archs, blocks, upsamples = [], set(), set()
-    while len(archs) < count or blocks != set(BLOCK_TYPES) or upsamples != set(UPSAMPLE_TYPES):
-        trial = study.ask()
-        try:
-            arch, _ = space.sample(trial)
-        except ArchError:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            continue
+    for study, trial, arch in draws(load_space("search_spaces/mai2021.yaml"), seed):
+        if len(archs) >= count and blocks == set(BLOCK_TYPES) and upsamples == set(UPSAMPLE_TYPES):
+            break
         study.tell(trial, 0.0)
         new = set(arch.blocks) - blocks or {arch.upsample} - upsamples
         if len(archs) < count or new:

@@ -7,6 +7,7 @@ stands in for the Pi firmware, and a fake clock for the unhealthy-mark expiry.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -132,6 +133,8 @@ def test_runner_refuses_to_time_while_another_holds_the_lock(tiny_model: Path, t
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         busy = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert busy.returncode == EXIT_BUSY and "another runner is timing" in busy.stderr
+    # Told before the runtime was loaded: the busy answer carries none of the environment a loaded runtime gives.
+    assert "runtime_version" not in json.loads(busy.stdout.strip().splitlines()[-1])
     free = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert free.returncode == 0, free.stderr
 

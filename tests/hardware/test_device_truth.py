@@ -211,4 +211,37 @@ def test_devices_check_sustained_load(tiny_model: Path, tmp_path: Path, monkeypa
                           timeout=60)
     run = json.loads(done.stdout)["sustained"]
     assert run["invokes"] > 10 and run["first_median_ms"] > 0 and run["last_median_ms"] > 0
-    assert run["samples"][0][1:] == [48.5, 1500000] and run["throttled_end"] is None
+    assert run["throttled_end"] is None
+    # Each sample: [seconds, °C, kHz, median ms of the invokes since the sample before]; the first is taken
+    # before any invoke, the last when the load ends.
+    samples = run["samples"]
+    assert samples[0][1:] == [48.5, 1500000, None] and len(samples) >= 2
+    assert all(len(sample) == 4 and sample[1:3] == [48.5, 1500000] for sample in samples)
+    assert all(sample[3] > 0 for sample in samples[1:])
+    assert [sample[0] for sample in samples] == sorted(sample[0] for sample in samples)
+    assert samples[-1][0] >= 0.9  # the closing sample, at the end of the 1 s load
+
+
+def test_a_sustained_measurement_is_timed_afresh_and_carries_the_load(tiny_model: Path, tmp_path: Path,
+                                                                      sqlite_url: str) -> None:
+    messages: list[str] = []
+    with meter_for(tmp_path, sqlite_url, local_device()) as meter:
+        burst = meter.measure(tiny_model)
+        assert burst.sustained is None and meter.measure(tiny_model).cached
+        loaded = meter.measure(tiny_model, messages.append, sustained_s=1)
+        cached = meter.measure(tiny_model)
+    assert not loaded.cached and loaded.sustained is not None  # never served the cached burst figure
+    assert loaded.sustained["seconds"] == 1 and loaded.sustained["invokes"] > 10
+    assert loaded.sustained["first_median_ms"] > 0 and len(loaded.sustained["samples"][0]) == 4
+    assert any("then 1 s under sustained load" in m for m in messages)
+    # The cache keeps burst figures only: a later plain request is served without the sustained load.
+    assert cached.cached and cached.sustained is None
+    assert json.dumps(loaded.as_record())
+
+
+def test_the_default_sustained_load_is_a_minute_on_a_device_and_ten_seconds_here(tmp_path: Path) -> None:
+    from nas.hardware.profile import default_sustained_s
+
+    (here,) = load_hardware(write_profile(tmp_path / "local.yaml", local_device()))
+    (pi,) = load_hardware(write_profile(tmp_path / "pi.yaml", {"name": "pi", "kind": "ssh", "host": "pi.lan"}))
+    assert (default_sustained_s(here), default_sustained_s(pi)) == (10.0, 60.0)

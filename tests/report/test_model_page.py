@@ -140,3 +140,51 @@ def test_page_shows_where_an_int8_model_lost_accuracy_only_when_it_did(tmp_path)
     html = write_model_page(tmp_path, {**record(), "int8_drift": drift}, None, "no previews").read_text()
     assert "int8 accuracy loss" in html and "decoder/conv_3" in html and "+0.1871" in html
     assert "8 images: 0.3300, 32 images: 0.3100" in html
+
+
+def loaded_run(slowdown: float = 1.02, throttled_end: str | None = None) -> dict:
+    """A runner `sustained` object of 10 s: samples [seconds, °C, kHz, median ms], warming from 48.5 to 61.0 °C."""
+    samples = [[0.0, 48.5, 1500000, None]] + [[float(t), 48.5 + 1.25 * t, 1500000, 11.2 + 0.02 * t]
+                                               for t in range(1, 11)]
+    return {"seconds": 10, "invokes": 880, "stretch_s": 1.0, "first_median_ms": 11.2,
+            "last_median_ms": round(11.2 * slowdown, 4), "slowdown": slowdown, "median_ms": 11.3,
+            "samples": samples, "throttled_start": None, "throttled_end": throttled_end,
+            "device": "local-cpu", "kind": "local", "threads": 2, "cpu_governor": "ondemand"}
+
+
+def test_page_shows_the_thread_curve_the_clock_and_the_sustained_load(tmp_path):
+    from nas.report.figures import sustained_figure
+
+    assert sustained_figure(loaded_run(), tmp_path / "sustained.png")
+    with Image.open(tmp_path / "sustained.png") as image:
+        assert image.format == "PNG" and image.size[0] > 500
+    latency = {"threads_curve": {"1": 40.5, "2": 30.9, "4": 33.0}, "cpu_governor": "ondemand",
+               "cpu_cur_freq_khz": 600000, "cpu_max_freq_khz": 1800000, "cpu": "Cortex-A72"}
+    rec = {**record(), "threads": 2, "threads_fixed": None, "latency": latency, "sustained": loaded_run()}
+    html = write_model_page(tmp_path, rec, None, "no previews").read_text()
+    assert "On the device" in html
+    assert "<tr><td>2</td><td><strong>30.90</strong></td><td class=\"text\">shipped for</td></tr>" in html
+    assert "<tr><td>4</td><td>33.00</td>" in html and "it was the fastest count timed" in html
+    assert "CPU governor <strong>ondemand</strong>" in html and "600 MHz of at most 1,800 MHz" in html
+    assert "10 s of sustained load, 880 invokes: median 11.20 ms in the first 1 s, 11.42 ms in the last" in html
+    assert "48.5 → 61.0 °C" in html and "Under load:" not in html  # 2 % slower: no warning
+    assert '<img class="figure" src="sustained.png"' in html and 'href="sustained.png"' in html
+
+    fixed = {**rec, "threads": 4, "threads_fixed": 4, "latency": {**latency, "cpu_governor": "unknown",
+                                                                  "cpu_cur_freq_khz": None, "cpu_max_freq_khz": None}}
+    html = write_model_page(tmp_path, {**fixed, "sustained": loaded_run(1.25)}, None, "no previews").read_text()
+    assert "<tr><td>4</td><td><strong>33.00</strong></td><td class=\"text\">shipped for</td></tr>" in html
+    assert "the profile fixes it (<code>threads_fixed: 4</code>)" in html
+    assert "CPU governor <strong>unknown</strong>" in html and "clock after timing unknown of at most unknown" in html
+    assert "Under load:" in html and "ran 25% slower than the first" in html
+    throttled = write_model_page(tmp_path, {**rec, "sustained": loaded_run(1.0, "0x4")}, None, "x").read_text()
+    assert "throttled at the end of 10 s of sustained load" in throttled
+
+
+def test_page_of_an_older_release_without_device_figures_still_renders(tmp_path):
+    old = record()  # no latency record, no sustained run, no threads_fixed
+    html = write_model_page(tmp_path, old, None, "no previews").read_text()
+    assert "Final model: trial 7" in html and "Timed at 4 threads only" in html
+    assert "sustained.png" not in html and "Not timed under sustained load" in html
+    bare = {k: v for k, v in old.items() if k != "threads"}
+    assert "On the device" not in write_model_page(tmp_path, bare, None, "no previews").read_text()

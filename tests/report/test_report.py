@@ -451,3 +451,30 @@ def test_a_study_without_reference_figures_has_no_reference_figure(demo_report):
     out, html = demo_report
     assert '<h2 id="devices">' in html and "reference.png" not in html
     assert not (out / "reference.png").exists()
+
+
+def test_int8_trials_over_the_drift_margin_name_their_worst_layer():
+    """The study page lists the table's int8 trials that recorded a worst layer, and only those."""
+    from datetime import datetime
+
+    import optuna
+
+    from nas.report.cost import StudyCost
+    from nas.report.page import ReportContent, render_page
+
+    worst = {"layer": "model/decoder.0/conv;sigmoid<1>", "op": "LOGISTIC", "shape": [1, 24, 32, 8],
+             "rel_rmse": 0.21, "growth": 0.17}
+    figures = {"precision": "int8", "final_score": 0.5, "latency_ms": 3.0}
+    drifted = optuna.trial.create_trial(value=0.5, user_attrs={**figures, "si_rmse": 0.31, "si_rmse_fp32": 0.25,
+                                                               "int8_worst_layer": worst})
+    within = optuna.trial.create_trial(value=0.6, user_attrs={**figures, "si_rmse": 0.25, "si_rmse_fp32": 0.249})
+    drifted.number, within.number = 3, 4
+    content = ReportContent(study_name="s", objectives="final_score (maximize)", storage="sqlite://",
+                            generated=datetime.now(), trial_count=2, best=within, table=[within, drifted],
+                            cost=StudyCost({}, {}, {}, 0, 0.0))
+    page = render_page(content)
+    section = page[page.index("<h2>int8 accuracy loss</h2>"):page.index("<h2 id=\"cost\">")]
+    assert "model/decoder.0/conv;sigmoid&lt;1&gt;" in section and "LOGISTIC" in section and "+0.1700" in section
+    assert section.count("<tr>") == 2  # the header and trial 3: the trial within the margin is not listed
+    no_drift = render_page(ReportContent(**{**content.__dict__, "table": [within]}))
+    assert "int8 accuracy loss" not in no_drift

@@ -193,3 +193,21 @@ def test_a_studys_accuracy_floor_is_set_when_it_is_created_and_kept(tmp_path):
         open_study(config("open", 0.2))
     with pytest.raises(ConfigError, match="--max-si-rmse: Input should be greater than 0"):  # named as the flag
         config("bad", 0.0)
+
+
+def test_a_running_trial_ranks_among_the_complete_feasible_ones(tmp_path):
+    from helpers.study_builder import FakeTrial, build_study, make_config, searched
+
+    from nas.trial.record import rank_among, ranked_trials, score_of
+
+    config = make_config(tmp_path / "results", max_si_rmse=0.5)
+    study = build_study(config, [FakeTrial(searched("mobilenetv1_100"), si_rmse=0.3, latency_ms=10.0),
+                                 FakeTrial(searched("mobilenetv1_100"), si_rmse=0.3, latency_ms=20.0),
+                                 FakeTrial(searched("mobilenetv1_100"), si_rmse=0.9, latency_ms=1.0)])  # infeasible
+    best, second = ranked_trials(study)
+    assert len(ranked_trials(study, feasible_only=False)) == 3
+    above = score_of(best) * 2  # better than every trial, the infeasible fastest one too
+    assert rank_among(study, above, 99) == 1
+    assert rank_among(study, (score_of(best) + score_of(second)) / 2, 99) == 2
+    assert rank_among(study, score_of(second), 99) == 3  # a tie goes to the lower trial number
+    assert rank_among(study, score_of(second) / 2, 99) == 3

@@ -18,10 +18,12 @@ from nas.data.dataset import DepthSplit, load_split
 from nas.errors import ConfigError
 from nas.infra.files import atomic_write_text, staged_folder
 from nas.export.tflite_convert import TFLiteModel
+from nas.hardware import sustained as under_load
+from nas.report.figures import sustained_figure
 from nas.report.depth_previews import depth_previews
 from nas.report.model_page import search_figures, write_model_page
 from nas.trial.display import rounded
-from nas.trial.pipeline import retrain, trial_weights_setting
+from nas.trial.pipeline import retrain, sustained_seconds, trial_weights_setting
 from nas.trial.session import Session
 from nas.trial.record import (arch_of, attrs, best_feasible, budget_of, encoder_weights_of, has_arch, latency_of,
                               most_accurate, ranked_trials, score_of, si_rmse_of, study_floor)
@@ -64,6 +66,9 @@ def write_model_report(out: Path, record: dict) -> Path:
         f"- Training: budget {record['budget']}, {record['train_steps']} steps in {record['train_seconds']:.0f} s",
         f"- Search trial's figures: score {rounded(record['search_score'])}, si-RMSE "
         f"{rounded(record['search_si_rmse'])}",
+        *([f"- Under sustained load: {under_load.summary(record['sustained'])}"
+           + (f" (**warning:** {caution})" if (caution := under_load.warning(record["sustained"])) else "")]
+          if record.get("sustained") else []),
         *([f"- **Warning:** {record['worse_than_search']['line']}"] if record.get("worse_than_search") else []),
         *([f"- The study's accuracy floor, si-RMSE ≤ {record['max_si_rmse']:g}: "
            + ("met" if record["meets_max_si_rmse"] else "**not met** by the final model")]
@@ -77,6 +82,7 @@ def write_model_report(out: Path, record: dict) -> Path:
         "",
         f"Files: `model.tflite` ({record['precision']}, float32 input and output: ship this), `model.onnx`, "
         "`model.pt` (PyTorch weights), `metrics.json`, `preview.png` (input | ground truth | prediction | error), "
+        "`sustained.png` (latency and temperature under sustained load), "
         "`report.html` (this report as a page: search trial against final model, parity checks, and `previews.png`, "
         "input | ground truth | prediction | error on test images).",
     ]
@@ -138,7 +144,10 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
         keep = trained_folder(config, trial, seed)
         try:
             with staged_folder(final) as out:
-                retrained = retrain(ctx, trial, budget, out, "final model", seed, keep=keep)
+                # Timed under sustained load too: the burst figure is the Final Score's, the curve shows what
+                # the device does after a while of work (`sustained` in metrics.json, sustained.png).
+                retrained = retrain(ctx, trial, budget, out, "final model", seed, keep=keep,
+                                    sustained_s=sustained_seconds(ctx))
                 release_files(out, config, study, trial, retrained, ctx, seed)
         except BaseException:
             if (keep / "model.pt").is_file():
@@ -148,6 +157,10 @@ def finalize(config: RunConfig, trial_number: int | None, out: Path | None) -> P
     deployed = retrained.deployed
     console.print(f"final model: score {deployed.score:.4f}, si-RMSE {deployed.metrics['si_rmse']:.4f}, "
                   f"{deployed.latency.median_ms:.1f} ms -> {final}", markup=False)
+    if run := deployed.latency.sustained:
+        console.print(f"final model under load: {under_load.summary(run)}", markup=False, soft_wrap=True)
+        if caution := under_load.warning(run):
+            console.print(f"warning: {caution}", style="bold red", markup=False, soft_wrap=True)
     if worse := worse_than_search(deployed.score, deployed.metrics["si_rmse"], deployed.latency.median_ms, trial,
                                   budget):
         console.print(f"warning: {worse_line(worse, trial.number)}", style="bold red", markup=False, soft_wrap=True)
@@ -251,10 +264,23 @@ def int8_drift(deployed, ctx) -> dict[str, Any] | None:
                                    np.asarray(ctx.val_frames.rgb[:PROBE_IMAGES]),
                                    si_rmse_int8=deployed.metrics["si_rmse"],
                                    si_rmse_fp32=deployed.fp32_metrics["si_rmse"], onnx_path=deployed.onnx_path,
-                                   calibration=ctx.calibration_images)
+                                   calibration=ctx.calibration_images, margin=ctx.config.int8_drift_margin)
     if report is not None:
         console.print(format_drift(report), markup=False, highlight=False)
     return report
+
+
+def device_record(latency, ctx) -> dict[str, Any]:
+    """What metrics.json keeps of the device beyond the latency record: the profile's `threads_fixed` (None: the
+    fastest count was shipped) and the sustained-load run with the facts of the device it ran on."""
+    profile = next((d for d in ctx.meter.devices if d.name == latency.device), None)
+    found: dict[str, Any] = {"threads_fixed": profile.threads_fixed if profile is not None else None}
+    if latency.sustained:
+        found["sustained"] = {**latency.sustained, "device": latency.device,
+                              "kind": profile.kind if profile is not None else None, "cpu": latency.cpu,
+                              "threads": latency.threads, "cpu_governor": latency.cpu_governor,
+                              "cpu_max_freq_khz": latency.cpu_max_freq_khz}
+    return found
 
 
 def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optuna.trial.FrozenTrial, retrained,
@@ -279,6 +305,9 @@ def release_files(out: Path, config: RunConfig, study: optuna.Study, trial: optu
         record.update(max_si_rmse=floor, meets_max_si_rmse=deployed.metrics["si_rmse"] <= floor)
     if drift := int8_drift(deployed, ctx):
         record["int8_drift"] = drift
+    record.update(device_record(deployed.latency, ctx))
+    if record.get("sustained"):
+        sustained_figure(record["sustained"], out / "sustained.png")
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     write_model_report(out, record)
     with console.status("drawing previews on test images"):

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nas.commands.options import (Artifacts, BudgetOption, ConfigFile, Data, Hardware, NoDistill, Pretrained, Results,
-                                  Storage, StudyName, TrustNewHostKeys)
+                                  Storage, StudyName, SustainedS, TrustNewHostKeys)
 from nas.config import load_config
 from nas.errors import NasRuntimeError
 from nas.infra.console import out
@@ -45,6 +45,10 @@ def run_cmd(config_file: ConfigFile = None,
         max_si_rmse: Annotated[Optional[float], typer.Option(
             help="accuracy floor: trials with a higher TFLite si-RMSE are infeasible (never the best); set when the "
                  "study is created")] = None,
+        sustained_top: Annotated[Optional[int], typer.Option(
+            help="time a trial again under sustained load when it enters the top N by Final Score (one run of "
+                 "--sustained-s per such trial; shown, not scored; default 0: never)")] = None,
+        sustained_s: SustainedS = None,
         reference_every: Annotated[Optional[int], typer.Option(
             help="latency measurements between checks that the pool's devices agree on the reference model "
                  "(default 10; 0: no checks)")] = None,
@@ -60,8 +64,8 @@ def run_cmd(config_file: ConfigFile = None,
                          distill=False if no_distill else None, objective=objective, pruner=pruner, sampler=sampler, seed=seed,
                          results=results, artifacts=artifacts, baselines="all" if enqueue_baselines else _baselines(baselines),
                          trust_new_host_keys=trust_new_host_keys or None, pretrained=pretrained,
-                         max_si_rmse=max_si_rmse, reference_every=reference_every,
-                         reference_tolerance=reference_tolerance)
+                         max_si_rmse=max_si_rmse, sustained_top=sustained_top, sustained_s=sustained_s,
+                         reference_every=reference_every, reference_tolerance=reference_tolerance)
     log = route_to_log(config.results / "logs", "run")
     started = datetime.now()  # Optuna stamps trials with naive local time too
     with sigterm_as_interrupt():  # a stopped worker fails its trial with a reason, as on Ctrl-C
