@@ -405,6 +405,10 @@ class LatencyMeter:
         """Store a reference figure with its verdict; a disagreeing device is taken out of the pool, its
         figures since its last agreeing check flagged and dropped from the cache."""
         assert self.agreement is not None
+        if result.contended:  # other work slowed it: it says nothing about the device; checked again next time
+            note(f"{dev.name}: reference figure timed beside other work, not judged; checked again at the next "
+                 "measurement")
+            return
         # The measurement setup and the reference model's bytes: a figure under another of either starts afresh.
         setup = hashlib.sha256(f"{self._setups[dev.key].digest()}:{result.tflite_sha256}".encode()).hexdigest()
         reason = self.agreement.judge(dev.key, setup, result.median_ms)
@@ -425,6 +429,12 @@ class LatencyMeter:
             clock = datetime.fromisoformat(since.time).astimezone(timezone.utc).strftime("%H:%M:%S")
             flagged = (f"its figures since {clock} UTC flagged"
                        + (f" ({dropped} cached figure(s) to time again)" if dropped else ""))
+        if not any(other.key != dev.key and self.health.reason(other.key) is None for other in self.devices):
+            # Taking out the last usable device would stop the search instead of correcting it: it stays in use,
+            # and is checked again at every measurement until it agrees, each window flagged meanwhile.
+            note(f"{dev.name} disagrees: {reason}; {flagged}; it is the pool's only usable device, so it stays in "
+                 "use and is checked again at the next measurement")
+            return
         why = self._taken_out[dev.key] = f"{dev.name} taken out of the pool: {reason}"
         self.health.mark(dev.key, why, dev.unhealthy_s)
         self._setups.pop(dev.key, None)

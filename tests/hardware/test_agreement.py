@@ -247,3 +247,25 @@ def test_the_pool_is_checked_at_the_start_and_every_k_measurements(tiny_model: P
     with LatencyMeter(devices, f"sqlite:///{tmp_path / 'off.db'}", tmp_path / "results") as meter:
         meter.measure(tiny_model)  # reference_every 0 (the meter's default): no checks, no tables
         assert meter.agreement is None and read_agreement(meter.engine) == ([], [])
+
+
+def test_the_pools_only_usable_device_is_flagged_not_taken_out(tiny_model: Path, tiny_model_b: Path,
+                                                               tmp_path: Path, sqlite_url: str) -> None:
+    """Taking out the last usable device would stop the search: it stays in use, its window is flagged, and it is
+    checked again at the next measurement until it agrees."""
+    (device,) = load_hardware(write_profile(tmp_path / "one.yaml", local_device()))
+    messages: list[str] = []
+    with LatencyMeter([device], sqlite_url, tmp_path / "results", reference_every=5,
+                      reference_model=tiny_model_b, **WAIT_FOR_OTHER_RUNNERS) as meter:
+        meter.measure(tiny_model, messages.append)  # first contact: its first figure, nothing to judge against
+        meter.agreement.tolerance = 1e-12  # from now on any figure differs from the first by more than this
+        meter._agreed.clear()  # a round is due
+        result = meter.measure(tiny_model_b, messages.append)
+        assert result.device == device.name and meter.unhealthy == {}  # timed on it: nothing lost
+        line = next(m for m in messages if m.startswith(f"{device.name} disagrees: reference "))
+        assert "UTC flagged" in line and "it is the pool's only usable device, so it stays in use" in line, line
+        figures, windows = read_agreement(meter.engine)
+        assert [f.verdict for f in figures] == ["ok", "out"] and len(windows) == 1
+        checks = len(figures)
+        meter.measure(tiny_model_b, messages.append)  # a cache hit, but the device is checked again first
+        assert len(read_agreement(meter.engine)[0]) == checks + 1
