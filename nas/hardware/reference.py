@@ -22,14 +22,20 @@ from nas.errors import NasRuntimeError
 from nas.infra.files import atomic_copy, atomic_write_bytes
 from nas.infra.third_party import native_stderr_to_log
 
-REFERENCE_NAME = "reference-96x128.tflite"
+# 240×320 with 32 channels: one invoke lasts about as long as a scheduler slice on a desktop core (3 ms on the
+# 2-core AMD EPYC of benchmarks/device_truth.md) and tens of ms on a Pi 4. A shorter one runs between other
+# processes' slices, so a device whose CPU is shared would still time it as fast (96×128: 0.30 ms alone,
+# 0.30 ms beside five CPU hogs; 240×320: 2.9 ms alone, 7.2 ms beside one).
+REFERENCE_SIZE = (240, 320, 32)
+REFERENCE_NAME = f"reference-{REFERENCE_SIZE[0]}x{REFERENCE_SIZE[1]}.tflite"
 
 
-def build_reference_model(path: Path, height: int = 96, width: int = 128, channels: int = 16) -> Path:
+def build_reference_model(path: Path, height: int = REFERENCE_SIZE[0], width: int = REFERENCE_SIZE[1],
+                          channels: int = REFERENCE_SIZE[2]) -> Path:
     """Write a small float32 conv net as `.tflite` (TensorFlow converter; seeded weights), atomically.
 
-    It is the same kind of graph a trial exports (convs, ReLU, a depthwise conv, a resize), small
-    enough to time in milliseconds on a Pi 4; tests use a 16x16 one that runs in microseconds.
+    It is the same kind of graph a trial exports (convs, ReLU, a depthwise conv, a resize), timed in
+    milliseconds; tests use a 16x16 one that runs in microseconds.
     """
     import numpy as np
 
