@@ -1,15 +1,20 @@
 """End to end through the real CLI: `nas run` (smoke budget, 2 trials) then `nas finalize`."""
 
+import fcntl
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 from helpers import REPO
 from optuna.artifacts import get_all_artifact_meta
+
+from nas.hardware.local import LOCK_ENV
 
 NAS = str(Path(sys.executable).parent / "nas")
 
@@ -88,12 +93,38 @@ def test_rerun_resumes_without_new_trials(search):
     assert changed.returncode == 2 and f"created with max_si_rmse {FLOOR:g}, this run asks for 0.3" in changed.stderr
 
 
+def finalize_beside_a_busy_runner(args: list, work: Path, lock: Path) -> str:
+    """`nas finalize ARGS` while the test holds the device's runner lock (another runner timing on it) until the
+    command says it waits, and a few polls more; its whole output."""
+    log = work / "finalize.log"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with open(log, "w") as sink:
+            proc = subprocess.Popen([NAS, *map(str, args)], cwd=work, stdout=sink, stderr=subprocess.STDOUT,
+                                    env={**os.environ, LOCK_ENV: str(lock)})
+        deadline = time.monotonic() + 1500
+        while "waiting (up to" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"finalize never waited for the busy device:\n{log.read_text()}")
+            time.sleep(0.5)
+        time.sleep(3)  # a few polls while busy
+    code = proc.wait(timeout=1500)
+    text = log.read_text()
+    assert code == 0 and "Traceback" not in text, text
+    return text
+
+
 @pytest.mark.slow
 def test_finalize_ships_the_best_trial(search):
+    """The release, timed after waiting for a device another runner was timing on; a rerun reuses the training."""
     work, _, _ = search
     out = work / "final"
-    proc = nas("finalize", "--study", "e2e", "--results", work / "results", "--budget", "smoke",
-               "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, "--sustained-s", "1", cwd=work)
+    args = ["finalize", "--study", "e2e", "--results", work / "results", "--budget", "smoke",
+            "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, "--sustained-s", "1"]
+    text = finalize_beside_a_busy_runner(args, work, work / "runner.lock")
+    assert "busy, another runner is timing on this device; waiting (up to 1800 s)" in text
+    assert text.count("waiting (up to") == 1 and "no healthy device left" not in text
     for name in ("model.tflite", "model.onnx", "metrics.json", "report.md", "report.html", "preview.png",
                  "previews.png", "sustained.png"):
         assert (out / name).is_file(), name
@@ -107,7 +138,7 @@ def test_finalize_ships_the_best_trial(search):
     loaded = metrics["sustained"]
     assert loaded["seconds"] == 1 and loaded["invokes"] > 0 and loaded["device"] == metrics["device"]
     assert all(len(sample) == 4 for sample in loaded["samples"]) and "sustained" not in metrics["latency"]
-    assert "final model under load: 1 s of sustained load" in proc.stdout + proc.stderr
+    assert "final model under load: 1 s of sustained load" in text
     assert "Under sustained load: 1 s of sustained load" in (out / "report.md").read_text()
     assert metrics["max_si_rmse"] == FLOOR and metrics["meets_max_si_rmse"] is (metrics["si_rmse"] <= FLOOR)
     assert "Final Score" in (out / "report.md").read_text()
@@ -118,6 +149,12 @@ def test_finalize_ships_the_best_trial(search):
     assert "previews.png" in images and "sustained.png" in images and "On the device" in html
     for name in re.findall(r'(?:src|href)="([^"#]+)"', html):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert metrics["search_budget"]["name"] == "smoke" and metrics["seed"] >= 0
+    kept = list((work / "results" / "cache" / "final").glob(f"e2e-trial{metrics['trial']}-smoke-seed*"))
+    assert len(kept) == 1 and (kept[0] / "model.pt").is_file() and (kept[0] / "trained.json").is_file()
+    again = nas(*args, cwd=work)
+    assert "reusing the network trained earlier" in again.stderr + again.stdout
+    assert json.loads((out / "metrics.json").read_text())["train_steps"] == metrics["train_steps"]
 
 
 def test_bad_inputs_fail_before_work(tmp_path):
