@@ -186,7 +186,7 @@ def test_the_record_says_which_weights_the_encoder_started_from(tmp_path, weight
                             p90_ms=6.0, min_ms=4.5, std_ms=0.5, runs=30, cpu="x", temperature_c=None, throttled=None,
                             measure_start="a", measure_end="b", tflite_sha256="0" * 64)
     deployed = SimpleNamespace(metrics={"si_rmse": 0.2, "rmse": 1.0, "log10": 0.1, "rel": 0.1}, latency=latency,
-                               tflite_path=tflite, parity={}, score=1.0, fp32_metrics=None)
+                               tflite_path=tflite, parity={}, score=1.0, fp32_metrics=None, int8_worst_layer=None)
     arch = Arch(backbone=MINIMAL)
     record = TrialRecord.build(arch, {"params": 1, "macs": 2, "activations": 3}, deployed, {"train": 1.0},
                                source.record())
