@@ -16,8 +16,8 @@ slowed (a neighbour on a shared host, a background job) is set aside instead of 
 Every burst's median is reported too (`repeat_medians_ms`).
 
 With several thread counts (--threads 1,2,4) the model is loaded once per count and the bursts go round
-the counts (burst 1 at every count, then burst 2, ...), so a slow stretch of the machine does not fall
-on one count only. `threads_curve` maps each count to its fastest burst's median; the top-level figures
+the counts (burst 1 at every count, then burst 2, ...), --repeat-gap-s apart, so a slow stretch of the
+machine does not fall on one count only. `threads_curve` maps each count to its fastest burst's median; the top-level figures
 and `threads` are those of the fastest count, or of --threads-fixed when given.
 
 Every output carries the CPU frequency governor of cpu0 and its current and maximum clock (kHz), read
@@ -269,16 +269,19 @@ def _burst(interpreter: Any, warmup: int, runs: int) -> List[float]:
 
 def time_rounds(interpreters: List[Any], warmup: int, runs: int, repeats: int, gap_s: float
                 ) -> List[List[List[float]]]:
-    """`repeats` rounds, `gap_s` apart, of one burst per interpreter: the bursts of each interpreter.
+    """`repeats` rounds of one burst per interpreter, every two bursts `gap_s` apart: the bursts of each one.
 
     Going round the interpreters (one per thread count) instead of timing each in a block spreads a
-    slow stretch of the machine over every count instead of one.
+    slow stretch of the machine over every count instead of one. The pause comes between counts too:
+    a multi-thread interpreter's worker threads keep spinning a while after its burst, and on a machine
+    with few cores they slowed the next count's burst (1 thread after 2: 6.6 against 4.6 ms on a 2-core
+    machine, benchmarks/device_truth.md).
     """
     bursts = [[] for _ in interpreters]  # type: List[List[List[float]]]
     for index in range(repeats):
-        if index:
-            time.sleep(gap_s)
         for which, interpreter in enumerate(interpreters):
+            if index or which:
+                time.sleep(gap_s)
             bursts[which].append(_burst(interpreter, warmup, runs))
     return bursts
 

@@ -245,3 +245,28 @@ def test_the_default_sustained_load_is_a_minute_on_a_device_and_ten_seconds_here
     (here,) = load_hardware(write_profile(tmp_path / "local.yaml", local_device()))
     (pi,) = load_hardware(write_profile(tmp_path / "pi.yaml", {"name": "pi", "kind": "ssh", "host": "pi.lan"}))
     assert (default_sustained_s(here), default_sustained_s(pi)) == (10.0, 60.0)
+
+
+def test_every_two_bursts_are_a_gap_apart_counts_included(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-thread interpreter's worker threads spin on after its burst: the next count's burst waits the gap,
+    and the rounds go round the counts (count 1, count 2, count 1, ...)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("device_runner", RUNNER_PATH)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    events: list[str] = []
+
+    class Interpreter:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def invoke(self) -> None:
+            if not events or events[-1] != self.name:
+                events.append(self.name)
+
+    monkeypatch.setattr(runner.time, "sleep", lambda seconds: events.append(f"sleep {seconds:g}"))
+    bursts = runner.time_rounds([Interpreter("1 thread"), Interpreter("2 threads")], warmup=1, runs=2, repeats=2,
+                                gap_s=0.5)
+    assert events == ["1 thread", "sleep 0.5", "2 threads", "sleep 0.5", "1 thread", "sleep 0.5", "2 threads"]
+    assert [len(b) for b in bursts] == [2, 2] and all(len(times) == 2 for b in bursts for times in b)
