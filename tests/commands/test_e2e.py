@@ -293,11 +293,20 @@ def test_pareto_study_of_int8_models_runs_to_completion(pareto_search):
 def test_finalize_picks_from_the_pareto_front_and_ships_its_precision(pareto_search):
     work, _ = pareto_search
     out = work / "final"
-    nas("finalize", "--study", "front", "--results", work / "results", "--budget", "smoke",
-        "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, cwd=work)
+    proc = nas("finalize", "--study", "front", "--results", work / "results", "--budget", "smoke",
+               "--storage", f"sqlite:///{work / 'results' / 'nas.db'}", "--out", out, "--sustained-s", "1", cwd=work)
     metrics = json.loads((out / "metrics.json").read_text())
     study = optuna.load_study(study_name="front", storage=f"sqlite:///{work / 'results' / 'nas.db'}")
     front = [t for t in study.best_trials]
     best = max(front, key=lambda t: t.user_attrs["final_score"])
     assert metrics["trial"] == best.number and metrics["precision"] == "int8"
     assert (out / "model.tflite").is_file() and (out / "model.pt").is_file()
+    # Over the drift margin (0.01 here: finalize runs without the search's config), the loss is located: the
+    # worst layers and the si-RMSE by calibration-set size, printed, in metrics.json and on the page.
+    if metrics["si_rmse"] - metrics["si_rmse_fp32"] > 0.01:
+        drift = metrics["int8_drift"]
+        assert drift["worst"] and drift["calibration"] and drift["margin"] == 0.01
+        assert "layers where the error grows most" in proc.stderr + proc.stdout
+        assert "int8 accuracy loss" in (out / "report.html").read_text()
+    else:
+        assert "int8_drift" not in metrics
