@@ -214,11 +214,6 @@ def record_sustained(trial: optuna.Trial, run: dict[str, Any]) -> None:
     _set(trial, sustained=run)
 
 
-def sustained_of(trial: Trial) -> dict[str, Any] | None:
-    """The trial's sustained-load run, when `sustained_top` timed it; None otherwise."""
-    return trial.user_attrs.get("sustained")
-
-
 def rank_among(study: optuna.Study, score: float, number: int) -> int:
     """Where a trial with Final Score `score` (not complete yet) ranks among the study's complete trials that meet
     the accuracy floor, by the one rule (score descending, then trial number): 1 is the best."""
